@@ -1,0 +1,241 @@
+//! Typed settings, layered: defaults → optional TOML file → environment (`ROLLOUT_*`) → flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::domain::plan::{FlagDefinition, valid_flag_name};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// `rollout serve` options. Each also reads its `ROLLOUT_*` variable and, below that, the config file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "ROLLOUT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Redis URL (redis:// or rediss://); unset = the embedded in-memory store (not shared, not kept)
+    #[arg(long, env = "ROLLOUT_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel [default: rollout]
+    #[arg(long, env = "ROLLOUT_KEY_PREFIX")]
+    pub key_prefix: Option<String>,
+    /// Flag answered by GET /flag/{user} [default: default]
+    #[arg(long, env = "ROLLOUT_DEFAULT_FLAG")]
+    pub default_flag: Option<String>,
+    /// TOML file with settings and flags to create at start-up when absent
+    #[arg(long, env = "ROLLOUT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log output [default: pretty]
+    #[arg(long, env = "ROLLOUT_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Admin tokens, `name:token` or bare `token`; repeatable or comma-separated
+    #[arg(long = "admin-token", env = "ROLLOUT_ADMIN_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub admin_tokens: Vec<String>,
+    /// Read tokens; when set, evaluations need one (or an admin token)
+    #[arg(long = "read-token", env = "ROLLOUT_READ_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub read_tokens: Vec<String>,
+    /// Full re-read of the store every this many seconds, repairing missed change messages [default: 5]
+    #[arg(long, env = "ROLLOUT_RESYNC_SECS")]
+    pub resync_secs: Option<u64>,
+    /// Requests taking longer are answered 408 [default: 10]
+    #[arg(long, env = "ROLLOUT_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<u64>,
+    /// On SIGTERM/Ctrl-C, in-flight requests get this long to finish [default: 10]
+    #[arg(long, env = "ROLLOUT_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// What the config file may hold. Secrets stay out of it: pass them through the environment.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub redis_url: Option<String>,
+    pub key_prefix: Option<String>,
+    pub default_flag: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub resync_secs: Option<u64>,
+    pub request_timeout_secs: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+    #[serde(default)]
+    pub flags: BTreeMap<String, FlagDefinition>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A token with the name it shows up as in the audit log.
+#[derive(Debug, Clone)]
+pub struct NamedToken {
+    pub name: String,
+    pub secret: SecretString,
+}
+
+/// The resolved settings of `rollout serve`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub redis_url: Option<SecretString>,
+    pub key_prefix: String,
+    pub default_flag: String,
+    pub log_format: LogFormat,
+    pub admin_tokens: Vec<NamedToken>,
+    pub read_tokens: Vec<NamedToken>,
+    pub resync_every: Duration,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub flags: BTreeMap<String, FlagDefinition>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            redis_url: None,
+            key_prefix: "rollout".into(),
+            default_flag: "default".into(),
+            log_format: LogFormat::Pretty,
+            admin_tokens: Vec::new(),
+            read_tokens: Vec::new(),
+            resync_every: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            flags: BTreeMap::new(),
+        }
+    }
+}
+
+/// `name:token` or a bare token (named `default_name`, numbered when there are several).
+pub fn parse_tokens(raw: &[String], default_name: &str) -> Result<Vec<NamedToken>, ConfigError> {
+    let raw: Vec<&str> = raw.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+    let mut tokens = Vec::with_capacity(raw.len());
+    for (i, entry) in raw.iter().enumerate() {
+        let (name, secret) = match entry.split_once(':') {
+            Some((name, secret)) => (name.to_owned(), secret),
+            None if raw.len() == 1 => (default_name.to_owned(), *entry),
+            None => (format!("{default_name}{}", i + 1), *entry),
+        };
+        if secret.len() < 8 {
+            return Err(ConfigError::Invalid(format!("token {name:?} is shorter than 8 characters")));
+        }
+        tokens.push(NamedToken { name, secret: SecretString::from(secret.to_owned()) });
+    }
+    Ok(tokens)
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+}
+
+impl Settings {
+    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Settings::default();
+        let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
+            flag.or(file).map_or(default, Duration::from_secs)
+        };
+        let settings = Settings {
+            listen: args.listen.or(file.listen).unwrap_or(d.listen),
+            redis_url: args.redis_url.clone().or(file.redis_url).filter(|u| !u.is_empty()).map(SecretString::from),
+            key_prefix: args.key_prefix.clone().or(file.key_prefix).unwrap_or(d.key_prefix),
+            default_flag: args.default_flag.clone().or(file.default_flag).unwrap_or(d.default_flag),
+            log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
+            admin_tokens: parse_tokens(&args.admin_tokens, "admin")?,
+            read_tokens: parse_tokens(&args.read_tokens, "reader")?,
+            resync_every: secs(args.resync_secs, file.resync_secs, d.resync_every),
+            request_timeout: secs(args.request_timeout_secs, file.request_timeout_secs, d.request_timeout),
+            shutdown_grace: secs(args.shutdown_grace_secs, file.shutdown_grace_secs, d.shutdown_grace),
+            flags: file.flags,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !valid_flag_name(&self.default_flag) {
+            return Err(ConfigError::Invalid(format!("default flag {:?} is not a valid flag name", self.default_flag)));
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
+            return Err(ConfigError::Invalid("key prefix must be non-empty and free of braces".into()));
+        }
+        for d in [self.resync_every, self.request_timeout, self.shutdown_grace] {
+            if d.is_zero() || d > Duration::from_secs(3600) {
+                return Err(ConfigError::Invalid("durations must be between 1 s and 1 h".into()));
+            }
+        }
+        for (name, def) in &self.flags {
+            if !valid_flag_name(name) {
+                return Err(ConfigError::Invalid(format!("flag name {name:?} in the config file is not valid")));
+            }
+            def.validate().map_err(|e| ConfigError::Invalid(format!("flag {name:?}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn tokens_with_and_without_names() {
+        let t = parse_tokens(&["ann:aaaaaaaa".into(), "bbbbbbbb".into()], "admin").expect("valid");
+        assert_eq!((t[0].name.as_str(), t[0].secret.expose_secret()), ("ann", "aaaaaaaa"));
+        assert_eq!(t[1].name, "admin2");
+        assert_eq!(parse_tokens(&["cccccccc".into()], "admin").expect("valid")[0].name, "admin");
+        assert!(parse_tokens(&["short".into()], "admin").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "default_flag = \"from-file\"\nresync_secs = 7\n[flags.checkout]\nsalt = \"s\"\n")
+            .expect("write");
+        let args = ServeArgs { config: Some(path), resync_secs: Some(3), ..ServeArgs::default() };
+        let s = Settings::load(&args).expect("valid");
+        assert_eq!(s.default_flag, "from-file");
+        assert_eq!(s.resync_every, Duration::from_secs(3));
+        assert_eq!(s.flags["checkout"].salt.as_deref(), Some("s"));
+        assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    }
+
+    #[test]
+    fn an_invalid_flag_in_the_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[flags.bad]\nstages = []\n").expect("write");
+        let args = ServeArgs { config: Some(path), ..ServeArgs::default() };
+        assert!(matches!(Settings::load(&args), Err(ConfigError::Invalid(_))));
+    }
+}

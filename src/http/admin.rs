@@ -1,0 +1,184 @@
+//! Operator routes: define flags, drive their rollouts, read their history. Admin token required.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::auth::Admin;
+use super::error::ApiError;
+use super::extract::{ApiQuery, FlagParam, JsonBody};
+use super::json_response;
+use crate::clock::rfc3339;
+use crate::domain::plan::FlagDefinition;
+use crate::domain::rollout::{AuditEvent, Command, Flag, Position};
+use crate::rollouts::Request;
+use crate::store::HISTORY_CAP;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/flags", get(list))
+        .route("/flags/{flag}", get(show).put(put).delete(delete))
+        .route("/flags/{flag}/start", post(start))
+        .route("/flags/{flag}/advance", post(advance))
+        .route("/flags/{flag}/pause", post(pause))
+        .route("/flags/{flag}/resume", post(resume))
+        .route("/flags/{flag}/rollback", post(rollback))
+        .route("/flags/{flag}/history", get(history))
+}
+
+/// A flag as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct FlagBody<'a> {
+    pub name: &'a str,
+    pub status: &'static str,
+    pub stage: &'a str,
+    pub stage_index: usize,
+    pub percent: u8,
+    pub version: u64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub stage_entered_at: String,
+    /// Seconds of soak left in the current stage while running.
+    pub soak_remaining_secs: Option<i64>,
+    pub definition: &'a FlagDefinition,
+}
+
+impl<'a> FlagBody<'a> {
+    pub fn new(flag: &'a Flag, now_ms: i64) -> Self {
+        Self {
+            name: &flag.name,
+            status: flag.state.status.as_str(),
+            stage: flag.stage_name(),
+            stage_index: flag.state.stage_index,
+            percent: flag.percent(),
+            version: flag.state.version,
+            created_at: rfc3339(flag.state.created_at),
+            updated_at: rfc3339(flag.state.updated_at),
+            stage_entered_at: rfc3339(flag.state.stage_entered_at),
+            soak_remaining_secs: flag.soak_remaining_ms(now_ms).map(|ms| (ms + 999) / 1000),
+            definition: &flag.definition,
+        }
+    }
+}
+
+/// An audit event as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct EventBody<'a> {
+    pub version: u64,
+    pub at: String,
+    pub action: &'static str,
+    pub from: Option<&'a Position>,
+    pub to: &'a Position,
+    pub actor: &'a str,
+    pub reason: &'a str,
+}
+
+impl<'a> From<&'a AuditEvent> for EventBody<'a> {
+    fn from(e: &'a AuditEvent) -> Self {
+        Self {
+            version: e.version,
+            at: rfc3339(e.at),
+            action: e.action.as_str(),
+            from: e.from.as_ref(),
+            to: &e.to,
+            actor: &e.actor,
+            reason: &e.reason,
+        }
+    }
+}
+
+/// Optional body of a transition.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionBody {
+    pub reason: Option<String>,
+    pub expected_version: Option<u64>,
+}
+
+const MAX_REASON: usize = 1000;
+
+async fn list(_: Admin, State(state): State<AppState>) -> Response {
+    let now = state.rollouts.clock.now_ms();
+    let views = state.rollouts.snapshot.all();
+    let flags: Vec<FlagBody> = views.iter().map(|v| FlagBody::new(&v.flag, now)).collect();
+    json_response(&serde_json::json!({ "flags": flags }))
+}
+
+async fn show(_: Admin, State(state): State<AppState>, FlagParam(flag): FlagParam) -> Result<Response, ApiError> {
+    let view = state.rollouts.snapshot.get(&flag).ok_or(ApiError::FlagNotFound(flag))?;
+    Ok(json_response(&FlagBody::new(&view.flag, state.rollouts.clock.now_ms())))
+}
+
+async fn put(
+    admin: Admin,
+    State(state): State<AppState>,
+    FlagParam(flag): FlagParam,
+    JsonBody(definition): JsonBody<FlagDefinition>,
+) -> Result<Response, ApiError> {
+    let req = Request { actor: admin.actor(), reason: "definition saved".into(), expected_version: None };
+    let (saved, created) = state.rollouts.put(&flag, definition, &req).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, json_response(&FlagBody::new(&saved, state.rollouts.clock.now_ms()))).into_response())
+}
+
+async fn delete(_: Admin, State(state): State<AppState>, FlagParam(flag): FlagParam) -> Result<StatusCode, ApiError> {
+    state.rollouts.delete(&flag).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn transition(state: AppState, admin: Admin, flag: String, command: Command, body: TransitionBody) -> Result<Response, ApiError> {
+    let reason = body.reason.unwrap_or_else(|| format!("{} requested", command.as_str()));
+    if reason.len() > MAX_REASON {
+        return Err(ApiError::InvalidBody(format!("reason: at most {MAX_REASON} bytes")));
+    }
+    let req = Request { actor: admin.actor(), reason, expected_version: body.expected_version };
+    let flag = state.rollouts.transition(&flag, command, &req).await?;
+    Ok(json_response(&FlagBody::new(&flag, state.rollouts.clock.now_ms())))
+}
+
+macro_rules! transition_handler {
+    ($name:ident, $command:expr) => {
+        async fn $name(
+            admin: Admin,
+            State(state): State<AppState>,
+            FlagParam(flag): FlagParam,
+            JsonBody(body): JsonBody<TransitionBody>,
+        ) -> Result<Response, ApiError> {
+            transition(state, admin, flag, $command, body).await
+        }
+    };
+}
+
+transition_handler!(start, Command::Start);
+transition_handler!(advance, Command::Advance);
+transition_handler!(pause, Command::Pause);
+transition_handler!(resume, Command::Resume);
+transition_handler!(rollback, Command::Rollback);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn history(
+    _: Admin,
+    State(state): State<AppState>,
+    FlagParam(flag): FlagParam,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=HISTORY_CAP).contains(&limit) {
+        return Err(ApiError::InvalidQuery(format!("limit must be between 1 and {HISTORY_CAP}")));
+    }
+    let events = state.rollouts.store.history(&flag, limit).await?;
+    if events.is_empty() && state.rollouts.store.get_flag(&flag).await?.is_none() {
+        return Err(ApiError::FlagNotFound(flag));
+    }
+    let events: Vec<EventBody> = events.iter().map(EventBody::from).collect();
+    Ok(json_response(&serde_json::json!({ "flag": flag, "events": events })))
+}

@@ -1,0 +1,137 @@
+//! The API's one error type and its JSON shape: `{"error": "<code>", "message": "<text>"}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::domain::plan::DefinitionError;
+use crate::domain::rollout::TransitionError;
+use crate::rollouts::RolloutError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("flag names are 1–128 characters of A-Z a-z 0-9 . _ -")]
+    InvalidFlagName,
+    #[error("user ids are 1–512 bytes of UTF-8")]
+    InvalidUser,
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("expected Content-Type: application/json, got {0:?}")]
+    UnsupportedMediaType(String),
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("{0}")]
+    InvalidDefinition(#[from] DefinitionError),
+    #[error("no flag named {0:?}")]
+    FlagNotFound(String),
+    #[error("no route {0}")]
+    RouteNotFound(String),
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("missing or unknown token: send Authorization: Bearer <token>")]
+    Unauthorized,
+    #[error("this token may not {0}")]
+    Forbidden(&'static str),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("the flag is at version {found}, not the expected {expected}")]
+    VersionConflict { expected: u64, found: u64 },
+    #[error("the flag kept changing under this request; try again")]
+    Contended,
+    #[error("the state store is unreachable; evaluations continue from the last snapshot, changes are refused")]
+    StoreUnavailable(#[source] StoreError),
+    #[error("the request took too long")]
+    Timeout,
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidFlagName
+            | ApiError::InvalidUser
+            | ApiError::InvalidQuery(_)
+            | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidBody(_) | ApiError::InvalidDefinition(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::FlagNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Transition(_) | ApiError::VersionConflict { .. } | ApiError::Contended => StatusCode::CONFLICT,
+            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidFlagName => "invalid_flag_name",
+            ApiError::InvalidUser => "invalid_user",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::InvalidDefinition(_) => "invalid_definition",
+            ApiError::FlagNotFound(_) => "flag_not_found",
+            ApiError::RouteNotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Transition(TransitionError::Invalid { .. }) => "invalid_transition",
+            ApiError::Transition(TransitionError::StageRemoved { .. }) => "stage_removed",
+            ApiError::VersionConflict { .. } => "version_conflict",
+            ApiError::Contended => "contended",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::Timeout => "request_timeout",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() { ApiError::StoreUnavailable(e) } else { ApiError::Internal(Box::new(e)) }
+    }
+}
+
+impl From<RolloutError> for ApiError {
+    fn from(e: RolloutError) -> Self {
+        match e {
+            RolloutError::NotFound(name) => ApiError::FlagNotFound(name),
+            RolloutError::Transition(t) => ApiError::Transition(t),
+            RolloutError::VersionConflict { expected, found } => ApiError::VersionConflict { expected, found },
+            RolloutError::Contended => ApiError::Contended,
+            RolloutError::Definition(d) => ApiError::InvalidDefinition(d),
+            RolloutError::Store(s) => s.into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ErrorBody {
+    pub error: &'static str,
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Internal(_) => tracing::error!(error = ?self, "request failed"),
+            ApiError::StoreUnavailable(e) => tracing::warn!(error = %e, "store unavailable"),
+            _ => {}
+        }
+        (status, Json(ErrorBody { error: self.code(), message: self.to_string() })).into_response()
+    }
+}

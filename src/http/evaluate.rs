@@ -1,0 +1,61 @@
+//! The hot path: `GET /flag/{user}` and `GET /flags/{flag}/users/{user}`, answered from the snapshot.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use axum::response::Response;
+use serde::Serialize;
+
+use super::AppState;
+use super::auth::Reader;
+use super::error::ApiError;
+use super::extract::{FlagUserParams, UserParam};
+use super::json_response;
+use crate::snapshot::FlagView;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/flag/{user}", get(default_flag)).route("/flags/{flag}/users/{user}", get(flag_for_user))
+}
+
+#[derive(Serialize)]
+pub struct EvaluationBody<'a> {
+    pub flag: &'a str,
+    pub user: &'a str,
+    pub enabled: bool,
+    pub bucket: u8,
+    pub percent: u8,
+    pub stage: &'a str,
+    pub status: &'static str,
+    pub version: u64,
+    pub reason: &'static str,
+}
+
+fn answer(view: &FlagView, user: &str) -> Response {
+    let a = view.evaluate(user);
+    let body = EvaluationBody {
+        flag: &view.flag.name,
+        user,
+        enabled: a.evaluation.enabled,
+        bucket: a.bucket,
+        percent: view.percent,
+        stage: view.flag.stage_name(),
+        status: view.flag.state.status.as_str(),
+        version: view.flag.state.version,
+        reason: a.evaluation.reason.as_str(),
+    };
+    json_response(&body)
+}
+
+async fn default_flag(_: Reader, State(state): State<AppState>, UserParam(user): UserParam) -> Result<Response, ApiError> {
+    let view = state.rollouts.snapshot.get(&state.default_flag).ok_or_else(|| ApiError::FlagNotFound(state.default_flag.to_string()))?;
+    Ok(answer(&view, &user))
+}
+
+async fn flag_for_user(
+    _: Reader,
+    State(state): State<AppState>,
+    FlagUserParams(flag, user): FlagUserParams,
+) -> Result<Response, ApiError> {
+    let view = state.rollouts.snapshot.get(&flag).ok_or(ApiError::FlagNotFound(flag))?;
+    Ok(answer(&view, &user))
+}

@@ -1,0 +1,130 @@
+//! Our own extractors, so that every rejection comes out in the API's error format.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::domain::plan::{valid_flag_name, valid_user};
+
+/// The largest body any route accepts.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A JSON body. An empty body reads as `{}`; a non-JSON content type is 415; syntax errors are
+/// 400 `malformed_json`; well-formed JSON of the wrong shape is 422 `invalid_body`, naming the field.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("");
+            let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            if mime != "application/json" && !mime.ends_with("+json") {
+                return Err(ApiError::UnsupportedMediaType(ct.chars().take(100).collect()));
+            }
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(BODY_LIMIT)
+            } else {
+                ApiError::MalformedJson(r.body_text())
+            }
+        })?;
+        parse_json(if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes }).map(JsonBody)
+    }
+}
+
+/// Parses JSON the way [`JsonBody`] does.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data if path == "." || path.is_empty() => ApiError::InvalidBody(inner.to_string()),
+            serde_json::error::Category::Data => ApiError::InvalidBody(format!("{path}: {inner}")),
+            _ => ApiError::MalformedJson(inner.to_string()),
+        }
+    })?;
+    de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    Ok(value)
+}
+
+async fn params(parts: &mut Parts) -> Result<HashMap<String, String>, ApiError> {
+    Path::<HashMap<String, String>>::from_request_parts(parts, &()).await.map(|Path(p)| p).map_err(|r| match r {
+        PathRejection::FailedToDeserializePathParams(e) => match e.into_kind() {
+            axum::extract::path::ErrorKind::InvalidUtf8InPathParam { key } if key == "flag" => ApiError::InvalidFlagName,
+            _ => ApiError::InvalidUser,
+        },
+        other => ApiError::Internal(Box::new(other)),
+    })
+}
+
+fn flag_from(params: &HashMap<String, String>) -> Result<String, ApiError> {
+    match params.get("flag") {
+        Some(flag) if valid_flag_name(flag) => Ok(flag.clone()),
+        _ => Err(ApiError::InvalidFlagName),
+    }
+}
+
+fn user_from(params: &HashMap<String, String>) -> Result<String, ApiError> {
+    match params.get("user") {
+        Some(user) if valid_user(user) => Ok(user.clone()),
+        _ => Err(ApiError::InvalidUser),
+    }
+}
+
+/// The `{flag}` path parameter, validated.
+pub struct FlagParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for FlagParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        flag_from(&params(parts).await?).map(FlagParam)
+    }
+}
+
+/// The `{user}` path parameter, validated.
+pub struct UserParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        user_from(&params(parts).await?).map(UserParam)
+    }
+}
+
+/// The `{flag}` and `{user}` path parameters, validated.
+pub struct FlagUserParams(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for FlagUserParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let p = params(parts).await?;
+        Ok(FlagUserParams(flag_from(&p)?, user_from(&p)?))
+    }
+}
+
+/// Query parameters, with errors in our format.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| ApiError::InvalidQuery(e.body_text()))
+    }
+}

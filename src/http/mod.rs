@@ -1,0 +1,64 @@
+//! The HTTP edge: routes, shared state, and the layers every request passes through.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::response::IntoResponse;
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+
+use crate::rollouts::Rollouts;
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod evaluate;
+pub mod extract;
+pub mod ops;
+
+use self::error::ApiError;
+
+/// Everything handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub rollouts: Rollouts,
+    pub auth: Arc<auth::Auth>,
+    pub default_flag: Arc<str>,
+    /// `/readyz` fails when the snapshot is older than this.
+    pub max_snapshot_age: Duration,
+}
+
+/// Serializes a body straight into a response (no intermediate `Value`).
+pub fn json_response<T: serde::Serialize>(body: &T) -> axum::response::Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => ApiError::Internal(Box::new(e)).into_response(),
+    }
+}
+
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    Router::new()
+        .merge(evaluate::routes())
+        .merge(admin::routes())
+        .merge(ops::routes())
+        .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::Timeout }))
+                .timeout(request_timeout),
+        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let path = req
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or("", axum::extract::MatchedPath::as_str);
+            tracing::debug_span!("request", method = %req.method(), path)
+        }))
+}

@@ -1,0 +1,34 @@
+//! Liveness and readiness for load balancers and Kubernetes.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::{AppState, json_response};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
+}
+
+/// 200 when the store answers and the snapshot is fresh; 503 with the reason otherwise.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let snapshot = &state.rollouts.snapshot;
+    let body = |status: &str, reason: Option<String>| {
+        serde_json::json!({
+            "status": status,
+            "store": state.rollouts.store.kind(),
+            "flags": snapshot.len(),
+            "reason": reason,
+        })
+    };
+    match snapshot.readiness(state.max_snapshot_age) {
+        Ok(()) => json_response(&body("ready", None)),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, json_response(&body("degraded", Some(why)))).into_response(),
+    }
+}

@@ -1,0 +1,29 @@
+//! rollout-controller: staged feature rollouts with guard rails.
+//!
+//! App services ask, per user, whether a flag is on; the answer comes from an in-process
+//! [`snapshot`] of every flag (MD5 bucket < percent, plus an internal allow-list), never from a
+//! round trip to the store. Operators change rollouts through the HTTP API; [`rollouts`] applies the
+//! pure state machine of [`domain`] and writes the result to the [`store`] (Redis, or in-memory)
+//! with a version check. Every write publishes a change; each replica's feed task re-reads that flag
+//! into its snapshot within milliseconds, and re-reads everything periodically as a safety net.
+//!
+//! Modules, outermost first (dependencies point down this list):
+//! - [`cli`]: the `rollout` command line.
+//! - [`config`]: typed settings: defaults → file → env → flags.
+//! - [`server`]: wires store, snapshot feed and HTTP; graceful shutdown.
+//! - [`http`]: the axum edge, one file per concern.
+//! - [`rollouts`]: read–transition–conditional write, shared by every caller.
+//! - [`snapshot`]: the hot path's in-process copy of all flags, fed by the change feed.
+//! - [`store`]: the `Store` trait, Redis and memory implementations.
+//! - [`clock`]: injected time.
+//! - [`domain`]: pure bucketing, plan and state machine.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod rollouts;
+pub mod server;
+pub mod snapshot;
+pub mod store;

@@ -1,0 +1,143 @@
+//! Changing rollouts: read the flag, apply the pure transition, write it back conditionally.
+//!
+//! The one place that turns operator, controller and alert requests into store writes, so the
+//! version rules hold for all of them: a stale `expected_version` is refused, except for a
+//! rollback, which is retried against the fresh state until it lands (rollback wins races).
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::domain::plan::{DefinitionError, FlagDefinition};
+use crate::domain::rollout::{AuditEvent, Command, Flag, TransitionError};
+use crate::snapshot::Snapshot;
+use crate::store::{Store, StoreError, Written};
+
+/// How many times a write is re-tried when another writer got there first.
+const MAX_ATTEMPTS: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("no flag named {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("the flag is at version {found}, not the expected {expected}")]
+    VersionConflict { expected: u64, found: u64 },
+    #[error("the flag kept changing under this request; try again")]
+    Contended,
+    #[error("invalid definition: {0}")]
+    Definition(#[from] DefinitionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Who asks and why.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub actor: String,
+    pub reason: String,
+    pub expected_version: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct Rollouts {
+    pub store: Arc<dyn Store>,
+    pub snapshot: Arc<Snapshot>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Rollouts {
+    pub fn new(store: Arc<dyn Store>, snapshot: Arc<Snapshot>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, snapshot, clock }
+    }
+
+    async fn load(&self, name: &str) -> Result<Flag, RolloutError> {
+        self.store.get_flag(name).await?.ok_or_else(|| RolloutError::NotFound(name.to_owned()))
+    }
+
+    /// Creates the flag or replaces its definition. Returns the flag and whether it was created.
+    pub async fn put(&self, name: &str, definition: FlagDefinition, req: &Request) -> Result<(Flag, bool), RolloutError> {
+        definition.validate()?;
+        for _ in 0..MAX_ATTEMPTS {
+            let now = self.clock.now_ms();
+            let current = self.store.get_flag(name).await?;
+            let (next, event, expected) = match &current {
+                None => {
+                    let flag = Flag::new(name.to_owned(), definition.clone(), now);
+                    let event = flag.creation_event(&req.actor, &req.reason);
+                    (flag, event, 0)
+                }
+                Some(flag) => {
+                    check_expected(req, flag)?;
+                    let (next, event) = flag.redefine(definition.clone(), &req.actor, &req.reason, now)?;
+                    (next, event, flag.state.version)
+                }
+            };
+            if self.write(&next, expected, &event).await? {
+                return Ok((next, current.is_none()));
+            }
+        }
+        Err(RolloutError::Contended)
+    }
+
+    /// Creates the flag only if it does not exist (flags declared in the config file).
+    pub async fn ensure(&self, name: &str, definition: FlagDefinition, req: &Request) -> Result<bool, RolloutError> {
+        definition.validate()?;
+        if self.store.get_flag(name).await?.is_some() {
+            return Ok(false);
+        }
+        let flag = Flag::new(name.to_owned(), definition, self.clock.now_ms());
+        let event = flag.creation_event(&req.actor, &req.reason);
+        self.write(&flag, 0, &event).await
+    }
+
+    /// Applies a command. A rollback is re-applied to the fresh state until it lands, whatever the
+    /// versions; any other command is refused when the flag changed since it was read.
+    pub async fn transition(&self, name: &str, command: Command, req: &Request) -> Result<Flag, RolloutError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let flag = self.load(name).await?;
+            if command != Command::Rollback {
+                check_expected(req, &flag)?;
+            }
+            let (next, event) = flag.apply(command, &req.actor, &req.reason, self.clock.now_ms())?;
+            if self.write(&next, flag.state.version, &event).await? {
+                tracing::info!(flag = name, action = command.as_str(), actor = %req.actor, reason = %req.reason,
+                    version = next.state.version, "transition");
+                return Ok(next);
+            }
+            if command != Command::Rollback {
+                let found = self.load(name).await?.state.version;
+                return Err(RolloutError::VersionConflict { expected: flag.state.version, found });
+            }
+        }
+        Err(RolloutError::Contended)
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), RolloutError> {
+        if !self.store.delete_flag(name).await? {
+            return Err(RolloutError::NotFound(name.to_owned()));
+        }
+        self.snapshot.remove(name);
+        Ok(())
+    }
+
+    /// Writes conditionally; on success the local snapshot takes the new state at once.
+    async fn write(&self, next: &Flag, expected: u64, event: &AuditEvent) -> Result<bool, RolloutError> {
+        match self.store.write_flag(next, expected, event).await? {
+            Written::Yes => {
+                self.snapshot.upsert(next.clone());
+                Ok(true)
+            }
+            Written::Conflict { .. } => Ok(false),
+        }
+    }
+}
+
+fn check_expected(req: &Request, flag: &Flag) -> Result<(), RolloutError> {
+    match req.expected_version {
+        Some(expected) if expected != flag.state.version => {
+            Err(RolloutError::VersionConflict { expected, found: flag.state.version })
+        }
+        _ => Ok(()),
+    }
+}

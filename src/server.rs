@@ -1,0 +1,217 @@
+//! Wires the store, the snapshot and its feed, and the HTTP server; runs until shut down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{NamedToken, Settings};
+use crate::http::auth::{Auth, Scope};
+use crate::http::{self, AppState};
+use crate::rollouts::{Request, Rollouts};
+use crate::snapshot::{self, Snapshot};
+use crate::store::{MemoryStore, RedisStore, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot use the Redis URL")]
+    Redis(#[source] redis::RedisError),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A started service: its address, its state, and the handle that stops it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<(&'static str, Result<(), ServerError>)>,
+    grace: Duration,
+}
+
+fn token_list(tokens: &[NamedToken], scope: Scope) -> impl Iterator<Item = (Scope, String, String)> + '_ {
+    tokens.iter().map(move |t| (scope, t.name.clone(), t.secret.expose_secret().to_owned()))
+}
+
+fn generated_token() -> String {
+    let mut bytes = [0u8; 24];
+    // The OS random source failing leaves zeros; the check below refuses to use them.
+    let _ = getrandom::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ServerError> {
+    match &settings.redis_url {
+        Some(url) => Ok(Arc::new(RedisStore::connect(url.expose_secret(), &settings.key_prefix).map_err(ServerError::Redis)?)),
+        None => {
+            tracing::warn!("no Redis URL given: using the embedded in-memory store; state is not shared between replicas and is lost on exit");
+            Ok(Arc::new(MemoryStore::new()))
+        }
+    }
+}
+
+/// Starts everything on `settings.listen` (port 0 picks a free port) and returns at once.
+pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running, ServerError> {
+    let store = open_store(&settings)?;
+    start_with_store(settings, clock, store).await
+}
+
+pub async fn start_with_store(settings: Settings, clock: Arc<dyn Clock>, store: Arc<dyn Store>) -> Result<Running, ServerError> {
+    let snapshot = Arc::new(Snapshot::new());
+    let rollouts = Rollouts::new(Arc::clone(&store), Arc::clone(&snapshot), clock);
+
+    let mut admin = settings.admin_tokens.clone();
+    if admin.is_empty() {
+        let token = generated_token();
+        // Printed once, to the terminal only: never through the logs.
+        eprintln!("no admin token configured; this process accepts the generated token: {token}");
+        admin.push(NamedToken { name: "admin".into(), secret: token.into() });
+    }
+    let auth = Auth::new(token_list(&admin, Scope::Admin).chain(token_list(&settings.read_tokens, Scope::Read)));
+    let state = AppState {
+        rollouts: rollouts.clone(),
+        auth: Arc::new(auth),
+        default_flag: settings.default_flag.as_str().into(),
+        max_snapshot_age: settings.resync_every * 3,
+    };
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tasks.spawn({
+        let (store, snapshot, rx) = (Arc::clone(&store), Arc::clone(&snapshot), shutdown_rx.clone());
+        let every = settings.resync_every;
+        async move {
+            snapshot::run_feed(store, snapshot, every, rx).await;
+            ("change feed", Ok(()))
+        }
+    });
+    if !settings.flags.is_empty() {
+        tasks.spawn(seed_flags(rollouts, settings.flags.clone(), shutdown_rx.clone()));
+    }
+
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: settings.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: settings.listen, source })?;
+    let app = http::router(state.clone(), settings.request_timeout);
+    let mut stop = shutdown_rx;
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(ServerError::Serve);
+        ("http server", served)
+    });
+    tracing::info!(%addr, store = store.kind(), "listening");
+    Ok(Running { addr, state, shutdown, tasks, grace: settings.shutdown_grace })
+}
+
+/// Creates the config file's flags that do not exist yet, retrying while the store is down.
+async fn seed_flags(
+    rollouts: Rollouts,
+    flags: std::collections::BTreeMap<String, crate::domain::plan::FlagDefinition>,
+    mut shutdown: watch::Receiver<bool>,
+) -> (&'static str, Result<(), ServerError>) {
+    let req = Request { actor: "config".into(), reason: "declared in the config file".into(), expected_version: None };
+    let mut pending: Vec<_> = flags.into_iter().collect();
+    while !pending.is_empty() {
+        let mut retry = Vec::new();
+        for (name, def) in pending {
+            match rollouts.ensure(&name, def.clone(), &req).await {
+                Ok(true) => tracing::info!(flag = %name, "created from the config file"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(flag = %name, error = %e, "cannot create the flag from the config file yet");
+                    retry.push((name, def));
+                }
+            }
+        }
+        pending = retry;
+        if !pending.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+    ("config flags", Ok(()))
+}
+
+impl Running {
+    /// Stops taking requests, lets in-flight ones finish within the grace period, stops every task.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let grace = self.grace;
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(done) = self.tasks.join_next().await {
+                if let Ok((task, Err(e))) = done {
+                    tracing::error!(task, error = %e, "task failed while stopping");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(?grace, "grace period over; abandoning requests still in flight");
+            self.tasks.abort_all();
+        }
+    }
+
+    /// Runs until a task stops by itself (an error) or the process is told to stop.
+    pub async fn until_signal(mut self) -> Result<(), ServerError> {
+        let outcome = tokio::select! {
+            _ = shutdown_signal() => Ok(()),
+            Some(done) = self.tasks.join_next() => match done {
+                Ok((task, result)) => {
+                    tracing::error!(task, "task exited");
+                    result
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "task panicked");
+                    Ok(())
+                }
+            },
+        };
+        tracing::info!("shutting down");
+        self.shutdown().await;
+        outcome
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// `rollout serve`.
+pub async fn run(settings: Settings) -> Result<(), ServerError> {
+    start(settings, Arc::new(SystemClock)).await?.until_signal().await
+}

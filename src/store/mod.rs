@@ -1,0 +1,80 @@
+//! Where rollout state lives: one [`Store`] trait, implemented by Redis and by an in-process map.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::rollout::{AuditEvent, Flag};
+
+pub mod memory;
+pub mod redis;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+/// Published after every write: which flag changed and its new version (0 when deleted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub flag: String,
+    pub version: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unreachable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the store did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("stored data for {key} cannot be read")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl StoreError {
+    /// True when the failure is the store being out of reach (as opposed to bad data).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The outcome of a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Yes,
+    /// The stored version was not the expected one; this is the version found (0 = absent).
+    Conflict { found: u64 },
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"redis"` or `"memory"`.
+    fn kind(&self) -> &'static str;
+
+    async fn list_flags(&self) -> StoreResult<Vec<Flag>>;
+
+    async fn get_flag(&self, name: &str) -> StoreResult<Option<Flag>>;
+
+    /// Atomically: if the stored version is `expected` (0 = the flag must not exist), store `flag`,
+    /// append `event` to its history and publish a [`Change`].
+    async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written>;
+
+    /// Removes a flag and its history; false when there was none.
+    async fn delete_flag(&self, name: &str) -> StoreResult<bool>;
+
+    /// Audit events, newest first.
+    async fn history(&self, name: &str, limit: usize) -> StoreResult<Vec<AuditEvent>>;
+
+    /// The change feed. The stream ends when the subscription is lost; subscribe again.
+    async fn subscribe(&self) -> StoreResult<BoxStream<'static, Change>>;
+
+    /// A cheap round trip, to tell whether the store is reachable.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Most audit events kept per flag (the stream is trimmed beyond this).
+pub const HISTORY_CAP: usize = 10_000;

@@ -1,0 +1,214 @@
+//! Redis store: one hash per flag, a capped stream of audit events per flag, a pub/sub change feed.
+//!
+//! Layout (every key of one flag shares the hash tag `{<flag>}`, so it works on Redis Cluster):
+//! - `<prefix>:{<flag>}:flag`    hash `version`, `doc` (the flag as JSON)
+//! - `<prefix>:{<flag>}:history` stream of `event` (audit events as JSON), trimmed to ~HISTORY_CAP
+//! - `<prefix>:flags`            set of flag names (the index)
+//! - channel `<prefix>:changes`  `{"flag","version"}` after every write
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{Change, HISTORY_CAP, Store, StoreError, StoreResult, Written};
+use crate::domain::rollout::{AuditEvent, Flag};
+
+/// How long one Redis command may take before the store is treated as unavailable.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Check the version, write the flag, append the audit event and publish the change, atomically.
+const WRITE_SCRIPT: &str = r"
+local found = redis.call('HGET', KEYS[1], 'version') or '0'
+if found ~= ARGV[1] then return found end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return 'OK'
+";
+
+const DELETE_SCRIPT: &str = r"
+local n = redis.call('DEL', KEYS[1], KEYS[2])
+if n > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
+return n
+";
+
+pub struct RedisStore {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    write_script: redis::Script,
+    delete_script: redis::Script,
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+async fn bounded<T>(fut: impl Future<Output = redis::RedisResult<T>>) -> StoreResult<T> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, fut).await {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(StoreError::Timeout(COMMAND_TIMEOUT)),
+    }
+}
+
+impl RedisStore {
+    /// Connects lazily: the service starts (and serves nothing stale) even while Redis is down.
+    pub fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: prefix.to_owned(),
+            write_script: redis::Script::new(WRITE_SCRIPT),
+            delete_script: redis::Script::new(DELETE_SCRIPT),
+        })
+    }
+
+    fn flag_key(&self, flag: &str) -> String {
+        format!("{}:{{{flag}}}:flag", self.prefix)
+    }
+
+    fn history_key(&self, flag: &str) -> String {
+        format!("{}:{{{flag}}}:history", self.prefix)
+    }
+
+    fn index_key(&self) -> String {
+        format!("{}:flags", self.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:changes", self.prefix)
+    }
+
+    fn decode(&self, name: &str, doc: &str) -> StoreResult<Flag> {
+        serde_json::from_str(doc).map_err(|source| StoreError::Corrupt { key: self.flag_key(name), source })
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Our own plain data types always serialize.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_flags(&self) -> StoreResult<Vec<Flag>> {
+        let mut conn = self.conn.clone();
+        let names: Vec<String> = bounded(conn.smembers(self.index_key())).await?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.hget(self.flag_key(name), "doc");
+        }
+        let docs: Vec<Option<String>> = bounded(pipe.query_async(&mut conn)).await?;
+        let mut flags = Vec::with_capacity(names.len());
+        for (name, doc) in names.iter().zip(docs) {
+            // A name without a document is a flag deleted between the two reads.
+            if let Some(doc) = doc {
+                flags.push(self.decode(name, &doc)?);
+            }
+        }
+        Ok(flags)
+    }
+
+    #[tracing::instrument(skip_all, fields(flag = name))]
+    async fn get_flag(&self, name: &str) -> StoreResult<Option<Flag>> {
+        let mut conn = self.conn.clone();
+        let doc: Option<String> = bounded(conn.hget(self.flag_key(name), "doc")).await?;
+        doc.map(|d| self.decode(name, &d)).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(flag = %flag.name))]
+    async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written> {
+        let mut conn = self.conn.clone();
+        let change = Change { flag: flag.name.clone(), version: flag.state.version };
+        let answer: String = bounded(
+            self.write_script
+                .key(self.flag_key(&flag.name))
+                .key(self.history_key(&flag.name))
+                .arg(expected)
+                .arg(flag.state.version)
+                .arg(to_json(flag))
+                .arg(HISTORY_CAP)
+                .arg(to_json(event))
+                .arg(self.channel())
+                .arg(to_json(&change))
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        if answer != "OK" {
+            return Ok(Written::Conflict { found: answer.parse().unwrap_or(0) });
+        }
+        if expected == 0 {
+            // The index lives in its own hash slot, so it cannot join the script on a cluster.
+            let _: i64 = bounded(conn.sadd(self.index_key(), &flag.name)).await?;
+        }
+        Ok(Written::Yes)
+    }
+
+    #[tracing::instrument(skip_all, fields(flag = name))]
+    async fn delete_flag(&self, name: &str) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let change = Change { flag: name.to_owned(), version: 0 };
+        let removed: i64 = bounded(
+            self.delete_script
+                .key(self.flag_key(name))
+                .key(self.history_key(name))
+                .arg(self.channel())
+                .arg(to_json(&change))
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        let _: i64 = bounded(conn.srem(self.index_key(), name)).await?;
+        Ok(removed > 0)
+    }
+
+    #[tracing::instrument(skip_all, fields(flag = name))]
+    async fn history(&self, name: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply =
+            bounded(conn.xrevrange_count(self.history_key(name), "+", "-", limit)).await?;
+        let mut events = Vec::with_capacity(reply.ids.len());
+        for entry in reply.ids {
+            if let Some(event) = entry.get::<String>("event") {
+                let event = serde_json::from_str(&event)
+                    .map_err(|source| StoreError::Corrupt { key: self.history_key(name), source })?;
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+
+    async fn subscribe(&self) -> StoreResult<BoxStream<'static, Change>> {
+        let mut pubsub = bounded(self.client.get_async_pubsub()).await?;
+        bounded(pubsub.subscribe(self.channel())).await?;
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(|msg| async move { serde_json::from_slice::<Change>(msg.get_payload_bytes()).ok() })
+            .boxed())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let _: String = bounded(redis::cmd("PING").query_async(&mut conn)).await?;
+        Ok(())
+    }
+}

@@ -48,15 +48,27 @@ pub struct Rollouts {
 
 impl Rollouts {
     pub fn new(store: Arc<dyn Store>, snapshot: Arc<Snapshot>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, snapshot, clock }
+        Self {
+            store,
+            snapshot,
+            clock,
+        }
     }
 
     async fn load(&self, name: &str) -> Result<Flag, RolloutError> {
-        self.store.get_flag(name).await?.ok_or_else(|| RolloutError::NotFound(name.to_owned()))
+        self.store
+            .get_flag(name)
+            .await?
+            .ok_or_else(|| RolloutError::NotFound(name.to_owned()))
     }
 
     /// Creates the flag or replaces its definition. Returns the flag and whether it was created.
-    pub async fn put(&self, name: &str, definition: FlagDefinition, req: &Request) -> Result<(Flag, bool), RolloutError> {
+    pub async fn put(
+        &self,
+        name: &str,
+        definition: FlagDefinition,
+        req: &Request,
+    ) -> Result<(Flag, bool), RolloutError> {
         definition.validate()?;
         for _ in 0..MAX_ATTEMPTS {
             let now = self.clock.now_ms();
@@ -69,7 +81,8 @@ impl Rollouts {
                 }
                 Some(flag) => {
                     check_expected(req, flag)?;
-                    let (next, event) = flag.redefine(definition.clone(), &req.actor, &req.reason, now)?;
+                    let (next, event) =
+                        flag.redefine(definition.clone(), &req.actor, &req.reason, now)?;
                     (next, event, flag.state.version)
                 }
             };
@@ -81,7 +94,12 @@ impl Rollouts {
     }
 
     /// Creates the flag only if it does not exist (flags declared in the config file).
-    pub async fn ensure(&self, name: &str, definition: FlagDefinition, req: &Request) -> Result<bool, RolloutError> {
+    pub async fn ensure(
+        &self,
+        name: &str,
+        definition: FlagDefinition,
+        req: &Request,
+    ) -> Result<bool, RolloutError> {
         definition.validate()?;
         if self.store.get_flag(name).await?.is_some() {
             return Ok(false);
@@ -93,13 +111,19 @@ impl Rollouts {
 
     /// Applies a command. A rollback is re-applied to the fresh state until it lands, whatever the
     /// versions; any other command is refused when the flag changed since it was read.
-    pub async fn transition(&self, name: &str, command: Command, req: &Request) -> Result<Flag, RolloutError> {
+    pub async fn transition(
+        &self,
+        name: &str,
+        command: Command,
+        req: &Request,
+    ) -> Result<Flag, RolloutError> {
         for _ in 0..MAX_ATTEMPTS {
             let flag = self.load(name).await?;
             if command != Command::Rollback {
                 check_expected(req, &flag)?;
             }
-            let (next, event) = flag.apply(command, &req.actor, &req.reason, self.clock.now_ms())?;
+            let (next, event) =
+                flag.apply(command, &req.actor, &req.reason, self.clock.now_ms())?;
             if self.write(&next, flag.state.version, &event).await? {
                 tracing::info!(flag = name, action = command.as_str(), actor = %req.actor, reason = %req.reason,
                     version = next.state.version, "transition");
@@ -107,7 +131,10 @@ impl Rollouts {
             }
             if command != Command::Rollback {
                 let found = self.load(name).await?.state.version;
-                return Err(RolloutError::VersionConflict { expected: flag.state.version, found });
+                return Err(RolloutError::VersionConflict {
+                    expected: flag.state.version,
+                    found,
+                });
             }
         }
         Err(RolloutError::Contended)
@@ -122,7 +149,12 @@ impl Rollouts {
     }
 
     /// Writes conditionally; on success the local snapshot takes the new state at once.
-    async fn write(&self, next: &Flag, expected: u64, event: &AuditEvent) -> Result<bool, RolloutError> {
+    async fn write(
+        &self,
+        next: &Flag,
+        expected: u64,
+        event: &AuditEvent,
+    ) -> Result<bool, RolloutError> {
         match self.store.write_flag(next, expected, event).await? {
             Written::Yes => {
                 self.snapshot.upsert(next.clone());
@@ -135,9 +167,10 @@ impl Rollouts {
 
 fn check_expected(req: &Request, flag: &Flag) -> Result<(), RolloutError> {
     match req.expected_version {
-        Some(expected) if expected != flag.state.version => {
-            Err(RolloutError::VersionConflict { expected, found: flag.state.version })
-        }
+        Some(expected) if expected != flag.state.version => Err(RolloutError::VersionConflict {
+            expected,
+            found: flag.state.version,
+        }),
         _ => Ok(()),
     }
 }

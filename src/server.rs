@@ -40,8 +40,13 @@ pub struct Running {
     grace: Duration,
 }
 
-fn token_list(tokens: &[NamedToken], scope: Scope) -> impl Iterator<Item = (Scope, String, String)> + '_ {
-    tokens.iter().map(move |t| (scope, t.name.clone(), t.secret.expose_secret().to_owned()))
+fn token_list(
+    tokens: &[NamedToken],
+    scope: Scope,
+) -> impl Iterator<Item = (Scope, String, String)> + '_ {
+    tokens
+        .iter()
+        .map(move |t| (scope, t.name.clone(), t.secret.expose_secret().to_owned()))
 }
 
 fn generated_token() -> String {
@@ -53,9 +58,14 @@ fn generated_token() -> String {
 
 pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ServerError> {
     match &settings.redis_url {
-        Some(url) => Ok(Arc::new(RedisStore::connect(url.expose_secret(), &settings.key_prefix).map_err(ServerError::Redis)?)),
+        Some(url) => Ok(Arc::new(
+            RedisStore::connect(url.expose_secret(), &settings.key_prefix)
+                .map_err(ServerError::Redis)?,
+        )),
         None => {
-            tracing::warn!("no Redis URL given: using the embedded in-memory store; state is not shared between replicas and is lost on exit");
+            tracing::warn!(
+                "no Redis URL given: using the embedded in-memory store; state is not shared between replicas and is lost on exit"
+            );
             Ok(Arc::new(MemoryStore::new()))
         }
     }
@@ -67,7 +77,11 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
     start_with_store(settings, clock, store).await
 }
 
-pub async fn start_with_store(settings: Settings, clock: Arc<dyn Clock>, store: Arc<dyn Store>) -> Result<Running, ServerError> {
+pub async fn start_with_store(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+) -> Result<Running, ServerError> {
     let snapshot = Arc::new(Snapshot::new());
     let rollouts = Rollouts::new(Arc::clone(&store), Arc::clone(&snapshot), clock);
 
@@ -76,9 +90,14 @@ pub async fn start_with_store(settings: Settings, clock: Arc<dyn Clock>, store: 
         let token = generated_token();
         // Printed once, to the terminal only: never through the logs.
         eprintln!("no admin token configured; this process accepts the generated token: {token}");
-        admin.push(NamedToken { name: "admin".into(), secret: token.into() });
+        admin.push(NamedToken {
+            name: "admin".into(),
+            secret: token.into(),
+        });
     }
-    let auth = Auth::new(token_list(&admin, Scope::Admin).chain(token_list(&settings.read_tokens, Scope::Read)));
+    let auth = Auth::new(
+        token_list(&admin, Scope::Admin).chain(token_list(&settings.read_tokens, Scope::Read)),
+    );
     let state = AppState {
         rollouts: rollouts.clone(),
         auth: Arc::new(auth),
@@ -89,7 +108,11 @@ pub async fn start_with_store(settings: Settings, clock: Arc<dyn Clock>, store: 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tasks.spawn({
-        let (store, snapshot, rx) = (Arc::clone(&store), Arc::clone(&snapshot), shutdown_rx.clone());
+        let (store, snapshot, rx) = (
+            Arc::clone(&store),
+            Arc::clone(&snapshot),
+            shutdown_rx.clone(),
+        );
         let every = settings.resync_every;
         async move {
             snapshot::run_feed(store, snapshot, every, rx).await;
@@ -97,13 +120,24 @@ pub async fn start_with_store(settings: Settings, clock: Arc<dyn Clock>, store: 
         }
     });
     if !settings.flags.is_empty() {
-        tasks.spawn(seed_flags(rollouts, settings.flags.clone(), shutdown_rx.clone()));
+        tasks.spawn(seed_flags(
+            rollouts,
+            settings.flags.clone(),
+            shutdown_rx.clone(),
+        ));
     }
 
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(|source| ServerError::Bind { addr: settings.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: settings.listen, source })?;
+    let listener =
+        TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: settings.listen,
+                source,
+            })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
     let app = http::router(state.clone(), settings.request_timeout);
     let mut stop = shutdown_rx;
     tasks.spawn(async move {
@@ -116,7 +150,13 @@ pub async fn start_with_store(settings: Settings, clock: Arc<dyn Clock>, store: 
         ("http server", served)
     });
     tracing::info!(%addr, store = store.kind(), "listening");
-    Ok(Running { addr, state, shutdown, tasks, grace: settings.shutdown_grace })
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        tasks,
+        grace: settings.shutdown_grace,
+    })
 }
 
 /// Creates the config file's flags that do not exist yet, retrying while the store is down.
@@ -125,7 +165,11 @@ async fn seed_flags(
     flags: std::collections::BTreeMap<String, crate::domain::plan::FlagDefinition>,
     mut shutdown: watch::Receiver<bool>,
 ) -> (&'static str, Result<(), ServerError>) {
-    let req = Request { actor: "config".into(), reason: "declared in the config file".into(), expected_version: None };
+    let req = Request {
+        actor: "config".into(),
+        reason: "declared in the config file".into(),
+        expected_version: None,
+    };
     let mut pending: Vec<_> = flags.into_iter().collect();
     while !pending.is_empty() {
         let mut retry = Vec::new();
@@ -164,7 +208,10 @@ impl Running {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(?grace, "grace period over; abandoning requests still in flight");
+            tracing::warn!(
+                ?grace,
+                "grace period over; abandoning requests still in flight"
+            );
             self.tasks.abort_all();
         }
     }
@@ -213,5 +260,8 @@ async fn shutdown_signal() {
 
 /// `rollout serve`.
 pub async fn run(settings: Settings) -> Result<(), ServerError> {
-    start(settings, Arc::new(SystemClock)).await?.until_signal().await
+    start(settings, Arc::new(SystemClock))
+        .await?
+        .until_signal()
+        .await
 }

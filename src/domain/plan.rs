@@ -29,7 +29,12 @@ pub struct Stage {
 
 impl Stage {
     fn new(name: &str, percent: u8, soak_secs: u64, internal_only: bool) -> Self {
-        Self { name: name.to_owned(), percent, soak_secs, internal_only }
+        Self {
+            name: name.to_owned(),
+            percent,
+            soak_secs,
+            internal_only,
+        }
     }
 }
 
@@ -57,7 +62,11 @@ pub struct FlagDefinition {
 
 impl Default for FlagDefinition {
     fn default() -> Self {
-        Self { stages: default_stages(), internal_users: Vec::new(), salt: None }
+        Self {
+            stages: default_stages(),
+            internal_users: Vec::new(),
+            salt: None,
+        }
     }
 }
 
@@ -70,7 +79,10 @@ pub struct DefinitionError {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> DefinitionError {
-    DefinitionError { field: field.into(), message: message.into() }
+    DefinitionError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 impl FlagDefinition {
@@ -86,45 +98,69 @@ impl FlagDefinition {
         let mut previous = 0u8;
         for (i, stage) in self.stages.iter().enumerate() {
             let field = |f: &str| format!("stages[{i}].{f}");
-            if stage.name.is_empty() || stage.name.len() > 64 || stage.name.chars().any(char::is_control) {
+            if stage.name.is_empty()
+                || stage.name.len() > 64
+                || stage.name.chars().any(char::is_control)
+            {
                 return Err(invalid(field("name"), "must be 1–64 printable characters"));
             }
             if self.stages[..i].iter().any(|s| s.name == stage.name) {
-                return Err(invalid(field("name"), format!("duplicate stage name {:?}", stage.name)));
+                return Err(invalid(
+                    field("name"),
+                    format!("duplicate stage name {:?}", stage.name),
+                ));
             }
             if stage.percent > 100 {
                 return Err(invalid(field("percent"), "must be between 0 and 100"));
             }
             if stage.internal_only && stage.percent != 0 {
-                return Err(invalid(field("percent"), "must be 0 for an internal_only stage"));
+                return Err(invalid(
+                    field("percent"),
+                    "must be 0 for an internal_only stage",
+                ));
             }
             if stage.percent < previous {
-                return Err(invalid(field("percent"), "percentages must not decrease from one stage to the next"));
+                return Err(invalid(
+                    field("percent"),
+                    "percentages must not decrease from one stage to the next",
+                ));
             }
             if stage.soak_secs > MAX_SOAK_SECS {
-                return Err(invalid(field("soak_secs"), format!("must be at most {MAX_SOAK_SECS}")));
+                return Err(invalid(
+                    field("soak_secs"),
+                    format!("must be at most {MAX_SOAK_SECS}"),
+                ));
             }
             previous = stage.percent;
         }
         if self.internal_users.len() > MAX_INTERNAL_USERS {
-            return Err(invalid("internal_users", format!("at most {MAX_INTERNAL_USERS} users")));
+            return Err(invalid(
+                "internal_users",
+                format!("at most {MAX_INTERNAL_USERS} users"),
+            ));
         }
         for (i, user) in self.internal_users.iter().enumerate() {
             if !valid_user(user) {
-                return Err(invalid(format!("internal_users[{i}]"), format!("must be 1–{MAX_USER_LEN} bytes")));
+                return Err(invalid(
+                    format!("internal_users[{i}]"),
+                    format!("must be 1–{MAX_USER_LEN} bytes"),
+                ));
             }
         }
-        if let Some(salt) = &self.salt {
-            if salt.is_empty() || salt.len() > 128 {
-                return Err(invalid("salt", "must be 1–128 bytes, or null for no salt"));
-            }
+        if let Some(salt) = &self.salt
+            && (salt.is_empty() || salt.len() > 128)
+        {
+            return Err(invalid("salt", "must be 1–128 bytes, or null for no salt"));
         }
         Ok(())
     }
 
     /// Index of the stage a rollout resumes at after a rollback: the first that is not internal-only.
     pub fn first_percentage_stage(&self) -> usize {
-        self.stages.iter().position(|s| !s.internal_only).unwrap_or(0)
+        self.stages
+            .iter()
+            .position(|s| !s.internal_only)
+            .unwrap_or(0)
     }
 }
 
@@ -132,7 +168,9 @@ impl FlagDefinition {
 pub fn valid_flag_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// User ids: 1–512 bytes.
@@ -145,7 +183,10 @@ mod tests {
     use super::*;
 
     fn def(stages: Vec<Stage>) -> FlagDefinition {
-        FlagDefinition { stages, ..FlagDefinition::default() }
+        FlagDefinition {
+            stages,
+            ..FlagDefinition::default()
+        }
     }
 
     #[test]
@@ -159,17 +200,51 @@ mod tests {
     fn invalid_plans_name_the_field() {
         let cases = [
             (def(vec![]), "stages"),
-            (def(vec![Stage::new("a", 101, 0, false)]), "stages[0].percent"),
-            (def(vec![Stage::new("a", 50, 0, false), Stage::new("b", 10, 0, false)]), "stages[1].percent"),
-            (def(vec![Stage::new("a", 10, 0, false), Stage::new("a", 20, 0, false)]), "stages[1].name"),
+            (
+                def(vec![Stage::new("a", 101, 0, false)]),
+                "stages[0].percent",
+            ),
+            (
+                def(vec![
+                    Stage::new("a", 50, 0, false),
+                    Stage::new("b", 10, 0, false),
+                ]),
+                "stages[1].percent",
+            ),
+            (
+                def(vec![
+                    Stage::new("a", 10, 0, false),
+                    Stage::new("a", 20, 0, false),
+                ]),
+                "stages[1].name",
+            ),
             (def(vec![Stage::new("", 10, 0, false)]), "stages[0].name"),
             (def(vec![Stage::new("i", 5, 0, true)]), "stages[0].percent"),
-            (def(vec![Stage::new("a", 5, MAX_SOAK_SECS + 1, false)]), "stages[0].soak_secs"),
-            (FlagDefinition { internal_users: vec![String::new()], ..FlagDefinition::default() }, "internal_users[0]"),
-            (FlagDefinition { salt: Some(String::new()), ..FlagDefinition::default() }, "salt"),
+            (
+                def(vec![Stage::new("a", 5, MAX_SOAK_SECS + 1, false)]),
+                "stages[0].soak_secs",
+            ),
+            (
+                FlagDefinition {
+                    internal_users: vec![String::new()],
+                    ..FlagDefinition::default()
+                },
+                "internal_users[0]",
+            ),
+            (
+                FlagDefinition {
+                    salt: Some(String::new()),
+                    ..FlagDefinition::default()
+                },
+                "salt",
+            ),
         ];
         for (d, field) in cases {
-            assert_eq!(d.validate().map_err(|e| e.field), Err(field.to_owned()), "{d:?}");
+            assert_eq!(
+                d.validate().map_err(|e| e.field),
+                Err(field.to_owned()),
+                "{d:?}"
+            );
         }
     }
 

@@ -44,7 +44,9 @@ pub enum ApiError {
     VersionConflict { expected: u64, found: u64 },
     #[error("the flag kept changing under this request; try again")]
     Contended,
-    #[error("the state store is unreachable; evaluations continue from the last snapshot, changes are refused")]
+    #[error(
+        "the state store is unreachable; evaluations continue from the last snapshot, changes are refused"
+    )]
     StoreUnavailable(#[source] StoreError),
     #[error("the request took too long")]
     Timeout,
@@ -61,12 +63,16 @@ impl ApiError {
             | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InvalidBody(_) | ApiError::InvalidDefinition(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidBody(_) | ApiError::InvalidDefinition(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::FlagNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Transition(_) | ApiError::VersionConflict { .. } | ApiError::Contended => StatusCode::CONFLICT,
+            ApiError::Transition(_) | ApiError::VersionConflict { .. } | ApiError::Contended => {
+                StatusCode::CONFLICT
+            }
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,7 +107,11 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        if e.is_unavailable() { ApiError::StoreUnavailable(e) } else { ApiError::Internal(Box::new(e)) }
+        if e.is_unavailable() {
+            ApiError::StoreUnavailable(e)
+        } else {
+            ApiError::Internal(Box::new(e))
+        }
     }
 }
 
@@ -110,7 +120,9 @@ impl From<RolloutError> for ApiError {
         match e {
             RolloutError::NotFound(name) => ApiError::FlagNotFound(name),
             RolloutError::Transition(t) => ApiError::Transition(t),
-            RolloutError::VersionConflict { expected, found } => ApiError::VersionConflict { expected, found },
+            RolloutError::VersionConflict { expected, found } => {
+                ApiError::VersionConflict { expected, found }
+            }
             RolloutError::Contended => ApiError::Contended,
             RolloutError::Definition(d) => ApiError::InvalidDefinition(d),
             RolloutError::Store(s) => s.into(),
@@ -132,6 +144,13 @@ impl IntoResponse for ApiError {
             ApiError::StoreUnavailable(e) => tracing::warn!(error = %e, "store unavailable"),
             _ => {}
         }
-        (status, Json(ErrorBody { error: self.code(), message: self.to_string() })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: self.code(),
+                message: self.to_string(),
+            }),
+        )
+            .into_response()
     }
 }

@@ -1,9 +1,9 @@
 //! The hot path: `GET /flag/{user}` and `GET /flags/{flag}/users/{user}`, answered from the snapshot.
 
-use axum::extract::State;
-use axum::routing::get;
 use axum::Router;
+use axum::extract::State;
 use axum::response::Response;
+use axum::routing::get;
 use serde::Serialize;
 
 use super::AppState;
@@ -14,7 +14,9 @@ use super::json_response;
 use crate::snapshot::FlagView;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/flag/{user}", get(default_flag)).route("/flags/{flag}/users/{user}", get(flag_for_user))
+    Router::new()
+        .route("/flag/{user}", get(default_flag))
+        .route("/flags/{flag}/users/{user}", get(flag_for_user))
 }
 
 #[derive(Serialize)]
@@ -46,8 +48,16 @@ fn answer(view: &FlagView, user: &str) -> Response {
     json_response(&body)
 }
 
-async fn default_flag(_: Reader, State(state): State<AppState>, UserParam(user): UserParam) -> Result<Response, ApiError> {
-    let view = state.rollouts.snapshot.get(&state.default_flag).ok_or_else(|| ApiError::FlagNotFound(state.default_flag.to_string()))?;
+async fn default_flag(
+    _: Reader,
+    State(state): State<AppState>,
+    UserParam(user): UserParam,
+) -> Result<Response, ApiError> {
+    let view = state
+        .rollouts
+        .snapshot
+        .get(&state.default_flag)
+        .ok_or_else(|| ApiError::FlagNotFound(state.default_flag.to_string()))?;
     Ok(answer(&view, &user))
 }
 
@@ -56,6 +66,10 @@ async fn flag_for_user(
     State(state): State<AppState>,
     FlagUserParams(flag, user): FlagUserParams,
 ) -> Result<Response, ApiError> {
-    let view = state.rollouts.snapshot.get(&flag).ok_or(ApiError::FlagNotFound(flag))?;
+    let view = state
+        .rollouts
+        .snapshot
+        .get(&flag)
+        .ok_or(ApiError::FlagNotFound(flag))?;
     Ok(answer(&view, &user))
 }

@@ -9,11 +9,17 @@ use axum::routing::get;
 use super::{AppState, json_response};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 async fn healthz() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+        .into_response()
 }
 
 /// 200 when the store answers and the snapshot is fresh; 503 with the reason otherwise.
@@ -29,6 +35,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     };
     match snapshot.readiness(state.max_snapshot_age) {
         Ok(()) => json_response(&body("ready", None)),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, json_response(&body("degraded", Some(why)))).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json_response(&body("degraded", Some(why))),
+        )
+            .into_response(),
     }
 }

@@ -23,7 +23,10 @@ pub struct MemoryStore {
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        Self { flags: Mutex::new(HashMap::new()), changes: broadcast::channel(1024).0 }
+        Self {
+            flags: Mutex::new(HashMap::new()),
+            changes: broadcast::channel(1024).0,
+        }
     }
 }
 
@@ -35,12 +38,17 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         // A panic while holding the lock cannot leave a half-written entry (each write is one insert),
         // so the data is still sound after poisoning.
-        self.flags.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.flags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn publish(&self, flag: &str, version: u64) {
         // No receivers is fine: nobody is listening yet.
-        let _ = self.changes.send(Change { flag: flag.to_owned(), version });
+        let _ = self.changes.send(Change {
+            flag: flag.to_owned(),
+            version,
+        });
     }
 }
 
@@ -58,16 +66,22 @@ impl Store for MemoryStore {
         Ok(self.lock().get(name).map(|e| e.flag.clone()))
     }
 
-    async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written> {
+    async fn write_flag(
+        &self,
+        flag: &Flag,
+        expected: u64,
+        event: &AuditEvent,
+    ) -> StoreResult<Written> {
         {
             let mut flags = self.lock();
             let found = flags.get(&flag.name).map_or(0, |e| e.flag.state.version);
             if found != expected {
                 return Ok(Written::Conflict { found });
             }
-            let entry = flags
-                .entry(flag.name.clone())
-                .or_insert_with(|| Entry { flag: flag.clone(), history: VecDeque::new() });
+            let entry = flags.entry(flag.name.clone()).or_insert_with(|| Entry {
+                flag: flag.clone(),
+                history: VecDeque::new(),
+            });
             entry.flag = flag.clone();
             entry.history.push_front(event.clone());
             entry.history.truncate(HISTORY_CAP);
@@ -85,7 +99,11 @@ impl Store for MemoryStore {
     }
 
     async fn history(&self, name: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {
-        Ok(self.lock().get(name).map(|e| e.history.iter().take(limit).cloned().collect()).unwrap_or_default())
+        Ok(self
+            .lock()
+            .get(name)
+            .map(|e| e.history.iter().take(limit).cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn subscribe(&self) -> StoreResult<BoxStream<'static, Change>> {

@@ -47,7 +47,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub enum Written {
     Yes,
     /// The stored version was not the expected one; this is the version found (0 = absent).
-    Conflict { found: u64 },
+    Conflict {
+        found: u64,
+    },
 }
 
 #[async_trait]
@@ -61,7 +63,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Atomically: if the stored version is `expected` (0 = the flag must not exist), store `flag`,
     /// append `event` to its history and publish a [`Change`].
-    async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written>;
+    async fn write_flag(
+        &self,
+        flag: &Flag,
+        expected: u64,
+        event: &AuditEvent,
+    ) -> StoreResult<Written>;
 
     /// Removes a flag and its history; false when there was none.
     async fn delete_flag(&self, name: &str) -> StoreResult<bool>;

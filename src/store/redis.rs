@@ -92,7 +92,10 @@ impl RedisStore {
     }
 
     fn decode(&self, name: &str, doc: &str) -> StoreResult<Flag> {
-        serde_json::from_str(doc).map_err(|source| StoreError::Corrupt { key: self.flag_key(name), source })
+        serde_json::from_str(doc).map_err(|source| StoreError::Corrupt {
+            key: self.flag_key(name),
+            source,
+        })
     }
 }
 
@@ -137,9 +140,17 @@ impl Store for RedisStore {
     }
 
     #[tracing::instrument(skip_all, fields(flag = %flag.name))]
-    async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written> {
+    async fn write_flag(
+        &self,
+        flag: &Flag,
+        expected: u64,
+        event: &AuditEvent,
+    ) -> StoreResult<Written> {
         let mut conn = self.conn.clone();
-        let change = Change { flag: flag.name.clone(), version: flag.state.version };
+        let change = Change {
+            flag: flag.name.clone(),
+            version: flag.state.version,
+        };
         let answer: String = bounded(
             self.write_script
                 .key(self.flag_key(&flag.name))
@@ -155,7 +166,9 @@ impl Store for RedisStore {
         )
         .await?;
         if answer != "OK" {
-            return Ok(Written::Conflict { found: answer.parse().unwrap_or(0) });
+            return Ok(Written::Conflict {
+                found: answer.parse().unwrap_or(0),
+            });
         }
         if expected == 0 {
             // The index lives in its own hash slot, so it cannot join the script on a cluster.
@@ -167,7 +180,10 @@ impl Store for RedisStore {
     #[tracing::instrument(skip_all, fields(flag = name))]
     async fn delete_flag(&self, name: &str) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
-        let change = Change { flag: name.to_owned(), version: 0 };
+        let change = Change {
+            flag: name.to_owned(),
+            version: 0,
+        };
         let removed: i64 = bounded(
             self.delete_script
                 .key(self.flag_key(name))
@@ -189,8 +205,10 @@ impl Store for RedisStore {
         let mut events = Vec::with_capacity(reply.ids.len());
         for entry in reply.ids {
             if let Some(event) = entry.get::<String>("event") {
-                let event = serde_json::from_str(&event)
-                    .map_err(|source| StoreError::Corrupt { key: self.history_key(name), source })?;
+                let event = serde_json::from_str(&event).map_err(|source| StoreError::Corrupt {
+                    key: self.history_key(name),
+                    source,
+                })?;
                 events.push(event);
             }
         }
@@ -202,7 +220,9 @@ impl Store for RedisStore {
         bounded(pubsub.subscribe(self.channel())).await?;
         Ok(pubsub
             .into_on_message()
-            .filter_map(|msg| async move { serde_json::from_slice::<Change>(msg.get_payload_bytes()).ok() })
+            .filter_map(|msg| async move {
+                serde_json::from_slice::<Change>(msg.get_payload_bytes()).ok()
+            })
             .boxed())
     }
 

@@ -1,0 +1,299 @@
+//! Test harness: a real `redis-server` per test on a free port, the app in-process on port 0.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rollout_controller::clock::{Clock, ManualClock, SystemClock};
+use rollout_controller::config::{NamedToken, Settings};
+use rollout_controller::server::{self, Running};
+use serde_json::{Value, json};
+
+pub const ADMIN: &str = "admin-token-for-tests";
+/// 2023-11-14T22:13:20Z
+pub const T0: i64 = 1_700_000_000_000;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `redis-server` of our own, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+            dir,
+        };
+        server.launch();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be on PATH (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let client = redis::Client::open(self.url()).expect("url");
+        while Instant::now() < deadline {
+            if let Ok(mut c) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Kills the server (its data is gone: it keeps nothing on disk).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// A plain connection for inspecting keys.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to test redis")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub clock: ManualClock,
+    running: Option<Running>,
+}
+
+pub fn settings(redis_url: Option<String>) -> Settings {
+    Settings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        redis_url: redis_url.map(Into::into),
+        admin_tokens: vec![NamedToken {
+            name: "ann".into(),
+            secret: ADMIN.to_owned().into(),
+        }],
+        resync_every: Duration::from_secs(1),
+        ..Settings::default()
+    }
+}
+
+/// The app on the given Redis (or the memory store), with a manual clock at [`T0`].
+pub async fn spawn_app(redis_url: Option<String>) -> TestApp {
+    spawn_with(settings(redis_url)).await
+}
+
+pub async fn spawn_with(settings: Settings) -> TestApp {
+    let clock = ManualClock::new(T0);
+    spawn_with_clock(settings, clock).await
+}
+
+pub async fn spawn_with_clock(settings: Settings, clock: ManualClock) -> TestApp {
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    let running = server::start(settings, shared).await.expect("app starts");
+    let app = TestApp {
+        addr: running.addr,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client"),
+        clock,
+        running: Some(running),
+    };
+    app.wait_ready().await;
+    app
+}
+
+/// An app on the system clock (for tests about real time only).
+#[allow(dead_code)]
+pub async fn spawn_app_real_clock(redis_url: Option<String>) -> TestApp {
+    let running = server::start(settings(redis_url), Arc::new(SystemClock))
+        .await
+        .expect("app starts");
+    let app = TestApp {
+        addr: running.addr,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client"),
+        clock: ManualClock::new(T0),
+        running: Some(running),
+    };
+    app.wait_ready().await;
+    app
+}
+
+/// A JSON response: status and parsed body (Null when empty).
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.get("/readyz").await.status == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("app did not become ready");
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        self.exec(req.build().expect("request")).await
+    }
+
+    pub async fn exec(&self, req: reqwest::Request) -> Reply {
+        let resp = self.http.execute(req).await.expect("request completes");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("JSON body, got {:?}", String::from_utf8_lossy(&bytes)))
+        };
+        Reply { status, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        self.send(self.http.get(self.url(path)).bearer_auth(ADMIN))
+            .await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> Reply {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .bearer_auth(ADMIN)
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn admin_put(&self, path: &str, body: Value) -> Reply {
+        self.send(self.http.put(self.url(path)).bearer_auth(ADMIN).json(&body))
+            .await
+    }
+
+    pub async fn admin_delete(&self, path: &str) -> Reply {
+        self.send(self.http.delete(self.url(path)).bearer_auth(ADMIN))
+            .await
+    }
+
+    /// Creates a flag with the given definition (must be new).
+    pub async fn create_flag(&self, flag: &str, definition: Value) -> Value {
+        let r = self.admin_put(&format!("/flags/{flag}"), definition).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body
+    }
+
+    pub async fn command(&self, flag: &str, command: &str) -> Reply {
+        self.admin_post(&format!("/flags/{flag}/{command}"), json!({}))
+            .await
+    }
+
+    /// Runs a command that must succeed; returns the new flag state.
+    pub async fn must(&self, flag: &str, command: &str) -> Value {
+        let r = self.command(flag, command).await;
+        assert_eq!(r.status, 200, "{command} {flag}: {}", r.body);
+        r.body
+    }
+
+    pub async fn evaluate(&self, flag: &str, user: &str) -> Value {
+        let r = self.get(&format!("/flags/{flag}/users/{user}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    }
+
+    pub async fn percent(&self, flag: &str) -> u64 {
+        self.evaluate(flag, "probe").await["percent"]
+            .as_u64()
+            .expect("percent")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+
+    pub fn state(&self) -> &rollout_controller::http::AppState {
+        &self.running.as_ref().expect("running").state
+    }
+}
+
+/// Polls until `check` holds, up to `within`; returns how long it took.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

@@ -1,0 +1,7 @@
+//! The one integration test binary: real redis-server processes, the app on port 0.
+
+mod bucketing;
+mod flags_api;
+mod helpers;
+mod replicas;
+mod store_contract;

@@ -5,11 +5,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{LogFormat, ServeArgs, Settings};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "rollout",
-    version,
-    about = "Staged feature rollouts with guard rails"
-)]
+#[command(name = "rollout", version, about = "Staged feature rollouts with guard rails")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Commands,
@@ -24,9 +20,7 @@ pub enum Commands {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
@@ -46,10 +40,7 @@ pub fn main() -> std::process::ExitCode {
                 }
             };
             init_tracing(settings.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::domain::plan::{FlagDefinition, valid_flag_name};
@@ -39,21 +39,27 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLOUT_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// Admin tokens, `name:token` or bare `token`; repeatable or comma-separated
-    #[arg(
-        long = "admin-token",
-        env = "ROLLOUT_ADMIN_TOKENS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long = "admin-token", env = "ROLLOUT_ADMIN_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub admin_tokens: Vec<String>,
     /// Read tokens; when set, evaluations need one (or an admin token)
-    #[arg(
-        long = "read-token",
-        env = "ROLLOUT_READ_TOKENS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long = "read-token", env = "ROLLOUT_READ_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub read_tokens: Vec<String>,
+    /// Metrics tokens: may push guard metrics (and read health); repeatable or comma-separated
+    #[arg(long = "metrics-token", env = "ROLLOUT_METRICS_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub metrics_tokens: Vec<String>,
+    /// Webhook URLs POSTed on every transition (Slack-compatible); repeatable or comma-separated
+    #[arg(long = "notify-url", env = "ROLLOUT_NOTIFY_URLS", value_delimiter = ',', hide_env_values = true)]
+    pub notify_urls: Vec<String>,
+    /// Controller tick: how often the leader judges every running flag, in ms [default: 1000]
+    #[arg(long, env = "ROLLOUT_CONTROLLER_TICK_MS")]
+    pub controller_tick_ms: Option<u64>,
+    /// Leader lease length in ms; a dead leader is replaced within this [default: 5000]
+    #[arg(long, env = "ROLLOUT_LEASE_MS")]
+    pub lease_ms: Option<u64>,
+    /// A metrics push judges its flag at once, at most once per this many ms per flag (later pushes
+    /// are judged at the end of the gap) [default: 50]
+    #[arg(long, env = "ROLLOUT_PUSH_JUDGE_GAP_MS")]
+    pub push_judge_gap_ms: Option<u64>,
     /// Full re-read of the store every this many seconds, repairing missed change messages [default: 5]
     #[arg(long, env = "ROLLOUT_RESYNC_SECS")]
     pub resync_secs: Option<u64>,
@@ -77,6 +83,9 @@ pub struct FileConfig {
     pub resync_secs: Option<u64>,
     pub request_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
+    pub controller_tick_ms: Option<u64>,
+    pub lease_ms: Option<u64>,
+    pub push_judge_gap_ms: Option<u64>,
     #[serde(default)]
     pub flags: BTreeMap<String, FlagDefinition>,
 }
@@ -116,6 +125,11 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub admin_tokens: Vec<NamedToken>,
     pub read_tokens: Vec<NamedToken>,
+    pub metrics_tokens: Vec<NamedToken>,
+    pub notify_urls: Vec<SecretString>,
+    pub controller_tick: Duration,
+    pub lease: Duration,
+    pub push_judge_gap: Duration,
     pub resync_every: Duration,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -132,6 +146,11 @@ impl Default for Settings {
             log_format: LogFormat::Pretty,
             admin_tokens: Vec::new(),
             read_tokens: Vec::new(),
+            metrics_tokens: Vec::new(),
+            notify_urls: Vec::new(),
+            controller_tick: Duration::from_secs(1),
+            lease: Duration::from_secs(5),
+            push_judge_gap: Duration::from_millis(50),
             resync_every: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
@@ -142,11 +161,7 @@ impl Default for Settings {
 
 /// `name:token` or a bare token (named `default_name`, numbered when there are several).
 pub fn parse_tokens(raw: &[String], default_name: &str) -> Result<Vec<NamedToken>, ConfigError> {
-    let raw: Vec<&str> = raw
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let raw: Vec<&str> = raw.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
     let mut tokens = Vec::with_capacity(raw.len());
     for (i, entry) in raw.iter().enumerate() {
         let (name, secret) = match entry.split_once(':') {
@@ -155,27 +170,16 @@ pub fn parse_tokens(raw: &[String], default_name: &str) -> Result<Vec<NamedToken
             None => (format!("{default_name}{}", i + 1), *entry),
         };
         if secret.len() < 8 {
-            return Err(ConfigError::Invalid(format!(
-                "token {name:?} is shorter than 8 characters"
-            )));
+            return Err(ConfigError::Invalid(format!("token {name:?} is shorter than 8 characters")));
         }
-        tokens.push(NamedToken {
-            name,
-            secret: SecretString::from(secret.to_owned()),
-        });
+        tokens.push(NamedToken { name, secret: SecretString::from(secret.to_owned()) });
     }
     Ok(tokens)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.into(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse {
-        path: path.into(),
-        source,
-    })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
 }
 
 impl Settings {
@@ -190,36 +194,32 @@ impl Settings {
         };
         let settings = Settings {
             listen: args.listen.or(file.listen).unwrap_or(d.listen),
-            redis_url: args
-                .redis_url
-                .clone()
-                .or(file.redis_url)
-                .filter(|u| !u.is_empty())
-                .map(SecretString::from),
-            key_prefix: args
-                .key_prefix
-                .clone()
-                .or(file.key_prefix)
-                .unwrap_or(d.key_prefix),
-            default_flag: args
-                .default_flag
-                .clone()
-                .or(file.default_flag)
-                .unwrap_or(d.default_flag),
+            redis_url: args.redis_url.clone().or(file.redis_url).filter(|u| !u.is_empty()).map(SecretString::from),
+            key_prefix: args.key_prefix.clone().or(file.key_prefix).unwrap_or(d.key_prefix),
+            default_flag: args.default_flag.clone().or(file.default_flag).unwrap_or(d.default_flag),
             log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
             admin_tokens: parse_tokens(&args.admin_tokens, "admin")?,
             read_tokens: parse_tokens(&args.read_tokens, "reader")?,
+            metrics_tokens: parse_tokens(&args.metrics_tokens, "metrics")?,
+            notify_urls: args
+                .notify_urls
+                .iter()
+                .map(|u| u.trim())
+                .filter(|u| !u.is_empty())
+                .map(|u| SecretString::from(u.to_owned()))
+                .collect(),
+            controller_tick: args
+                .controller_tick_ms
+                .or(file.controller_tick_ms)
+                .map_or(d.controller_tick, Duration::from_millis),
+            lease: args.lease_ms.or(file.lease_ms).map_or(d.lease, Duration::from_millis),
+            push_judge_gap: args
+                .push_judge_gap_ms
+                .or(file.push_judge_gap_ms)
+                .map_or(d.push_judge_gap, Duration::from_millis),
             resync_every: secs(args.resync_secs, file.resync_secs, d.resync_every),
-            request_timeout: secs(
-                args.request_timeout_secs,
-                file.request_timeout_secs,
-                d.request_timeout,
-            ),
-            shutdown_grace: secs(
-                args.shutdown_grace_secs,
-                file.shutdown_grace_secs,
-                d.shutdown_grace,
-            ),
+            request_timeout: secs(args.request_timeout_secs, file.request_timeout_secs, d.request_timeout),
+            shutdown_grace: secs(args.shutdown_grace_secs, file.shutdown_grace_secs, d.shutdown_grace),
             flags: file.flags,
         };
         settings.validate()?;
@@ -228,31 +228,35 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if !valid_flag_name(&self.default_flag) {
-            return Err(ConfigError::Invalid(format!(
-                "default flag {:?} is not a valid flag name",
-                self.default_flag
-            )));
+            return Err(ConfigError::Invalid(format!("default flag {:?} is not a valid flag name", self.default_flag)));
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
-            return Err(ConfigError::Invalid(
-                "key prefix must be non-empty and free of braces".into(),
-            ));
+            return Err(ConfigError::Invalid("key prefix must be non-empty and free of braces".into()));
         }
         for d in [self.resync_every, self.request_timeout, self.shutdown_grace] {
             if d.is_zero() || d > Duration::from_secs(3600) {
-                return Err(ConfigError::Invalid(
-                    "durations must be between 1 s and 1 h".into(),
-                ));
+                return Err(ConfigError::Invalid("durations must be between 1 s and 1 h".into()));
+            }
+        }
+        if self.controller_tick < Duration::from_millis(10) || self.controller_tick > Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid("controller tick must be between 10 ms and 1 h".into()));
+        }
+        if self.lease < self.controller_tick * 2 || self.lease > Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid("the lease must last at least two controller ticks, at most 1 h".into()));
+        }
+        if self.push_judge_gap > Duration::from_secs(10) {
+            return Err(ConfigError::Invalid("the push judge gap must be at most 10 s".into()));
+        }
+        for url in &self.notify_urls {
+            if !crate::domain::plan::valid_http_url(url.expose_secret()) {
+                return Err(ConfigError::Invalid("notification URLs must be http:// or https:// URLs".into()));
             }
         }
         for (name, def) in &self.flags {
             if !valid_flag_name(name) {
-                return Err(ConfigError::Invalid(format!(
-                    "flag name {name:?} in the config file is not valid"
-                )));
+                return Err(ConfigError::Invalid(format!("flag name {name:?} in the config file is not valid")));
             }
-            def.validate()
-                .map_err(|e| ConfigError::Invalid(format!("flag {name:?}: {e}")))?;
+            def.validate().map_err(|e| ConfigError::Invalid(format!("flag {name:?}: {e}")))?;
         }
         Ok(())
     }
@@ -261,20 +265,13 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     #[test]
     fn tokens_with_and_without_names() {
         let t = parse_tokens(&["ann:aaaaaaaa".into(), "bbbbbbbb".into()], "admin").expect("valid");
-        assert_eq!(
-            (t[0].name.as_str(), t[0].secret.expose_secret()),
-            ("ann", "aaaaaaaa")
-        );
+        assert_eq!((t[0].name.as_str(), t[0].secret.expose_secret()), ("ann", "aaaaaaaa"));
         assert_eq!(t[1].name, "admin2");
-        assert_eq!(
-            parse_tokens(&["cccccccc".into()], "admin").expect("valid")[0].name,
-            "admin"
-        );
+        assert_eq!(parse_tokens(&["cccccccc".into()], "admin").expect("valid")[0].name, "admin");
         assert!(parse_tokens(&["short".into()], "admin").is_err());
     }
 
@@ -282,16 +279,9 @@ mod tests {
     fn flags_override_the_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "default_flag = \"from-file\"\nresync_secs = 7\n[flags.checkout]\nsalt = \"s\"\n",
-        )
-        .expect("write");
-        let args = ServeArgs {
-            config: Some(path),
-            resync_secs: Some(3),
-            ..ServeArgs::default()
-        };
+        std::fs::write(&path, "default_flag = \"from-file\"\nresync_secs = 7\n[flags.checkout]\nsalt = \"s\"\n")
+            .expect("write");
+        let args = ServeArgs { config: Some(path), resync_secs: Some(3), ..ServeArgs::default() };
         let s = Settings::load(&args).expect("valid");
         assert_eq!(s.default_flag, "from-file");
         assert_eq!(s.resync_every, Duration::from_secs(3));
@@ -304,13 +294,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[flags.bad]\nstages = []\n").expect("write");
-        let args = ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        };
-        assert!(matches!(
-            Settings::load(&args),
-            Err(ConfigError::Invalid(_))
-        ));
+        let args = ServeArgs { config: Some(path), ..ServeArgs::default() };
+        assert!(matches!(Settings::load(&args), Err(ConfigError::Invalid(_))));
     }
 }

@@ -4,7 +4,9 @@
 //! [`snapshot`] of every flag (MD5 bucket < percent, plus an internal allow-list), never from a
 //! round trip to the store. Operators change rollouts through the HTTP API; [`rollouts`] applies the
 //! pure state machine of [`domain`] and writes the result to the [`store`] (Redis, or in-memory)
-//! with a version check. Every write publishes a change; each replica's feed task re-reads that flag
+//! with a version check. The [`controller`] (one leader among the replicas) advances flags whose soak
+//! passed with healthy guards and rolls back on a breach; pushed metrics can roll back at once.
+//! Every write publishes a change; each replica's feed task re-reads that flag
 //! into its snapshot within milliseconds, and re-reads everything periodically as a safety net.
 //!
 //! Modules, outermost first (dependencies point down this list):
@@ -12,18 +14,24 @@
 //! - [`config`]: typed settings: defaults → file → env → flags.
 //! - [`server`]: wires store, snapshot feed and HTTP; graceful shutdown.
 //! - [`http`]: the axum edge, one file per concern.
+//! - [`controller`]: the leader-elected stepper: advance when soaked and healthy, roll back on breach.
+//! - [`notify`]: outbound webhooks and rollback hooks, off the transition path.
 //! - [`rollouts`]: read–transition–conditional write, shared by every caller.
+//! - [`telemetry`]: Prometheus metrics of this replica.
 //! - [`snapshot`]: the hot path's in-process copy of all flags, fed by the change feed.
 //! - [`store`]: the `Store` trait, Redis and memory implementations.
 //! - [`clock`]: injected time.
-//! - [`domain`]: pure bucketing, plan and state machine.
+//! - [`domain`]: pure bucketing, plan, state machine and guard verdicts.
 
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod controller;
 pub mod domain;
 pub mod http;
+pub mod notify;
 pub mod rollouts;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod telemetry;

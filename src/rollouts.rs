@@ -3,14 +3,20 @@
 //! The one place that turns operator, controller and alert requests into store writes, so the
 //! version rules hold for all of them: a stale `expected_version` is refused, except for a
 //! rollback, which is retried against the fresh state until it lands (rollback wins races).
+//! Every successful write is counted and handed to the notifier.
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 use crate::clock::Clock;
+use crate::domain::guards::{Health, assess};
 use crate::domain::plan::{DefinitionError, FlagDefinition};
-use crate::domain::rollout::{AuditEvent, Command, Flag, TransitionError};
+use crate::domain::rollout::{Action, AuditEvent, Command, Flag, TransitionError};
+use crate::notify::Notice;
 use crate::snapshot::Snapshot;
 use crate::store::{Store, StoreError, Written};
+use crate::telemetry::Telemetry;
 
 /// How many times a write is re-tried when another writer got there first.
 const MAX_ATTEMPTS: usize = 16;
@@ -23,6 +29,8 @@ pub enum RolloutError {
     Transition(#[from] TransitionError),
     #[error("the flag is at version {found}, not the expected {expected}")]
     VersionConflict { expected: u64, found: u64 },
+    #[error("the flag moved to another stage since the decision was made")]
+    StageChanged,
     #[error("the flag kept changing under this request; try again")]
     Contended,
     #[error("invalid definition: {0}")]
@@ -31,12 +39,23 @@ pub enum RolloutError {
     Store(#[from] StoreError),
 }
 
-/// Who asks and why.
-#[derive(Debug, Clone)]
+/// Who asks and why, and what they saw.
+#[derive(Debug, Clone, Default)]
 pub struct Request {
     pub actor: String,
     pub reason: String,
+    /// Refuse unless the flag is at this version.
     pub expected_version: Option<u64>,
+    /// Refuse unless the flag is still in the stage entered by this version (automatic decisions).
+    pub expected_stage: Option<u64>,
+    /// For rollbacks: what caused it (a guard name, `alert`, `operator`), for the metrics.
+    pub cause: Option<String>,
+}
+
+impl Request {
+    pub fn new(actor: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { actor: actor.into(), reason: reason.into(), ..Self::default() }
+    }
 }
 
 #[derive(Clone)]
@@ -44,31 +63,27 @@ pub struct Rollouts {
     pub store: Arc<dyn Store>,
     pub snapshot: Arc<Snapshot>,
     pub clock: Arc<dyn Clock>,
+    pub telemetry: Arc<Telemetry>,
+    notices: Option<mpsc::Sender<Notice>>,
 }
 
 impl Rollouts {
-    pub fn new(store: Arc<dyn Store>, snapshot: Arc<Snapshot>, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            store,
-            snapshot,
-            clock,
-        }
+    pub fn new(store: Arc<dyn Store>, snapshot: Arc<Snapshot>, clock: Arc<dyn Clock>, telemetry: Arc<Telemetry>) -> Self {
+        Self { store, snapshot, clock, telemetry, notices: None }
+    }
+
+    /// Sends every transition to the notifier from now on.
+    pub fn with_notices(mut self, notices: mpsc::Sender<Notice>) -> Self {
+        self.notices = Some(notices);
+        self
     }
 
     async fn load(&self, name: &str) -> Result<Flag, RolloutError> {
-        self.store
-            .get_flag(name)
-            .await?
-            .ok_or_else(|| RolloutError::NotFound(name.to_owned()))
+        self.store.get_flag(name).await?.ok_or_else(|| RolloutError::NotFound(name.to_owned()))
     }
 
     /// Creates the flag or replaces its definition. Returns the flag and whether it was created.
-    pub async fn put(
-        &self,
-        name: &str,
-        definition: FlagDefinition,
-        req: &Request,
-    ) -> Result<(Flag, bool), RolloutError> {
+    pub async fn put(&self, name: &str, definition: FlagDefinition, req: &Request) -> Result<(Flag, bool), RolloutError> {
         definition.validate()?;
         for _ in 0..MAX_ATTEMPTS {
             let now = self.clock.now_ms();
@@ -81,12 +96,11 @@ impl Rollouts {
                 }
                 Some(flag) => {
                     check_expected(req, flag)?;
-                    let (next, event) =
-                        flag.redefine(definition.clone(), &req.actor, &req.reason, now)?;
+                    let (next, event) = flag.redefine(definition.clone(), &req.actor, &req.reason, now)?;
                     (next, event, flag.state.version)
                 }
             };
-            if self.write(&next, expected, &event).await? {
+            if self.write(&next, expected, &event, req).await? {
                 return Ok((next, current.is_none()));
             }
         }
@@ -94,47 +108,36 @@ impl Rollouts {
     }
 
     /// Creates the flag only if it does not exist (flags declared in the config file).
-    pub async fn ensure(
-        &self,
-        name: &str,
-        definition: FlagDefinition,
-        req: &Request,
-    ) -> Result<bool, RolloutError> {
+    pub async fn ensure(&self, name: &str, definition: FlagDefinition, req: &Request) -> Result<bool, RolloutError> {
         definition.validate()?;
         if self.store.get_flag(name).await?.is_some() {
             return Ok(false);
         }
         let flag = Flag::new(name.to_owned(), definition, self.clock.now_ms());
         let event = flag.creation_event(&req.actor, &req.reason);
-        self.write(&flag, 0, &event).await
+        self.write(&flag, 0, &event, req).await
     }
 
     /// Applies a command. A rollback is re-applied to the fresh state until it lands, whatever the
     /// versions; any other command is refused when the flag changed since it was read.
-    pub async fn transition(
-        &self,
-        name: &str,
-        command: Command,
-        req: &Request,
-    ) -> Result<Flag, RolloutError> {
+    pub async fn transition(&self, name: &str, command: Command, req: &Request) -> Result<Flag, RolloutError> {
         for _ in 0..MAX_ATTEMPTS {
             let flag = self.load(name).await?;
             if command != Command::Rollback {
                 check_expected(req, &flag)?;
             }
-            let (next, event) =
-                flag.apply(command, &req.actor, &req.reason, self.clock.now_ms())?;
-            if self.write(&next, flag.state.version, &event).await? {
+            if req.expected_stage.is_some_and(|v| v != flag.state.stage_version) {
+                return Err(RolloutError::StageChanged);
+            }
+            let (next, event) = flag.apply(command, &req.actor, &req.reason, self.clock.now_ms())?;
+            if self.write(&next, flag.state.version, &event, req).await? {
                 tracing::info!(flag = name, action = command.as_str(), actor = %req.actor, reason = %req.reason,
                     version = next.state.version, "transition");
                 return Ok(next);
             }
             if command != Command::Rollback {
                 let found = self.load(name).await?.state.version;
-                return Err(RolloutError::VersionConflict {
-                    expected: flag.state.version,
-                    found,
-                });
+                return Err(RolloutError::VersionConflict { expected: flag.state.version, found });
             }
         }
         Err(RolloutError::Contended)
@@ -148,29 +151,54 @@ impl Rollouts {
         Ok(())
     }
 
-    /// Writes conditionally; on success the local snapshot takes the new state at once.
-    async fn write(
-        &self,
-        next: &Flag,
-        expected: u64,
-        event: &AuditEvent,
-    ) -> Result<bool, RolloutError> {
-        match self.store.write_flag(next, expected, event).await? {
-            Written::Yes => {
-                self.snapshot.upsert(next.clone());
-                Ok(true)
+    /// The guard verdicts of a flag's current stage, over its window (counting only since the
+    /// stage began).
+    pub async fn health(&self, flag: &Flag) -> Result<Health, StoreError> {
+        let now = self.clock.now_ms();
+        let def = &flag.definition;
+        let series = flag.metric_series();
+        let window_ms = i64::try_from(def.window_secs * 1000).unwrap_or(i64::MAX);
+        let from = (now - window_ms).max(flag.state.stage_entered_at);
+        let totals = self.store.read_window(&flag.name, &series, from, now).await?;
+        Ok(assess(&def.guard_config(flag.state.stage_index), &totals))
+    }
+
+    /// Writes conditionally; on success the local snapshot takes the new state at once, the
+    /// transition is counted and handed to the notifier.
+    async fn write(&self, next: &Flag, expected: u64, event: &AuditEvent, req: &Request) -> Result<bool, RolloutError> {
+        match self.store.write_flag(next, expected, event).await {
+            Ok(Written::Yes) => {}
+            Ok(Written::Conflict { .. }) => return Ok(false),
+            Err(e) => {
+                self.telemetry.store_error();
+                return Err(e.into());
             }
-            Written::Conflict { .. } => Ok(false),
         }
+        self.snapshot.upsert(next.clone());
+        self.telemetry.transition(&next.name, event.action.as_str());
+        if event.action == Action::Rollback {
+            self.telemetry.rollback(&next.name, req.cause.as_deref().unwrap_or("operator"));
+        }
+        if let Some(notices) = &self.notices {
+            let notice = Notice {
+                flag: next.name.clone(),
+                event: event.clone(),
+                rollback_hooks: next.definition.rollback_hooks.clone(),
+            };
+            if notices.try_send(notice).is_err() {
+                self.telemetry.notification_failed();
+                tracing::warn!(flag = %next.name, "notification queue full; this transition is not announced");
+            }
+        }
+        Ok(true)
     }
 }
 
 fn check_expected(req: &Request, flag: &Flag) -> Result<(), RolloutError> {
     match req.expected_version {
-        Some(expected) if expected != flag.state.version => Err(RolloutError::VersionConflict {
-            expected,
-            found: flag.state.version,
-        }),
+        Some(expected) if expected != flag.state.version => {
+            Err(RolloutError::VersionConflict { expected, found: flag.state.version })
+        }
         _ => Ok(()),
     }
 }

@@ -1,4 +1,5 @@
-//! Wires the store, the snapshot and its feed, and the HTTP server; runs until shut down.
+//! Wires the store, the snapshot and its feed, the controller, the notifier and the HTTP server;
+//! runs until shut down.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +12,13 @@ use tokio::task::JoinSet;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{NamedToken, Settings};
+use crate::controller::{self, Controller};
 use crate::http::auth::{Auth, Scope};
+use crate::http::signals::PushChecks;
 use crate::http::{self, AppState};
+use crate::notify::{self, NotifySettings};
 use crate::rollouts::{Request, Rollouts};
+use crate::telemetry::Telemetry;
 use crate::snapshot::{self, Snapshot};
 use crate::store::{MemoryStore, RedisStore, Store};
 
@@ -35,18 +40,14 @@ pub enum ServerError {
 pub struct Running {
     pub addr: SocketAddr,
     pub state: AppState,
+    pub controller: Arc<Controller>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<(&'static str, Result<(), ServerError>)>,
     grace: Duration,
 }
 
-fn token_list(
-    tokens: &[NamedToken],
-    scope: Scope,
-) -> impl Iterator<Item = (Scope, String, String)> + '_ {
-    tokens
-        .iter()
-        .map(move |t| (scope, t.name.clone(), t.secret.expose_secret().to_owned()))
+fn token_list(tokens: &[NamedToken], scope: Scope) -> impl Iterator<Item = (Scope, String, String)> + '_ {
+    tokens.iter().map(move |t| (scope, t.name.clone(), t.secret.expose_secret().to_owned()))
 }
 
 fn generated_token() -> String {
@@ -58,10 +59,9 @@ fn generated_token() -> String {
 
 pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ServerError> {
     match &settings.redis_url {
-        Some(url) => Ok(Arc::new(
-            RedisStore::connect(url.expose_secret(), &settings.key_prefix)
-                .map_err(ServerError::Redis)?,
-        )),
+        Some(url) => {
+            Ok(Arc::new(RedisStore::connect(url.expose_secret(), &settings.key_prefix).map_err(ServerError::Redis)?))
+        }
         None => {
             tracing::warn!(
                 "no Redis URL given: using the embedded in-memory store; state is not shared between replicas and is lost on exit"
@@ -83,61 +83,65 @@ pub async fn start_with_store(
     store: Arc<dyn Store>,
 ) -> Result<Running, ServerError> {
     let snapshot = Arc::new(Snapshot::new());
-    let rollouts = Rollouts::new(Arc::clone(&store), Arc::clone(&snapshot), clock);
+    let telemetry = Arc::new(Telemetry::new());
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+
+    let notify_settings = NotifySettings {
+        urls: settings.notify_urls.iter().map(|u| u.expose_secret().to_owned()).collect(),
+        ..NotifySettings::default()
+    };
+    let (notices, notifier) = notify::spawn(notify_settings, Arc::clone(&telemetry), shutdown_rx.clone());
+    tasks.spawn(async move {
+        let _ = notifier.await;
+        ("notifier", Ok(()))
+    });
+    let rollouts = Rollouts::new(Arc::clone(&store), Arc::clone(&snapshot), clock, telemetry).with_notices(notices);
 
     let mut admin = settings.admin_tokens.clone();
     if admin.is_empty() {
         let token = generated_token();
         // Printed once, to the terminal only: never through the logs.
         eprintln!("no admin token configured; this process accepts the generated token: {token}");
-        admin.push(NamedToken {
-            name: "admin".into(),
-            secret: token.into(),
-        });
+        admin.push(NamedToken { name: "admin".into(), secret: token.into() });
     }
     let auth = Auth::new(
-        token_list(&admin, Scope::Admin).chain(token_list(&settings.read_tokens, Scope::Read)),
+        token_list(&admin, Scope::Admin)
+            .chain(token_list(&settings.read_tokens, Scope::Read))
+            .chain(token_list(&settings.metrics_tokens, Scope::Metrics)),
     );
     let state = AppState {
         rollouts: rollouts.clone(),
         auth: Arc::new(auth),
         default_flag: settings.default_flag.as_str().into(),
         max_snapshot_age: settings.resync_every * 3,
+        push_checks: Arc::new(PushChecks::new(settings.push_judge_gap)),
     };
 
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = JoinSet::new();
     tasks.spawn({
-        let (store, snapshot, rx) = (
-            Arc::clone(&store),
-            Arc::clone(&snapshot),
-            shutdown_rx.clone(),
-        );
+        let (store, snapshot, rx) = (Arc::clone(&store), Arc::clone(&snapshot), shutdown_rx.clone());
         let every = settings.resync_every;
         async move {
             snapshot::run_feed(store, snapshot, every, rx).await;
             ("change feed", Ok(()))
         }
     });
+    let controller = Arc::new(Controller::new(rollouts.clone(), controller::replica_id(), settings.lease));
+    tasks.spawn({
+        let (controller, rx, every) = (Arc::clone(&controller), shutdown_rx.clone(), settings.controller_tick);
+        async move {
+            controller.run(every, rx).await;
+            ("controller", Ok(()))
+        }
+    });
     if !settings.flags.is_empty() {
-        tasks.spawn(seed_flags(
-            rollouts,
-            settings.flags.clone(),
-            shutdown_rx.clone(),
-        ));
+        tasks.spawn(seed_flags(rollouts, settings.flags.clone(), shutdown_rx.clone()));
     }
 
-    let listener =
-        TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: settings.listen,
-                source,
-            })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: settings.listen,
-        source,
-    })?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: settings.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: settings.listen, source })?;
     let app = http::router(state.clone(), settings.request_timeout);
     let mut stop = shutdown_rx;
     tasks.spawn(async move {
@@ -150,13 +154,7 @@ pub async fn start_with_store(
         ("http server", served)
     });
     tracing::info!(%addr, store = store.kind(), "listening");
-    Ok(Running {
-        addr,
-        state,
-        shutdown,
-        tasks,
-        grace: settings.shutdown_grace,
-    })
+    Ok(Running { addr, state, controller, shutdown, tasks, grace: settings.shutdown_grace })
 }
 
 /// Creates the config file's flags that do not exist yet, retrying while the store is down.
@@ -165,11 +163,7 @@ async fn seed_flags(
     flags: std::collections::BTreeMap<String, crate::domain::plan::FlagDefinition>,
     mut shutdown: watch::Receiver<bool>,
 ) -> (&'static str, Result<(), ServerError>) {
-    let req = Request {
-        actor: "config".into(),
-        reason: "declared in the config file".into(),
-        expected_version: None,
-    };
+    let req = Request::new("config", "declared in the config file");
     let mut pending: Vec<_> = flags.into_iter().collect();
     while !pending.is_empty() {
         let mut retry = Vec::new();
@@ -208,12 +202,15 @@ impl Running {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(
-                ?grace,
-                "grace period over; abandoning requests still in flight"
-            );
+            tracing::warn!(?grace, "grace period over; abandoning requests still in flight");
             self.tasks.abort_all();
         }
+    }
+
+    /// Stops every task at once without any clean-up, like a crash (for fault tests).
+    pub fn kill(mut self) {
+        self.tasks.abort_all();
+        self.tasks.detach_all();
     }
 
     /// Runs until a task stops by itself (an error) or the process is told to stop.
@@ -260,8 +257,5 @@ async fn shutdown_signal() {
 
 /// `rollout serve`.
 pub async fn run(settings: Settings) -> Result<(), ServerError> {
-    start(settings, Arc::new(SystemClock))
-        .await?
-        .until_signal()
-        .await
+    start(settings, Arc::new(SystemClock)).await?.until_signal().await
 }

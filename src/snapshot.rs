@@ -47,17 +47,12 @@ impl FlagView {
     pub fn evaluate(&self, user: &str) -> Answer {
         let bucket = bucket::user_bucket(self.flag.definition.salt.as_deref(), user);
         let is_internal = self.internal.contains(user);
-        Answer {
-            evaluation: evaluate(self.percent, self.internal_enabled, is_internal, bucket),
-            bucket,
-            is_internal,
-        }
+        Answer { evaluation: evaluate(self.percent, self.internal_enabled, is_internal, bucket), bucket, is_internal }
     }
 
     /// Whether `other` should replace this view: another incarnation of the flag, or a newer version.
     fn superseded_by(&self, other: &Flag) -> bool {
-        other.state.created_at != self.flag.state.created_at
-            || other.state.version >= self.flag.state.version
+        other.state.created_at != self.flag.state.created_at || other.state.version >= self.flag.state.version
     }
 }
 
@@ -131,59 +126,34 @@ impl Snapshot {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<FlagView>>> {
         // Writers replace whole entries, so a poisoned map is still consistent.
-        self.flags
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.flags.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<FlagView>>> {
-        self.flags
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.flags.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn mark_ok(&self) {
         self.store_ok.store(true, Ordering::SeqCst);
-        *self
-            .last_sync
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *self.last_sync.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     fn mark_failed(&self, why: String) {
         if self.store_ok.swap(false, Ordering::SeqCst) {
             tracing::warn!(error = %why, "store unreachable; serving the last snapshot");
         }
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
     }
 
     /// `Ok` when the store answers and the snapshot was fully re-read recently, else the reason.
     pub fn readiness(&self, max_age: Duration) -> Result<(), String> {
-        if let Some(why) = self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-        {
+        if let Some(why) = self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
             return Err(why);
         }
-        match *self
-            .last_sync
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-        {
+        match *self.last_sync.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
             Some(at) if at.elapsed() <= max_age => Ok(()),
-            Some(at) => Err(format!(
-                "the snapshot was last refreshed {} ms ago",
-                at.elapsed().as_millis()
-            )),
+            Some(at) => Err(format!("the snapshot was last refreshed {} ms ago", at.elapsed().as_millis())),
             None => Err("the snapshot was never loaded".into()),
         }
     }
@@ -195,8 +165,7 @@ impl Snapshot {
     /// Sum of versions: changes whenever any flag changes (for cheap ETags).
     pub fn fingerprint(&self) -> u64 {
         self.read().values().fold(0u64, |acc, v| {
-            acc.wrapping_mul(31)
-                .wrapping_add(v.flag.state.version ^ (v.flag.state.created_at as u64))
+            acc.wrapping_mul(31).wrapping_add(v.flag.state.version ^ (v.flag.state.created_at as u64))
         })
     }
 }

@@ -13,12 +13,7 @@ pub fn bucket(key: &[u8]) -> u8 {
 pub fn user_bucket(salt: Option<&str>, user: &str) -> u8 {
     match salt {
         None => bucket(user.as_bytes()),
-        Some(salt) => finish(
-            Md5::new()
-                .chain_update(salt.as_bytes())
-                .chain_update(b":")
-                .chain_update(user.as_bytes()),
-        ),
+        Some(salt) => finish(Md5::new().chain_update(salt.as_bytes()).chain_update(b":").chain_update(user.as_bytes())),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The pure core: bucketing, the staged plan, the rollout state machine. No I/O, no clock.
+//! The pure core: bucketing, the staged plan, the rollout state machine, guard verdicts. No I/O, no clock.
 
 pub mod bucket;
+pub mod guards;
 pub mod plan;
 pub mod rollout;

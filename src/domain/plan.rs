@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::guards::ThresholdOverrides;
+
 /// Longest accepted user id, in bytes.
 pub const MAX_USER_LEN: usize = 512;
 /// Most stages a plan may have.
@@ -12,7 +14,7 @@ pub const MAX_INTERNAL_USERS: usize = 10_000;
 pub const MAX_SOAK_SECS: u64 = 366 * 24 * 3600;
 
 /// One step of the plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     pub name: String,
@@ -25,17 +27,34 @@ pub struct Stage {
     /// Only the flag's internal users get the feature in this stage.
     #[serde(default)]
     pub internal_only: bool,
+    /// Guard thresholds for this stage only, over the flag's (`null` turns a guard off).
+    #[serde(default, skip_serializing_if = "ThresholdOverrides::is_empty")]
+    pub thresholds: ThresholdOverrides,
 }
 
 impl Stage {
-    fn new(name: &str, percent: u8, soak_secs: u64, internal_only: bool) -> Self {
-        Self {
-            name: name.to_owned(),
-            percent,
-            soak_secs,
-            internal_only,
-        }
+    pub fn new(name: &str, percent: u8, soak_secs: u64, internal_only: bool) -> Self {
+        Self { name: name.to_owned(), percent, soak_secs, internal_only, thresholds: ThresholdOverrides::new() }
     }
+}
+
+/// What the controller does when a guard breaches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBreach {
+    /// 0% for everyone, at once.
+    #[default]
+    Rollback,
+    /// Freeze at the current percentage for an operator to decide.
+    Pause,
+}
+
+fn default_min_samples() -> u64 {
+    100
+}
+
+fn default_window_secs() -> u64 {
+    300
 }
 
 /// The runbook's plan: internal 1h → 10% 1h → 50% 1h → 100% 22h (review at T+24h).
@@ -58,6 +77,23 @@ pub struct FlagDefinition {
     pub internal_users: Vec<String>,
     #[serde(default)]
     pub salt: Option<String>,
+    /// Guard thresholds over the runbook defaults (`null` turns a guard off).
+    #[serde(default)]
+    pub thresholds: ThresholdOverrides,
+    /// Fewest samples (of a rate's denominator) before a rate is judged.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u64,
+    /// Length of the sliding metric window.
+    #[serde(default = "default_window_secs")]
+    pub window_secs: u64,
+    /// Advance after the soak even when no guard has enough data.
+    #[serde(default)]
+    pub advance_without_data: bool,
+    #[serde(default)]
+    pub on_breach: OnBreach,
+    /// URLs POSTed on every rollback of this flag (e.g. to pause email campaigns).
+    #[serde(default)]
+    pub rollback_hooks: Vec<String>,
 }
 
 impl Default for FlagDefinition {
@@ -66,8 +102,36 @@ impl Default for FlagDefinition {
             stages: default_stages(),
             internal_users: Vec::new(),
             salt: None,
+            thresholds: ThresholdOverrides::new(),
+            min_samples: default_min_samples(),
+            window_secs: default_window_secs(),
+            advance_without_data: false,
+            on_breach: OnBreach::Rollback,
+            rollback_hooks: Vec::new(),
         }
     }
+}
+
+fn validate_thresholds(field: &str, overrides: &ThresholdOverrides) -> Result<(), DefinitionError> {
+    for (guard, value) in overrides {
+        let Some(v) = value else { continue };
+        let max = if guard.is_gauge() { super::guards::MAX_GAUGE } else { 1.0 };
+        if !v.is_finite() || !(0.0..=max).contains(v) {
+            return Err(invalid(
+                format!("{field}.{guard}"),
+                format!("must be a number between 0 and {max}, or null to turn the guard off"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `url` is an absolute http(s) URL of sane length.
+pub fn valid_http_url(url: &str) -> bool {
+    url.len() <= 2048
+        && (url.starts_with("http://") || url.starts_with("https://"))
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+        && url.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'))
 }
 
 /// A definition field that failed validation.
@@ -79,10 +143,7 @@ pub struct DefinitionError {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> DefinitionError {
-    DefinitionError {
-        field: field.into(),
-        message: message.into(),
-    }
+    DefinitionError { field: field.into(), message: message.into() }
 }
 
 impl FlagDefinition {
@@ -98,53 +159,32 @@ impl FlagDefinition {
         let mut previous = 0u8;
         for (i, stage) in self.stages.iter().enumerate() {
             let field = |f: &str| format!("stages[{i}].{f}");
-            if stage.name.is_empty()
-                || stage.name.len() > 64
-                || stage.name.chars().any(char::is_control)
-            {
+            if stage.name.is_empty() || stage.name.len() > 64 || stage.name.chars().any(char::is_control) {
                 return Err(invalid(field("name"), "must be 1–64 printable characters"));
             }
             if self.stages[..i].iter().any(|s| s.name == stage.name) {
-                return Err(invalid(
-                    field("name"),
-                    format!("duplicate stage name {:?}", stage.name),
-                ));
+                return Err(invalid(field("name"), format!("duplicate stage name {:?}", stage.name)));
             }
             if stage.percent > 100 {
                 return Err(invalid(field("percent"), "must be between 0 and 100"));
             }
             if stage.internal_only && stage.percent != 0 {
-                return Err(invalid(
-                    field("percent"),
-                    "must be 0 for an internal_only stage",
-                ));
+                return Err(invalid(field("percent"), "must be 0 for an internal_only stage"));
             }
             if stage.percent < previous {
-                return Err(invalid(
-                    field("percent"),
-                    "percentages must not decrease from one stage to the next",
-                ));
+                return Err(invalid(field("percent"), "percentages must not decrease from one stage to the next"));
             }
             if stage.soak_secs > MAX_SOAK_SECS {
-                return Err(invalid(
-                    field("soak_secs"),
-                    format!("must be at most {MAX_SOAK_SECS}"),
-                ));
+                return Err(invalid(field("soak_secs"), format!("must be at most {MAX_SOAK_SECS}")));
             }
             previous = stage.percent;
         }
         if self.internal_users.len() > MAX_INTERNAL_USERS {
-            return Err(invalid(
-                "internal_users",
-                format!("at most {MAX_INTERNAL_USERS} users"),
-            ));
+            return Err(invalid("internal_users", format!("at most {MAX_INTERNAL_USERS} users")));
         }
         for (i, user) in self.internal_users.iter().enumerate() {
             if !valid_user(user) {
-                return Err(invalid(
-                    format!("internal_users[{i}]"),
-                    format!("must be 1–{MAX_USER_LEN} bytes"),
-                ));
+                return Err(invalid(format!("internal_users[{i}]"), format!("must be 1–{MAX_USER_LEN} bytes")));
             }
         }
         if let Some(salt) = &self.salt
@@ -152,15 +192,41 @@ impl FlagDefinition {
         {
             return Err(invalid("salt", "must be 1–128 bytes, or null for no salt"));
         }
+        validate_thresholds("thresholds", &self.thresholds)?;
+        if !(1..=1_000_000_000).contains(&self.min_samples) {
+            return Err(invalid("min_samples", "must be between 1 and 1000000000"));
+        }
+        if !(10..=86_400).contains(&self.window_secs) {
+            return Err(invalid("window_secs", "must be between 10 and 86400"));
+        }
+        if self.rollback_hooks.len() > 10 {
+            return Err(invalid("rollback_hooks", "at most 10 hooks"));
+        }
+        for (i, url) in self.rollback_hooks.iter().enumerate() {
+            if !valid_http_url(url) {
+                return Err(invalid(format!("rollback_hooks[{i}]"), "must be an http:// or https:// URL"));
+            }
+        }
         Ok(())
+    }
+
+    /// The guard settings in force in a stage.
+    pub fn guard_config(&self, stage_index: usize) -> super::guards::GuardConfig<'_> {
+        static NONE: std::sync::OnceLock<ThresholdOverrides> = std::sync::OnceLock::new();
+        let stage_thresholds = match self.stages.get(stage_index) {
+            Some(stage) => &stage.thresholds,
+            None => NONE.get_or_init(ThresholdOverrides::new),
+        };
+        super::guards::GuardConfig {
+            flag_thresholds: &self.thresholds,
+            stage_thresholds,
+            min_samples: self.min_samples,
+        }
     }
 
     /// Index of the stage a rollout resumes at after a rollback: the first that is not internal-only.
     pub fn first_percentage_stage(&self) -> usize {
-        self.stages
-            .iter()
-            .position(|s| !s.internal_only)
-            .unwrap_or(0)
+        self.stages.iter().position(|s| !s.internal_only).unwrap_or(0)
     }
 }
 
@@ -168,9 +234,7 @@ impl FlagDefinition {
 pub fn valid_flag_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// User ids: 1–512 bytes.
@@ -181,12 +245,10 @@ pub fn valid_user(user: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::guards::Guard;
 
     fn def(stages: Vec<Stage>) -> FlagDefinition {
-        FlagDefinition {
-            stages,
-            ..FlagDefinition::default()
-        }
+        FlagDefinition { stages, ..FlagDefinition::default() }
     }
 
     #[test]
@@ -200,51 +262,17 @@ mod tests {
     fn invalid_plans_name_the_field() {
         let cases = [
             (def(vec![]), "stages"),
-            (
-                def(vec![Stage::new("a", 101, 0, false)]),
-                "stages[0].percent",
-            ),
-            (
-                def(vec![
-                    Stage::new("a", 50, 0, false),
-                    Stage::new("b", 10, 0, false),
-                ]),
-                "stages[1].percent",
-            ),
-            (
-                def(vec![
-                    Stage::new("a", 10, 0, false),
-                    Stage::new("a", 20, 0, false),
-                ]),
-                "stages[1].name",
-            ),
+            (def(vec![Stage::new("a", 101, 0, false)]), "stages[0].percent"),
+            (def(vec![Stage::new("a", 50, 0, false), Stage::new("b", 10, 0, false)]), "stages[1].percent"),
+            (def(vec![Stage::new("a", 10, 0, false), Stage::new("a", 20, 0, false)]), "stages[1].name"),
             (def(vec![Stage::new("", 10, 0, false)]), "stages[0].name"),
             (def(vec![Stage::new("i", 5, 0, true)]), "stages[0].percent"),
-            (
-                def(vec![Stage::new("a", 5, MAX_SOAK_SECS + 1, false)]),
-                "stages[0].soak_secs",
-            ),
-            (
-                FlagDefinition {
-                    internal_users: vec![String::new()],
-                    ..FlagDefinition::default()
-                },
-                "internal_users[0]",
-            ),
-            (
-                FlagDefinition {
-                    salt: Some(String::new()),
-                    ..FlagDefinition::default()
-                },
-                "salt",
-            ),
+            (def(vec![Stage::new("a", 5, MAX_SOAK_SECS + 1, false)]), "stages[0].soak_secs"),
+            (FlagDefinition { internal_users: vec![String::new()], ..FlagDefinition::default() }, "internal_users[0]"),
+            (FlagDefinition { salt: Some(String::new()), ..FlagDefinition::default() }, "salt"),
         ];
         for (d, field) in cases {
-            assert_eq!(
-                d.validate().map_err(|e| e.field),
-                Err(field.to_owned()),
-                "{d:?}"
-            );
+            assert_eq!(d.validate().map_err(|e| e.field), Err(field.to_owned()), "{d:?}");
         }
     }
 

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::guards::MetricSeries;
 use super::plan::FlagDefinition;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -17,13 +18,8 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
-        Status::Pending,
-        Status::Running,
-        Status::Paused,
-        Status::RolledBack,
-        Status::Completed,
-    ];
+    pub const ALL: [Status; 5] =
+        [Status::Pending, Status::Running, Status::Paused, Status::RolledBack, Status::Completed];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -48,13 +44,8 @@ pub enum Command {
 }
 
 impl Command {
-    pub const ALL: [Command; 5] = [
-        Command::Start,
-        Command::Advance,
-        Command::Pause,
-        Command::Resume,
-        Command::Rollback,
-    ];
+    pub const ALL: [Command; 5] =
+        [Command::Start, Command::Advance, Command::Pause, Command::Resume, Command::Rollback];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -114,6 +105,9 @@ pub struct RolloutState {
     pub created_at: i64,
     /// When the current stage was entered (ms since epoch); soak timers count from here.
     pub stage_entered_at: i64,
+    /// The version that entered the current stage: names the stage's metric series.
+    #[serde(default)]
+    pub stage_version: u64,
     pub updated_at: i64,
 }
 
@@ -149,9 +143,7 @@ pub struct AuditEvent {
 pub enum TransitionError {
     #[error("cannot {command} a flag that is {status}", command = .command.as_str(), status = .status.as_str())]
     Invalid { command: Command, status: Status },
-    #[error(
-        "the new plan has no stage named {stage:?}, the stage the rollout is in; pause or roll back first"
-    )]
+    #[error("the new plan has no stage named {stage:?}, the stage the rollout is in; pause or roll back first")]
     StageRemoved { stage: String },
 }
 
@@ -164,48 +156,33 @@ impl Flag {
             version: 1,
             created_at: now_ms,
             stage_entered_at: now_ms,
+            stage_version: 1,
             updated_at: now_ms,
         };
-        Self {
-            name,
-            definition,
-            state,
-        }
+        Self { name, definition, state }
     }
 
     pub fn stage_name(&self) -> &str {
-        self.definition
-            .stages
-            .get(self.state.stage_index)
-            .map_or("", |s| s.name.as_str())
+        self.definition.stages.get(self.state.stage_index).map_or("", |s| s.name.as_str())
     }
 
     /// The share of users enabled by bucket right now.
     pub fn percent(&self) -> u8 {
         match self.state.status {
             Status::Pending | Status::RolledBack => 0,
-            Status::Running | Status::Paused | Status::Completed => self
-                .definition
-                .stages
-                .get(self.state.stage_index)
-                .map_or(0, |s| s.percent),
+            Status::Running | Status::Paused | Status::Completed => {
+                self.definition.stages.get(self.state.stage_index).map_or(0, |s| s.percent)
+            }
         }
     }
 
     /// Internal users get the feature in every live stage, never when pending or rolled back.
     pub fn internal_enabled(&self) -> bool {
-        matches!(
-            self.state.status,
-            Status::Running | Status::Paused | Status::Completed
-        )
+        matches!(self.state.status, Status::Running | Status::Paused | Status::Completed)
     }
 
     pub fn position(&self) -> Position {
-        Position {
-            status: self.state.status,
-            stage: self.stage_name().to_owned(),
-            percent: self.percent(),
-        }
+        Position { status: self.state.status, stage: self.stage_name().to_owned(), percent: self.percent() }
     }
 
     /// Applies a command at `now_ms`; returns the new flag and its audit event.
@@ -218,33 +195,26 @@ impl Flag {
     ) -> Result<(Flag, AuditEvent), TransitionError> {
         let state = &self.state;
         let last = self.definition.stages.len().saturating_sub(1);
-        let invalid = || TransitionError::Invalid {
-            command,
-            status: state.status,
-        };
+        let invalid = || TransitionError::Invalid { command, status: state.status };
         let (status, stage_index) = match (command, state.status) {
             (Command::Start, Status::Pending) => (Status::Running, 0),
-            (Command::Advance, Status::Running) if state.stage_index >= last => {
-                (Status::Completed, last)
-            }
+            (Command::Advance, Status::Running) if state.stage_index >= last => (Status::Completed, last),
             (Command::Advance, Status::Running) => (Status::Running, state.stage_index + 1),
             (Command::Pause, Status::Running) => (Status::Paused, state.stage_index),
             // Resuming a pause restarts the stage's soak: it must prove itself healthy while running.
             (Command::Resume, Status::Paused) => (Status::Running, state.stage_index),
             // After a rollback the plan restarts at the first percentage stage, never where it failed.
-            (Command::Resume, Status::RolledBack) => {
-                (Status::Running, self.definition.first_percentage_stage())
-            }
+            (Command::Resume, Status::RolledBack) => (Status::Running, self.definition.first_percentage_stage()),
             (Command::Rollback, Status::Running | Status::Paused | Status::Completed) => {
                 (Status::RolledBack, state.stage_index)
             }
             _ => return Err(invalid()),
         };
-        // A pause keeps the soak clock (and the metric window) of the stage; every other move starts anew.
-        let stage_entered_at = if command == Command::Pause {
-            state.stage_entered_at
+        // A pause keeps the stage (its soak clock and metric series); every other move starts anew.
+        let (stage_entered_at, stage_version) = if command == Command::Pause {
+            (state.stage_entered_at, state.stage_version)
         } else {
-            now_ms
+            (now_ms, state.version + 1)
         };
         let next = Flag {
             name: self.name.clone(),
@@ -254,6 +224,7 @@ impl Flag {
                 stage_index,
                 version: state.version + 1,
                 stage_entered_at,
+                stage_version,
                 updated_at: now_ms,
                 ..state.clone()
             },
@@ -277,17 +248,13 @@ impl Flag {
                 .stages
                 .iter()
                 .position(|s| s.name == current)
-                .ok_or_else(|| TransitionError::StageRemoved {
-                    stage: current.to_owned(),
-                })?
+                .ok_or_else(|| TransitionError::StageRemoved { stage: current.to_owned() })?
         } else if self.state.status == Status::Completed {
             definition.stages.len().saturating_sub(1)
         } else if self.state.status == Status::Pending {
             0
         } else {
-            self.state
-                .stage_index
-                .min(definition.stages.len().saturating_sub(1))
+            self.state.stage_index.min(definition.stages.len().saturating_sub(1))
         };
         let next = Flag {
             name: self.name.clone(),
@@ -316,14 +283,7 @@ impl Flag {
         }
     }
 
-    fn event_to(
-        &self,
-        next: &Flag,
-        action: Action,
-        actor: &str,
-        reason: &str,
-        now_ms: i64,
-    ) -> AuditEvent {
+    fn event_to(&self, next: &Flag, action: Action, actor: &str, reason: &str, now_ms: i64) -> AuditEvent {
         AuditEvent {
             version: next.state.version,
             at: now_ms,
@@ -335,16 +295,17 @@ impl Flag {
         }
     }
 
+    /// Where this stage's guard metrics are counted.
+    pub fn metric_series(&self) -> MetricSeries {
+        MetricSeries::new(format!("{}.{}", self.state.created_at, self.state.stage_version), self.definition.window_secs)
+    }
+
     /// Milliseconds left in the current stage's soak (0 when over, `None` when not running).
     pub fn soak_remaining_ms(&self, now_ms: i64) -> Option<i64> {
         if self.state.status != Status::Running {
             return None;
         }
-        let soak = self
-            .definition
-            .stages
-            .get(self.state.stage_index)?
-            .soak_secs;
+        let soak = self.definition.stages.get(self.state.stage_index)?.soak_secs;
         let soak_ms = i64::try_from(soak.saturating_mul(1000)).unwrap_or(i64::MAX);
         Some((self.state.stage_entered_at.saturating_add(soak_ms) - now_ms).max(0))
     }
@@ -380,27 +341,15 @@ pub struct Evaluation {
 /// The answer for one user, given whether they are on the internal list and their bucket.
 pub fn evaluate(percent: u8, internal_enabled: bool, is_internal: bool, bucket: u8) -> Evaluation {
     if !internal_enabled {
-        return Evaluation {
-            enabled: false,
-            reason: Reason::FlagOff,
-        };
+        return Evaluation { enabled: false, reason: Reason::FlagOff };
     }
     if is_internal {
-        return Evaluation {
-            enabled: true,
-            reason: Reason::InternalUser,
-        };
+        return Evaluation { enabled: true, reason: Reason::InternalUser };
     }
     if super::bucket::in_rollout(bucket, percent) {
-        Evaluation {
-            enabled: true,
-            reason: Reason::InRollout,
-        }
+        Evaluation { enabled: true, reason: Reason::InRollout }
     } else {
-        Evaluation {
-            enabled: false,
-            reason: Reason::NotInRollout,
-        }
+        Evaluation { enabled: false, reason: Reason::NotInRollout }
     }
 }
 
@@ -422,9 +371,7 @@ mod tests {
         let last = 3;
         match (command, status) {
             (Command::Start, Status::Pending) => Some((Status::Running, 0)),
-            (Command::Advance, Status::Running) if stage_index == last => {
-                Some((Status::Completed, last))
-            }
+            (Command::Advance, Status::Running) if stage_index == last => Some((Status::Completed, last)),
             (Command::Advance, Status::Running) => Some((Status::Running, stage_index + 1)),
             (Command::Pause, Status::Running) => Some((Status::Paused, stage_index)),
             (Command::Resume, Status::Paused) => Some((Status::Running, stage_index)),
@@ -445,12 +392,8 @@ mod tests {
                     let got = flag.apply(command, "operator:ann", "why", T0 + 5);
                     match legal(command, status, stage_index) {
                         Some((to_status, to_index)) => {
-                            let (next, event) =
-                                got.unwrap_or_else(|e| panic!("{command:?} from {status:?}: {e}"));
-                            assert_eq!(
-                                (next.state.status, next.state.stage_index),
-                                (to_status, to_index)
-                            );
+                            let (next, event) = got.unwrap_or_else(|e| panic!("{command:?} from {status:?}: {e}"));
+                            assert_eq!((next.state.status, next.state.stage_index), (to_status, to_index));
                             assert_eq!(next.state.version, flag.state.version + 1);
                             assert_eq!(event.version, next.state.version);
                             assert_eq!(event.action, command.action());
@@ -476,17 +419,8 @@ mod tests {
     fn the_runbook_plan_from_start_to_completed() {
         let mut flag = Flag::new("f".into(), FlagDefinition::default(), T0);
         let mut seen = vec![(flag.state.status, flag.percent(), flag.internal_enabled())];
-        for command in [
-            Command::Start,
-            Command::Advance,
-            Command::Advance,
-            Command::Advance,
-            Command::Advance,
-        ] {
-            flag = flag
-                .apply(command, "controller", "", T0)
-                .map(|(f, _)| f)
-                .expect("legal");
+        for command in [Command::Start, Command::Advance, Command::Advance, Command::Advance, Command::Advance] {
+            flag = flag.apply(command, "controller", "", T0).map(|(f, _)| f).expect("legal");
             seen.push((flag.state.status, flag.percent(), flag.internal_enabled()));
         }
         assert_eq!(
@@ -506,13 +440,9 @@ mod tests {
     #[test]
     fn rollback_is_zero_for_everyone_and_resume_restarts_at_ten_percent() {
         let flag = flag_in(Status::Running, 2);
-        let (rolled, _) = flag
-            .apply(Command::Rollback, "controller", "error_rate", T0)
-            .expect("legal");
+        let (rolled, _) = flag.apply(Command::Rollback, "controller", "error_rate", T0).expect("legal");
         assert_eq!((rolled.percent(), rolled.internal_enabled()), (0, false));
-        let (resumed, _) = rolled
-            .apply(Command::Resume, "operator:ann", "", T0 + 1)
-            .expect("legal");
+        let (resumed, _) = rolled.apply(Command::Resume, "operator:ann", "", T0 + 1).expect("legal");
         assert_eq!((resumed.stage_name(), resumed.percent()), ("10%", 10));
         assert_eq!(resumed.state.stage_entered_at, T0 + 1);
     }
@@ -523,43 +453,17 @@ mod tests {
         let (paused, _) = flag.apply(Command::Pause, "a", "", T0 + 10).expect("legal");
         assert_eq!(paused.state.stage_entered_at, T0);
         assert_eq!(paused.soak_remaining_ms(T0 + 10), None);
-        let (running, _) = paused
-            .apply(Command::Resume, "a", "", T0 + 20)
-            .expect("legal");
+        let (running, _) = paused.apply(Command::Resume, "a", "", T0 + 20).expect("legal");
         assert_eq!(running.soak_remaining_ms(T0 + 20), Some(3_600_000));
         assert_eq!(running.soak_remaining_ms(T0 + 20 + 3_600_000 + 5), Some(0));
     }
 
     #[test]
     fn evaluation_reasons() {
-        assert_eq!(
-            evaluate(100, false, true, 0),
-            Evaluation {
-                enabled: false,
-                reason: Reason::FlagOff
-            }
-        );
-        assert_eq!(
-            evaluate(0, true, true, 0),
-            Evaluation {
-                enabled: true,
-                reason: Reason::InternalUser
-            }
-        );
-        assert_eq!(
-            evaluate(10, true, false, 9),
-            Evaluation {
-                enabled: true,
-                reason: Reason::InRollout
-            }
-        );
-        assert_eq!(
-            evaluate(10, true, false, 10),
-            Evaluation {
-                enabled: false,
-                reason: Reason::NotInRollout
-            }
-        );
+        assert_eq!(evaluate(100, false, true, 0), Evaluation { enabled: false, reason: Reason::FlagOff });
+        assert_eq!(evaluate(0, true, true, 0), Evaluation { enabled: true, reason: Reason::InternalUser });
+        assert_eq!(evaluate(10, true, false, 9), Evaluation { enabled: true, reason: Reason::InRollout });
+        assert_eq!(evaluate(10, true, false, 10), Evaluation { enabled: false, reason: Reason::NotInRollout });
     }
 
     #[test]
@@ -567,24 +471,13 @@ mod tests {
         let flag = flag_in(Status::Running, 2);
         let mut def = FlagDefinition::default();
         def.stages.remove(1);
-        let (next, event) = flag
-            .redefine(def.clone(), "operator:a", "", T0)
-            .expect("50% still exists");
-        assert_eq!(
-            (
-                next.stage_name(),
-                next.state.stage_index,
-                next.state.version
-            ),
-            ("50%", 1, 2)
-        );
+        let (next, event) = flag.redefine(def.clone(), "operator:a", "", T0).expect("50% still exists");
+        assert_eq!((next.stage_name(), next.state.stage_index, next.state.version), ("50%", 1, 2));
         assert_eq!(event.action, Action::Update);
         def.stages.remove(1);
         assert_eq!(
             flag.redefine(def, "operator:a", "", T0).map(|_| ()),
-            Err(TransitionError::StageRemoved {
-                stage: "50%".into()
-            })
+            Err(TransitionError::StageRemoved { stage: "50%".into() })
         );
     }
 }

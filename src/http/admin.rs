@@ -108,20 +108,9 @@ async fn list(_: Admin, State(state): State<AppState>) -> Response {
     json_response(&serde_json::json!({ "flags": flags }))
 }
 
-async fn show(
-    _: Admin,
-    State(state): State<AppState>,
-    FlagParam(flag): FlagParam,
-) -> Result<Response, ApiError> {
-    let view = state
-        .rollouts
-        .snapshot
-        .get(&flag)
-        .ok_or(ApiError::FlagNotFound(flag))?;
-    Ok(json_response(&FlagBody::new(
-        &view.flag,
-        state.rollouts.clock.now_ms(),
-    )))
+async fn show(_: Admin, State(state): State<AppState>, FlagParam(flag): FlagParam) -> Result<Response, ApiError> {
+    let view = state.rollouts.snapshot.get(&flag).ok_or(ApiError::FlagNotFound(flag))?;
+    Ok(json_response(&FlagBody::new(&view.flag, state.rollouts.clock.now_ms())))
 }
 
 async fn put(
@@ -130,29 +119,13 @@ async fn put(
     FlagParam(flag): FlagParam,
     JsonBody(definition): JsonBody<FlagDefinition>,
 ) -> Result<Response, ApiError> {
-    let req = Request {
-        actor: admin.actor(),
-        reason: "definition saved".into(),
-        expected_version: None,
-    };
+    let req = Request::new(admin.actor(), "definition saved");
     let (saved, created) = state.rollouts.put(&flag, definition, &req).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        json_response(&FlagBody::new(&saved, state.rollouts.clock.now_ms())),
-    )
-        .into_response())
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, json_response(&FlagBody::new(&saved, state.rollouts.clock.now_ms()))).into_response())
 }
 
-async fn delete(
-    _: Admin,
-    State(state): State<AppState>,
-    FlagParam(flag): FlagParam,
-) -> Result<StatusCode, ApiError> {
+async fn delete(_: Admin, State(state): State<AppState>, FlagParam(flag): FlagParam) -> Result<StatusCode, ApiError> {
     state.rollouts.delete(&flag).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -164,24 +137,17 @@ async fn transition(
     command: Command,
     body: TransitionBody,
 ) -> Result<Response, ApiError> {
-    let reason = body
-        .reason
-        .unwrap_or_else(|| format!("{} requested", command.as_str()));
+    let reason = body.reason.unwrap_or_else(|| format!("{} requested", command.as_str()));
     if reason.len() > MAX_REASON {
-        return Err(ApiError::InvalidBody(format!(
-            "reason: at most {MAX_REASON} bytes"
-        )));
+        return Err(ApiError::InvalidBody(format!("reason: at most {MAX_REASON} bytes")));
     }
     let req = Request {
-        actor: admin.actor(),
-        reason,
         expected_version: body.expected_version,
+        cause: Some("operator".into()),
+        ..Request::new(admin.actor(), reason)
     };
     let flag = state.rollouts.transition(&flag, command, &req).await?;
-    Ok(json_response(&FlagBody::new(
-        &flag,
-        state.rollouts.clock.now_ms(),
-    )))
+    Ok(json_response(&FlagBody::new(&flag, state.rollouts.clock.now_ms())))
 }
 
 macro_rules! transition_handler {
@@ -217,16 +183,12 @@ async fn history(
 ) -> Result<Response, ApiError> {
     let limit = query.limit.unwrap_or(100);
     if !(1..=HISTORY_CAP).contains(&limit) {
-        return Err(ApiError::InvalidQuery(format!(
-            "limit must be between 1 and {HISTORY_CAP}"
-        )));
+        return Err(ApiError::InvalidQuery(format!("limit must be between 1 and {HISTORY_CAP}")));
     }
     let events = state.rollouts.store.history(&flag, limit).await?;
     if events.is_empty() && state.rollouts.store.get_flag(&flag).await?.is_none() {
         return Err(ApiError::FlagNotFound(flag));
     }
     let events: Vec<EventBody> = events.iter().map(EventBody::from).collect();
-    Ok(json_response(
-        &serde_json::json!({ "flag": flag, "events": events }),
-    ))
+    Ok(json_response(&serde_json::json!({ "flag": flag, "events": events })))
 }

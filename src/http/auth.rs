@@ -50,17 +50,10 @@ impl Auth {
     pub fn new(tokens: impl IntoIterator<Item = (Scope, String, String)>) -> Self {
         let tokens: Vec<Token> = tokens
             .into_iter()
-            .map(|(scope, name, secret)| Token {
-                name,
-                digest: digest(secret.as_bytes()),
-                scope,
-            })
+            .map(|(scope, name, secret)| Token { name, digest: digest(secret.as_bytes()), scope })
             .collect();
         let read_required = tokens.iter().any(|t| t.scope == Scope::Read);
-        Self {
-            tokens,
-            read_required,
-        }
+        Self { tokens, read_required }
     }
 
     pub fn read_required(&self) -> bool {
@@ -75,22 +68,14 @@ impl Auth {
         let mut found = None;
         for token in &self.tokens {
             if bool::from(token.digest.ct_eq(&presented)) && found.is_none() {
-                found = Some(Principal {
-                    name: token.name.clone(),
-                    scope: token.scope,
-                });
+                found = Some(Principal { name: token.name.clone(), scope: token.scope });
             }
         }
         found
     }
 
     /// The principal if its token may act in one of `scopes` (admin always may); 401 or 403 otherwise.
-    pub fn require(
-        &self,
-        headers: &HeaderMap,
-        scopes: &[Scope],
-        what: &'static str,
-    ) -> Result<Principal, ApiError> {
+    pub fn require(&self, headers: &HeaderMap, scopes: &[Scope], what: &'static str) -> Result<Principal, ApiError> {
         let principal = self.identify(headers).ok_or(ApiError::Unauthorized)?;
         if principal.scope == Scope::Admin || scopes.contains(&principal.scope) {
             Ok(principal)
@@ -101,17 +86,11 @@ impl Auth {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, token) = value.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
     }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 /// An operator with an admin token; the audit actor is `operator:<token name>`.
@@ -127,10 +106,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state
-            .auth
-            .require(&parts.headers, &[], "change or read rollout state")
-            .map(Admin)
+        state.auth.require(&parts.headers, &[], "change or read rollout state").map(Admin)
     }
 }
 
@@ -142,9 +118,7 @@ impl FromRequestParts<AppState> for Reader {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if state.auth.read_required() {
-            state
-                .auth
-                .require(&parts.headers, &[Scope::Read], "evaluate flags")?;
+            state.auth.require(&parts.headers, &[Scope::Read], "evaluate flags")?;
         }
         Ok(Reader)
     }
@@ -162,28 +136,14 @@ mod tests {
 
     #[test]
     fn tokens_are_matched_by_value_and_scope() {
-        let auth = Auth::new([
-            (Scope::Admin, "ann".into(), "s3cret".into()),
-            (Scope::Read, "app".into(), "r3ad".into()),
-        ]);
-        assert_eq!(
-            auth.identify(&headers("Bearer s3cret")).map(|p| p.name),
-            Some("ann".into())
-        );
-        assert_eq!(
-            auth.identify(&headers("bearer r3ad")).map(|p| p.scope),
-            Some(Scope::Read)
-        );
+        let auth =
+            Auth::new([(Scope::Admin, "ann".into(), "s3cret".into()), (Scope::Read, "app".into(), "r3ad".into())]);
+        assert_eq!(auth.identify(&headers("Bearer s3cret")).map(|p| p.name), Some("ann".into()));
+        assert_eq!(auth.identify(&headers("bearer r3ad")).map(|p| p.scope), Some(Scope::Read));
         assert!(auth.identify(&headers("Bearer s3cre")).is_none());
         assert!(auth.identify(&headers("Basic s3cret")).is_none());
-        assert!(matches!(
-            auth.require(&headers("Bearer r3ad"), &[], "x"),
-            Err(ApiError::Forbidden(_))
-        ));
-        assert!(matches!(
-            auth.require(&headers("Bearer nope"), &[], "x"),
-            Err(ApiError::Unauthorized)
-        ));
+        assert!(matches!(auth.require(&headers("Bearer r3ad"), &[], "x"), Err(ApiError::Forbidden(_))));
+        assert!(matches!(auth.require(&headers("Bearer nope"), &[], "x"), Err(ApiError::Unauthorized)));
         let mut h = HeaderMap::new();
         h.insert("x-api-key", "r3ad".parse().expect("ascii"));
         assert_eq!(auth.identify(&h).map(|p| p.name), Some("app".into()));

@@ -44,9 +44,7 @@ pub enum ApiError {
     VersionConflict { expected: u64, found: u64 },
     #[error("the flag kept changing under this request; try again")]
     Contended,
-    #[error(
-        "the state store is unreachable; evaluations continue from the last snapshot, changes are refused"
-    )]
+    #[error("the state store is unreachable; evaluations continue from the last snapshot, changes are refused")]
     StoreUnavailable(#[source] StoreError),
     #[error("the request took too long")]
     Timeout,
@@ -63,16 +61,12 @@ impl ApiError {
             | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InvalidBody(_) | ApiError::InvalidDefinition(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::InvalidBody(_) | ApiError::InvalidDefinition(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::FlagNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Transition(_) | ApiError::VersionConflict { .. } | ApiError::Contended => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Transition(_) | ApiError::VersionConflict { .. } | ApiError::Contended => StatusCode::CONFLICT,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,11 +101,7 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        if e.is_unavailable() {
-            ApiError::StoreUnavailable(e)
-        } else {
-            ApiError::Internal(Box::new(e))
-        }
+        if e.is_unavailable() { ApiError::StoreUnavailable(e) } else { ApiError::Internal(Box::new(e)) }
     }
 }
 
@@ -120,9 +110,8 @@ impl From<RolloutError> for ApiError {
         match e {
             RolloutError::NotFound(name) => ApiError::FlagNotFound(name),
             RolloutError::Transition(t) => ApiError::Transition(t),
-            RolloutError::VersionConflict { expected, found } => {
-                ApiError::VersionConflict { expected, found }
-            }
+            RolloutError::VersionConflict { expected, found } => ApiError::VersionConflict { expected, found },
+            RolloutError::StageChanged => ApiError::Contended,
             RolloutError::Contended => ApiError::Contended,
             RolloutError::Definition(d) => ApiError::InvalidDefinition(d),
             RolloutError::Store(s) => s.into(),
@@ -144,13 +133,6 @@ impl IntoResponse for ApiError {
             ApiError::StoreUnavailable(e) => tracing::warn!(error = %e, "store unavailable"),
             _ => {}
         }
-        (
-            status,
-            Json(ErrorBody {
-                error: self.code(),
-                message: self.to_string(),
-            }),
-        )
-            .into_response()
+        (status, Json(ErrorBody { error: self.code(), message: self.to_string() })).into_response()
     }
 }

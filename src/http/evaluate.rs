@@ -11,12 +11,13 @@ use super::auth::Reader;
 use super::error::ApiError;
 use super::extract::{FlagUserParams, UserParam};
 use super::json_response;
+use std::time::Instant;
+
 use crate::snapshot::FlagView;
+use crate::telemetry::Telemetry;
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/flag/{user}", get(default_flag))
-        .route("/flags/{flag}/users/{user}", get(flag_for_user))
+    Router::new().route("/flag/{user}", get(default_flag)).route("/flags/{flag}/users/{user}", get(flag_for_user))
 }
 
 #[derive(Serialize)]
@@ -32,8 +33,10 @@ pub struct EvaluationBody<'a> {
     pub reason: &'static str,
 }
 
-fn answer(view: &FlagView, user: &str) -> Response {
+fn answer(telemetry: &Telemetry, view: &FlagView, user: &str) -> Response {
+    let started = Instant::now();
     let a = view.evaluate(user);
+    telemetry.evaluation(a.evaluation.reason, started.elapsed());
     let body = EvaluationBody {
         flag: &view.flag.name,
         user,
@@ -58,7 +61,7 @@ async fn default_flag(
         .snapshot
         .get(&state.default_flag)
         .ok_or_else(|| ApiError::FlagNotFound(state.default_flag.to_string()))?;
-    Ok(answer(&view, &user))
+    Ok(answer(&state.rollouts.telemetry, &view, &user))
 }
 
 async fn flag_for_user(
@@ -66,10 +69,6 @@ async fn flag_for_user(
     State(state): State<AppState>,
     FlagUserParams(flag, user): FlagUserParams,
 ) -> Result<Response, ApiError> {
-    let view = state
-        .rollouts
-        .snapshot
-        .get(&flag)
-        .ok_or(ApiError::FlagNotFound(flag))?;
-    Ok(answer(&view, &user))
+    let view = state.rollouts.snapshot.get(&flag).ok_or(ApiError::FlagNotFound(flag))?;
+    Ok(answer(&state.rollouts.telemetry, &view, &user))
 }

@@ -26,16 +26,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         if let Some(ct) = req.headers().get(CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("");
-            let mime = ct
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
+            let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
             if mime != "application/json" && !mime.ends_with("+json") {
-                return Err(ApiError::UnsupportedMediaType(
-                    ct.chars().take(100).collect(),
-                ));
+                return Err(ApiError::UnsupportedMediaType(ct.chars().take(100).collect()));
             }
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
@@ -45,12 +38,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::MalformedJson(r.body_text())
             }
         })?;
-        parse_json(if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        })
-        .map(JsonBody)
+        parse_json(if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes }).map(JsonBody)
     }
 }
 
@@ -68,24 +56,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             _ => ApiError::MalformedJson(inner.to_string()),
         }
     })?;
-    de.end()
-        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     Ok(value)
 }
 
 async fn params(parts: &mut Parts) -> Result<HashMap<String, String>, ApiError> {
-    Path::<HashMap<String, String>>::from_request_parts(parts, &())
-        .await
-        .map(|Path(p)| p)
-        .map_err(|r| match r {
-            PathRejection::FailedToDeserializePathParams(e) => match e.into_kind() {
-                axum::extract::path::ErrorKind::InvalidUtf8InPathParam { key } if key == "flag" => {
-                    ApiError::InvalidFlagName
-                }
-                _ => ApiError::InvalidUser,
-            },
-            other => ApiError::Internal(Box::new(other)),
-        })
+    Path::<HashMap<String, String>>::from_request_parts(parts, &()).await.map(|Path(p)| p).map_err(|r| match r {
+        PathRejection::FailedToDeserializePathParams(e) => match e.into_kind() {
+            axum::extract::path::ErrorKind::InvalidUtf8InPathParam { key } if key == "flag" => {
+                ApiError::InvalidFlagName
+            }
+            _ => ApiError::InvalidUser,
+        },
+        other => ApiError::Internal(Box::new(other)),
+    })
 }
 
 fn flag_from(params: &HashMap<String, String>) -> Result<String, ApiError> {

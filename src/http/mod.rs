@@ -19,6 +19,7 @@ pub mod error;
 pub mod evaluate;
 pub mod extract;
 pub mod ops;
+pub mod signals;
 
 use self::error::ApiError;
 
@@ -30,16 +31,13 @@ pub struct AppState {
     pub default_flag: Arc<str>,
     /// `/readyz` fails when the snapshot is older than this.
     pub max_snapshot_age: Duration,
+    pub push_checks: Arc<signals::PushChecks>,
 }
 
 /// Serializes a body straight into a response (no intermediate `Value`).
 pub fn json_response<T: serde::Serialize>(body: &T) -> axum::response::Response {
     match serde_json::to_vec(body) {
-        Ok(bytes) => (
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            bytes,
-        )
-            .into_response(),
+        Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => ApiError::Internal(Box::new(e)).into_response(),
     }
 }
@@ -49,26 +47,19 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .merge(evaluate::routes())
         .merge(admin::routes())
         .merge(ops::routes())
-        .fallback(|uri: Uri| async move {
-            ApiError::RouteNotFound(uri.path().chars().take(200).collect())
-        })
+        .merge(signals::routes())
+        .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .with_state(state)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(
             ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-                    ApiError::Timeout
-                }))
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::Timeout }))
                 .timeout(request_timeout),
         )
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                let path = req
-                    .extensions()
-                    .get::<axum::extract::MatchedPath>()
-                    .map_or("", axum::extract::MatchedPath::as_str);
-                tracing::debug_span!("request", method = %req.method(), path)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let path =
+                req.extensions().get::<axum::extract::MatchedPath>().map_or("", axum::extract::MatchedPath::as_str);
+            tracing::debug_span!("request", method = %req.method(), path)
+        }))
 }

@@ -8,8 +8,19 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
-use super::{Change, HISTORY_CAP, Store, StoreResult, Written};
+use std::time::{Duration, Instant};
+
+use super::{Change, HISTORY_CAP, Store, StoreResult, Written, add_bucket};
+use crate::domain::guards::{MetricSample, MetricSeries, WindowTotals};
 use crate::domain::rollout::{AuditEvent, Flag};
+
+/// A metric bucket: stored field → value, and when it expires (in the caller's clock).
+struct Bucket {
+    fields: HashMap<&'static str, f64>,
+    expires_at_ms: i64,
+}
+
+type BucketKey = (String, String, i64);
 
 struct Entry {
     flag: Flag,
@@ -19,6 +30,8 @@ struct Entry {
 pub struct MemoryStore {
     flags: Mutex<HashMap<String, Entry>>,
     changes: broadcast::Sender<Change>,
+    metrics: Mutex<HashMap<BucketKey, Bucket>>,
+    lease: Mutex<Option<(String, Instant)>>,
 }
 
 impl Default for MemoryStore {
@@ -26,8 +39,15 @@ impl Default for MemoryStore {
         Self {
             flags: Mutex::new(HashMap::new()),
             changes: broadcast::channel(1024).0,
+            metrics: Mutex::new(HashMap::new()),
+            lease: Mutex::new(None),
         }
     }
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here is a single insert or read, so a poisoned lock holds sound data.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl MemoryStore {
@@ -36,19 +56,12 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        // A panic while holding the lock cannot leave a half-written entry (each write is one insert),
-        // so the data is still sound after poisoning.
-        self.flags
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(&self.flags)
     }
 
     fn publish(&self, flag: &str, version: u64) {
         // No receivers is fine: nobody is listening yet.
-        let _ = self.changes.send(Change {
-            flag: flag.to_owned(),
-            version,
-        });
+        let _ = self.changes.send(Change { flag: flag.to_owned(), version });
     }
 }
 
@@ -66,22 +79,16 @@ impl Store for MemoryStore {
         Ok(self.lock().get(name).map(|e| e.flag.clone()))
     }
 
-    async fn write_flag(
-        &self,
-        flag: &Flag,
-        expected: u64,
-        event: &AuditEvent,
-    ) -> StoreResult<Written> {
+    async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written> {
         {
             let mut flags = self.lock();
             let found = flags.get(&flag.name).map_or(0, |e| e.flag.state.version);
             if found != expected {
                 return Ok(Written::Conflict { found });
             }
-            let entry = flags.entry(flag.name.clone()).or_insert_with(|| Entry {
-                flag: flag.clone(),
-                history: VecDeque::new(),
-            });
+            let entry = flags
+                .entry(flag.name.clone())
+                .or_insert_with(|| Entry { flag: flag.clone(), history: VecDeque::new() });
             entry.flag = flag.clone();
             entry.history.push_front(event.clone());
             entry.history.truncate(HISTORY_CAP);
@@ -99,11 +106,7 @@ impl Store for MemoryStore {
     }
 
     async fn history(&self, name: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {
-        Ok(self
-            .lock()
-            .get(name)
-            .map(|e| e.history.iter().take(limit).cloned().collect())
-            .unwrap_or_default())
+        Ok(self.lock().get(name).map(|e| e.history.iter().take(limit).cloned().collect()).unwrap_or_default())
     }
 
     async fn subscribe(&self) -> StoreResult<BoxStream<'static, Change>> {
@@ -123,5 +126,81 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    async fn record_metrics(
+        &self,
+        flag: &str,
+        series: &MetricSeries,
+        now_ms: i64,
+        sample: &MetricSample,
+    ) -> StoreResult<()> {
+        let mut metrics = locked(&self.metrics);
+        if metrics.len() > 4096 {
+            metrics.retain(|_, b| b.expires_at_ms > now_ms);
+        }
+        let ttl_ms = i64::try_from(series.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let bucket = metrics
+            .entry((flag.to_owned(), series.id.clone(), series.bucket_of(now_ms)))
+            .or_insert_with(|| Bucket { fields: HashMap::new(), expires_at_ms: 0 });
+        bucket.expires_at_ms = now_ms.saturating_add(ttl_ms);
+        for (name, value) in sample.counters() {
+            if value > 0 {
+                *bucket.fields.entry(name).or_default() += value as f64;
+            }
+        }
+        for (name, count_name, value) in [
+            ("p99_latency_ms", "p99_latency_ms_n", sample.p99_latency_ms),
+            ("queue_depth", "queue_depth_n", sample.queue_depth),
+        ] {
+            if let Some(v) = value {
+                bucket.fields.insert(name, v);
+                *bucket.fields.entry(count_name).or_default() += 1.0;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_window(
+        &self,
+        flag: &str,
+        series: &MetricSeries,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<WindowTotals> {
+        let metrics = locked(&self.metrics);
+        let mut totals = WindowTotals::default();
+        let mut key = (flag.to_owned(), series.id.clone(), 0);
+        for b in series.bucket_of(from_ms)..=series.bucket_of(to_ms) {
+            key.2 = b;
+            if let Some(bucket) = metrics.get(&key).filter(|b| b.expires_at_ms > to_ms) {
+                add_bucket(&mut totals, bucket.fields.iter().map(|(k, v)| (*k, *v)));
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn try_lead(&self, holder: &str, ttl: Duration) -> StoreResult<bool> {
+        let mut lease = locked(&self.lease);
+        let now = Instant::now();
+        match lease.as_ref() {
+            Some((current, until)) if current != holder && *until > now => Ok(false),
+            _ => {
+                *lease = Some((holder.to_owned(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn resign(&self, holder: &str) -> StoreResult<()> {
+        let mut lease = locked(&self.lease);
+        if lease.as_ref().is_some_and(|(current, _)| current == holder) {
+            *lease = None;
+        }
+        Ok(())
+    }
+
+    async fn leader(&self) -> StoreResult<Option<String>> {
+        Ok(locked(&self.lease).as_ref().filter(|(_, until)| *until > Instant::now()).map(|(h, _)| h.clone()))
     }
 }

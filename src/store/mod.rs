@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::guards::{MetricSample, MetricSeries, WindowTotals};
 use crate::domain::rollout::{AuditEvent, Flag};
 
 pub mod memory;
@@ -63,12 +64,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Atomically: if the stored version is `expected` (0 = the flag must not exist), store `flag`,
     /// append `event` to its history and publish a [`Change`].
-    async fn write_flag(
-        &self,
-        flag: &Flag,
-        expected: u64,
-        event: &AuditEvent,
-    ) -> StoreResult<Written>;
+    async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written>;
 
     /// Removes a flag and its history; false when there was none.
     async fn delete_flag(&self, name: &str) -> StoreResult<bool>;
@@ -81,6 +77,56 @@ pub trait Store: Send + Sync + 'static {
 
     /// A cheap round trip, to tell whether the store is reachable.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Adds a pushed sample to the time bucket of `now_ms` in the series (O(1), one round trip).
+    async fn record_metrics(
+        &self,
+        flag: &str,
+        series: &MetricSeries,
+        now_ms: i64,
+        sample: &MetricSample,
+    ) -> StoreResult<()>;
+
+    /// Sums the series' buckets from `from_ms` to `to_ms`; gauges take their latest value.
+    async fn read_window(
+        &self,
+        flag: &str,
+        series: &MetricSeries,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<WindowTotals>;
+
+    /// Takes or renews the leader lease for `holder`; true when `holder` leads for the next `ttl`.
+    async fn try_lead(&self, holder: &str, ttl: std::time::Duration) -> StoreResult<bool>;
+
+    /// Gives the lease up at once if `holder` has it.
+    async fn resign(&self, holder: &str) -> StoreResult<()>;
+
+    /// Who holds the lease now.
+    async fn leader(&self) -> StoreResult<Option<String>>;
+}
+
+/// Adds one bucket's fields (as stored: counter names, gauge names, `<gauge>_n` report counts).
+pub fn add_bucket<'a>(totals: &mut WindowTotals, fields: impl IntoIterator<Item = (&'a str, f64)>) {
+    for (name, value) in fields {
+        let n = value as u64;
+        match name {
+            "requests" => totals.requests += n,
+            "errors" => totals.errors += n,
+            "sent" => totals.sent += n,
+            "delivered" => totals.delivered += n,
+            "bounced" => totals.bounced += n,
+            "complaints" => totals.complaints += n,
+            "webhooks" => totals.webhooks += n,
+            "webhook_errors" => totals.webhook_errors += n,
+            // Buckets are read oldest first, so the last value seen is the latest.
+            "p99_latency_ms" => totals.p99_latency_ms = Some(value),
+            "p99_latency_ms_n" => totals.p99_latency_reports += n,
+            "queue_depth" => totals.queue_depth = Some(value),
+            "queue_depth_n" => totals.queue_depth_reports += n,
+            _ => {}
+        }
+    }
 }
 
 /// Most audit events kept per flag (the stream is trimmed beyond this).

@@ -15,7 +15,8 @@ use futures::stream::BoxStream;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Change, HISTORY_CAP, Store, StoreError, StoreResult, Written};
+use super::{Change, HISTORY_CAP, Store, StoreError, StoreResult, Written, add_bucket};
+use crate::domain::guards::{MetricSample, MetricSeries, WindowTotals};
 use crate::domain::rollout::{AuditEvent, Flag};
 
 /// How long one Redis command may take before the store is treated as unavailable.
@@ -37,12 +38,31 @@ if n > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
 return n
 ";
 
+/// Take the lease when free, renew it when ours.
+const LEAD_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if current then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+const RESIGN_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 pub struct RedisStore {
     client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
     write_script: redis::Script,
     delete_script: redis::Script,
+    lead_script: redis::Script,
+    resign_script: redis::Script,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -72,6 +92,8 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             write_script: redis::Script::new(WRITE_SCRIPT),
             delete_script: redis::Script::new(DELETE_SCRIPT),
+            lead_script: redis::Script::new(LEAD_SCRIPT),
+            resign_script: redis::Script::new(RESIGN_SCRIPT),
         })
     }
 
@@ -83,6 +105,14 @@ impl RedisStore {
         format!("{}:{{{flag}}}:history", self.prefix)
     }
 
+    fn bucket_key(&self, flag: &str, series: &MetricSeries, bucket: i64) -> String {
+        format!("{}:{{{flag}}}:m:{}:{bucket}", self.prefix, series.id)
+    }
+
+    fn lease_key(&self) -> String {
+        format!("{}:leader", self.prefix)
+    }
+
     fn index_key(&self) -> String {
         format!("{}:flags", self.prefix)
     }
@@ -92,10 +122,7 @@ impl RedisStore {
     }
 
     fn decode(&self, name: &str, doc: &str) -> StoreResult<Flag> {
-        serde_json::from_str(doc).map_err(|source| StoreError::Corrupt {
-            key: self.flag_key(name),
-            source,
-        })
+        serde_json::from_str(doc).map_err(|source| StoreError::Corrupt { key: self.flag_key(name), source })
     }
 }
 
@@ -140,17 +167,9 @@ impl Store for RedisStore {
     }
 
     #[tracing::instrument(skip_all, fields(flag = %flag.name))]
-    async fn write_flag(
-        &self,
-        flag: &Flag,
-        expected: u64,
-        event: &AuditEvent,
-    ) -> StoreResult<Written> {
+    async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written> {
         let mut conn = self.conn.clone();
-        let change = Change {
-            flag: flag.name.clone(),
-            version: flag.state.version,
-        };
+        let change = Change { flag: flag.name.clone(), version: flag.state.version };
         let answer: String = bounded(
             self.write_script
                 .key(self.flag_key(&flag.name))
@@ -166,9 +185,7 @@ impl Store for RedisStore {
         )
         .await?;
         if answer != "OK" {
-            return Ok(Written::Conflict {
-                found: answer.parse().unwrap_or(0),
-            });
+            return Ok(Written::Conflict { found: answer.parse().unwrap_or(0) });
         }
         if expected == 0 {
             // The index lives in its own hash slot, so it cannot join the script on a cluster.
@@ -180,10 +197,7 @@ impl Store for RedisStore {
     #[tracing::instrument(skip_all, fields(flag = name))]
     async fn delete_flag(&self, name: &str) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
-        let change = Change {
-            flag: name.to_owned(),
-            version: 0,
-        };
+        let change = Change { flag: name.to_owned(), version: 0 };
         let removed: i64 = bounded(
             self.delete_script
                 .key(self.flag_key(name))
@@ -205,10 +219,8 @@ impl Store for RedisStore {
         let mut events = Vec::with_capacity(reply.ids.len());
         for entry in reply.ids {
             if let Some(event) = entry.get::<String>("event") {
-                let event = serde_json::from_str(&event).map_err(|source| StoreError::Corrupt {
-                    key: self.history_key(name),
-                    source,
-                })?;
+                let event = serde_json::from_str(&event)
+                    .map_err(|source| StoreError::Corrupt { key: self.history_key(name), source })?;
                 events.push(event);
             }
         }
@@ -220,9 +232,7 @@ impl Store for RedisStore {
         bounded(pubsub.subscribe(self.channel())).await?;
         Ok(pubsub
             .into_on_message()
-            .filter_map(|msg| async move {
-                serde_json::from_slice::<Change>(msg.get_payload_bytes()).ok()
-            })
+            .filter_map(|msg| async move { serde_json::from_slice::<Change>(msg.get_payload_bytes()).ok() })
             .boxed())
     }
 
@@ -230,5 +240,74 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let _: String = bounded(redis::cmd("PING").query_async(&mut conn)).await?;
         Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(flag))]
+    async fn record_metrics(
+        &self,
+        flag: &str,
+        series: &MetricSeries,
+        now_ms: i64,
+        sample: &MetricSample,
+    ) -> StoreResult<()> {
+        let key = self.bucket_key(flag, series, series.bucket_of(now_ms));
+        let mut pipe = redis::pipe();
+        for (name, value) in sample.counters() {
+            if value > 0 {
+                pipe.hincr(&key, name, value).ignore();
+            }
+        }
+        for (name, count_name, value) in [
+            ("p99_latency_ms", "p99_latency_ms_n", sample.p99_latency_ms),
+            ("queue_depth", "queue_depth_n", sample.queue_depth),
+        ] {
+            if let Some(v) = value {
+                pipe.hset(&key, name, v).ignore();
+                pipe.hincr(&key, count_name, 1).ignore();
+            }
+        }
+        pipe.expire(&key, i64::try_from(series.ttl_secs).unwrap_or(i64::MAX)).ignore();
+        let mut conn = self.conn.clone();
+        bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(flag))]
+    async fn read_window(
+        &self,
+        flag: &str,
+        series: &MetricSeries,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<WindowTotals> {
+        let mut pipe = redis::pipe();
+        for bucket in series.bucket_of(from_ms)..=series.bucket_of(to_ms) {
+            pipe.hgetall(self.bucket_key(flag, series, bucket));
+        }
+        let mut conn = self.conn.clone();
+        let buckets: Vec<Vec<(String, f64)>> = bounded(pipe.query_async(&mut conn)).await?;
+        let mut totals = WindowTotals::default();
+        for fields in &buckets {
+            add_bucket(&mut totals, fields.iter().map(|(k, v)| (k.as_str(), *v)));
+        }
+        Ok(totals)
+    }
+
+    async fn try_lead(&self, holder: &str, ttl: Duration) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let led: i64 =
+            bounded(self.lead_script.key(self.lease_key()).arg(holder).arg(ttl_ms).invoke_async(&mut conn)).await?;
+        Ok(led == 1)
+    }
+
+    async fn resign(&self, holder: &str) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = bounded(self.resign_script.key(self.lease_key()).arg(holder).invoke_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    async fn leader(&self) -> StoreResult<Option<String>> {
+        let mut conn = self.conn.clone();
+        bounded(conn.get(self.lease_key())).await
     }
 }

@@ -9,102 +9,51 @@ async fn a_flag_is_created_with_the_runbook_plan_and_driven_through_its_lifecycl
     let redis = RedisServer::start();
     let app = spawn_app(Some(redis.url())).await;
 
-    let created = app
-        .create_flag("checkout", json!({"internal_users": ["ann@corp"]}))
-        .await;
+    let created = app.create_flag("checkout", json!({"internal_users": ["ann@corp"]})).await;
     assert_eq!(created["status"], "pending");
     assert_eq!(created["version"], 1);
-    let stages: Vec<_> = created["definition"]["stages"]
-        .as_array()
-        .expect("stages")
-        .iter()
-        .map(|s| s["name"].clone())
-        .collect();
+    let stages: Vec<_> =
+        created["definition"]["stages"].as_array().expect("stages").iter().map(|s| s["name"].clone()).collect();
     assert_eq!(stages, ["internal", "10%", "50%", "100%"]);
     assert_eq!(created["definition"]["stages"][3]["soak_secs"], 22 * 3600);
 
     // Pending: off for everyone, internal users too.
-    assert_eq!(
-        app.evaluate("checkout", "ann@corp").await["reason"],
-        "flag_off"
-    );
+    assert_eq!(app.evaluate("checkout", "ann@corp").await["reason"], "flag_off");
 
     let s = app.must("checkout", "start").await;
     assert_eq!(
-        (
-            s["status"].as_str(),
-            s["stage"].as_str(),
-            s["version"].as_u64()
-        ),
+        (s["status"].as_str(), s["stage"].as_str(), s["version"].as_u64()),
         (Some("running"), Some("internal"), Some(2))
     );
     assert_eq!(s["soak_remaining_secs"], 3600);
     let ann = app.evaluate("checkout", "ann@corp").await;
-    assert_eq!(
-        (ann["enabled"].as_bool(), ann["reason"].as_str()),
-        (Some(true), Some("internal_user"))
-    );
+    assert_eq!((ann["enabled"].as_bool(), ann["reason"].as_str()), (Some(true), Some("internal_user")));
     let other = app.evaluate("checkout", "user-1").await;
     assert_eq!(
-        (
-            other["enabled"].as_bool(),
-            other["reason"].as_str(),
-            other["bucket"].as_u64()
-        ),
+        (other["enabled"].as_bool(), other["reason"].as_str(), other["bucket"].as_u64()),
         (Some(false), Some("not_in_rollout"), Some(19))
     );
 
     app.must("checkout", "advance").await;
     let ten = app.evaluate("checkout", "user-1").await;
     assert_eq!(
-        (
-            ten["percent"].as_u64(),
-            ten["stage"].as_str(),
-            ten["enabled"].as_bool()
-        ),
+        (ten["percent"].as_u64(), ten["stage"].as_str(), ten["enabled"].as_bool()),
         (Some(10), Some("10%"), Some(false))
     );
     app.must("checkout", "advance").await;
     // user-1 is in bucket 19: in at 50%.
     let fifty = app.evaluate("checkout", "user-1").await;
-    assert_eq!(
-        (fifty["enabled"].as_bool(), fifty["reason"].as_str()),
-        (Some(true), Some("in_rollout"))
-    );
-    assert_eq!(
-        app.evaluate("checkout", "prod-audit-test").await["enabled"],
-        true,
-        "bucket 49 < 50"
-    );
-    assert_eq!(
-        app.evaluate("checkout", "smoke-test-1700000000").await["enabled"],
-        false,
-        "bucket 57 >= 50"
-    );
+    assert_eq!((fifty["enabled"].as_bool(), fifty["reason"].as_str()), (Some(true), Some("in_rollout")));
+    assert_eq!(app.evaluate("checkout", "prod-audit-test").await["enabled"], true, "bucket 49 < 50");
+    assert_eq!(app.evaluate("checkout", "smoke-test-1700000000").await["enabled"], false, "bucket 57 >= 50");
 
     let paused = app.must("checkout", "pause").await;
-    assert_eq!(
-        (paused["status"].as_str(), paused["percent"].as_u64()),
-        (Some("paused"), Some(50))
-    );
-    assert_eq!(
-        app.evaluate("checkout", "user-1").await["enabled"],
-        true,
-        "paused holds the percentage"
-    );
+    assert_eq!((paused["status"].as_str(), paused["percent"].as_u64()), (Some("paused"), Some(50)));
+    assert_eq!(app.evaluate("checkout", "user-1").await["enabled"], true, "paused holds the percentage");
     app.must("checkout", "resume").await;
 
-    let r = app
-        .admin_post("/flags/checkout/rollback", json!({"reason": "errors up"}))
-        .await;
-    assert_eq!(
-        (
-            r.status,
-            r.body["status"].as_str(),
-            r.body["percent"].as_u64()
-        ),
-        (200, Some("rolled_back"), Some(0))
-    );
+    let r = app.admin_post("/flags/checkout/rollback", json!({"reason": "errors up"})).await;
+    assert_eq!((r.status, r.body["status"].as_str(), r.body["percent"].as_u64()), (200, Some("rolled_back"), Some(0)));
     assert_eq!(
         app.evaluate("checkout", "ann@corp").await["reason"],
         "flag_off",
@@ -112,141 +61,80 @@ async fn a_flag_is_created_with_the_runbook_plan_and_driven_through_its_lifecycl
     );
 
     let resumed = app.must("checkout", "resume").await;
-    assert_eq!(
-        (resumed["stage"].as_str(), resumed["percent"].as_u64()),
-        (Some("10%"), Some(10))
-    );
+    assert_eq!((resumed["stage"].as_str(), resumed["percent"].as_u64()), (Some("10%"), Some(10)));
     app.must("checkout", "advance").await;
     app.must("checkout", "advance").await;
     let done = app.must("checkout", "advance").await;
-    assert_eq!(
-        (done["status"].as_str(), done["percent"].as_u64()),
-        (Some("completed"), Some(100))
-    );
-    assert_eq!(
-        app.evaluate("checkout", "smoke-test-1700000000").await["enabled"],
-        true
-    );
+    assert_eq!((done["status"].as_str(), done["percent"].as_u64()), (Some("completed"), Some(100)));
+    assert_eq!(app.evaluate("checkout", "smoke-test-1700000000").await["enabled"], true);
 
     let history = app.admin_get("/flags/checkout/history").await;
     assert_eq!(history.status, 200);
     let events = history.body["events"].as_array().expect("events");
-    let actions: Vec<&str> = events
-        .iter()
-        .map(|e| e["action"].as_str().expect("action"))
-        .collect();
+    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().expect("action")).collect();
     assert_eq!(
         actions,
         [
-            "advance", "advance", "advance", "resume", "rollback", "resume", "pause", "advance",
-            "advance", "start", "create"
+            "advance", "advance", "advance", "resume", "rollback", "resume", "pause", "advance", "advance", "start",
+            "create"
         ]
     );
     let rollback = &events[4];
     assert_eq!(rollback["actor"], "operator:ann");
     assert_eq!(rollback["reason"], "errors up");
-    assert_eq!(
-        rollback["from"],
-        json!({"status": "running", "stage": "50%", "percent": 50})
-    );
-    assert_eq!(
-        rollback["to"],
-        json!({"status": "rolled_back", "stage": "50%", "percent": 0})
-    );
+    assert_eq!(rollback["from"], json!({"status": "running", "stage": "50%", "percent": 50}));
+    assert_eq!(rollback["to"], json!({"status": "rolled_back", "stage": "50%", "percent": 0}));
     assert_eq!(rollback["at"], "2023-11-14T22:13:20.000Z");
     assert_eq!(events[0]["version"], 11);
-    assert_eq!(
-        app.admin_get("/flags/checkout/history?limit=2").await.body["events"]
-            .as_array()
-            .map(Vec::len),
-        Some(2)
-    );
+    assert_eq!(app.admin_get("/flags/checkout/history?limit=2").await.body["events"].as_array().map(Vec::len), Some(2));
 }
 
 #[tokio::test]
 async fn flags_are_listed_shown_updated_and_deleted() {
     let redis = RedisServer::start();
     let app = spawn_app(Some(redis.url())).await;
-    app.create_flag(
-        "b",
-        json!({"salt": "b-salt", "stages": [{"name": "half", "percent": 50, "soak_secs": 5}]}),
-    )
-    .await;
+    app.create_flag("b", json!({"salt": "b-salt", "stages": [{"name": "half", "percent": 50, "soak_secs": 5}]})).await;
     app.create_flag("a", json!({})).await;
 
     let list = app.admin_get("/flags").await;
     assert_eq!(list.status, 200);
-    let names: Vec<&str> = list.body["flags"]
-        .as_array()
-        .expect("flags")
-        .iter()
-        .map(|f| f["name"].as_str().expect("name"))
-        .collect();
+    let names: Vec<&str> =
+        list.body["flags"].as_array().expect("flags").iter().map(|f| f["name"].as_str().expect("name")).collect();
     assert_eq!(names, ["a", "b"]);
 
     let b = app.admin_get("/flags/b").await;
-    assert_eq!(
-        (b.status, b.body["definition"]["salt"].as_str()),
-        (200, Some("b-salt"))
-    );
+    assert_eq!((b.status, b.body["definition"]["salt"].as_str()), (200, Some("b-salt")));
     assert!(b.body["stage_entered_at"].as_str().is_some());
 
     // A salted flag hashes "{salt}:{user}".
     app.must("b", "start").await;
     let e = app.evaluate("b", "user-1").await;
-    assert_eq!(
-        e["bucket"].as_u64(),
-        Some(u64::from(rollout_controller::domain::bucket::bucket(
-            b"b-salt:user-1"
-        )))
-    );
+    assert_eq!(e["bucket"].as_u64(), Some(u64::from(rollout_controller::domain::bucket::bucket(b"b-salt:user-1"))));
 
     // Updating keeps the rollout where it is and bumps the version.
     let updated = app.admin_put("/flags/b", json!({"salt": "b-salt", "internal_users": ["vip"], "stages": [{"name": "half", "percent": 50, "soak_secs": 5}, {"name": "all", "percent": 100}]})).await;
     assert_eq!(
-        (
-            updated.status,
-            updated.body["status"].as_str(),
-            updated.body["version"].as_u64()
-        ),
+        (updated.status, updated.body["status"].as_str(), updated.body["version"].as_u64()),
         (200, Some("running"), Some(3))
     );
     assert_eq!(app.evaluate("b", "vip").await["reason"], "internal_user");
     // Removing the stage the rollout is in is refused.
-    let refused = app
-        .admin_put(
-            "/flags/b",
-            json!({"stages": [{"name": "other", "percent": 50}]}),
-        )
-        .await;
-    assert_eq!(
-        (refused.status, refused.body["error"].as_str()),
-        (409, Some("stage_removed"))
-    );
+    let refused = app.admin_put("/flags/b", json!({"stages": [{"name": "other", "percent": 50}]})).await;
+    assert_eq!((refused.status, refused.body["error"].as_str()), (409, Some("stage_removed")));
 
     let deleted = app.admin_delete("/flags/b").await;
     assert_eq!(deleted.status, 204);
     assert_eq!(app.admin_get("/flags/b").await.status, 404);
     assert_eq!(app.get("/flags/b/users/u").await.status, 404);
-    assert_eq!(
-        app.admin_delete("/flags/b").await.body["error"],
-        "flag_not_found"
-    );
+    assert_eq!(app.admin_delete("/flags/b").await.body["error"], "flag_not_found");
 }
 
 #[tokio::test]
 async fn the_default_flag_answers_get_flag_user() {
     let app = spawn_app(None).await;
     let missing = app.get("/flag/user-1").await;
-    assert_eq!(
-        (missing.status, missing.body["error"].as_str()),
-        (404, Some("flag_not_found"))
-    );
-    app.create_flag(
-        "default",
-        json!({"stages": [{"name": "all", "percent": 100}]}),
-    )
-    .await;
+    assert_eq!((missing.status, missing.body["error"].as_str()), (404, Some("flag_not_found")));
+    app.create_flag("default", json!({"stages": [{"name": "all", "percent": 100}]})).await;
     app.must("default", "start").await;
     let r = app.get("/flag/user-1").await;
     assert_eq!(r.status, 200);
@@ -266,77 +154,21 @@ async fn every_error_code_comes_as_json() {
     let before = app.admin_get("/flags/f").await.body;
 
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
-        (
-            app.http.get(app.url("/flags/bad%2Fname/users/u")),
-            400,
-            "invalid_flag_name",
-        ),
-        (
-            app.http
-                .get(app.url(&format!("/flags/{}/users/u", "a".repeat(129)))),
-            400,
-            "invalid_flag_name",
-        ),
-        (
-            app.http
-                .get(app.url(&format!("/flags/f/users/{}", "u".repeat(513)))),
-            400,
-            "invalid_user",
-        ),
-        (
-            app.http.get(app.url("/flags/f/users/%FF%FE")),
-            400,
-            "invalid_user",
-        ),
+        (app.http.get(app.url("/flags/bad%2Fname/users/u")), 400, "invalid_flag_name"),
+        (app.http.get(app.url(&format!("/flags/{}/users/u", "a".repeat(129)))), 400, "invalid_flag_name"),
+        (app.http.get(app.url(&format!("/flags/f/users/{}", "u".repeat(513)))), 400, "invalid_user"),
+        (app.http.get(app.url("/flags/f/users/%FF%FE")), 400, "invalid_user"),
         (app.http.get(app.url("/flag/%C3%28")), 400, "invalid_user"),
-        (
-            app.http.get(app.url("/flags/nope/users/u")),
-            404,
-            "flag_not_found",
-        ),
-        (
-            app.http.get(app.url("/flags/nope")).bearer_auth(ADMIN),
-            404,
-            "flag_not_found",
-        ),
-        (
-            app.http
-                .post(app.url("/flags/nope/start"))
-                .bearer_auth(ADMIN),
-            404,
-            "flag_not_found",
-        ),
-        (
-            app.http
-                .get(app.url("/flags/nope/history"))
-                .bearer_auth(ADMIN),
-            404,
-            "flag_not_found",
-        ),
+        (app.http.get(app.url("/flags/nope/users/u")), 404, "flag_not_found"),
+        (app.http.get(app.url("/flags/nope")).bearer_auth(ADMIN), 404, "flag_not_found"),
+        (app.http.post(app.url("/flags/nope/start")).bearer_auth(ADMIN), 404, "flag_not_found"),
+        (app.http.get(app.url("/flags/nope/history")).bearer_auth(ADMIN), 404, "flag_not_found"),
         (app.http.get(app.url("/no/such/route")), 404, "not_found"),
-        (
-            app.http.patch(app.url("/flags/f")).bearer_auth(ADMIN),
-            405,
-            "method_not_allowed",
-        ),
+        (app.http.patch(app.url("/flags/f")).bearer_auth(ADMIN), 405, "method_not_allowed"),
         (app.http.get(app.url("/flags")), 401, "unauthorized"),
-        (
-            app.http.get(app.url("/flags")).bearer_auth("wrong-token"),
-            401,
-            "unauthorized",
-        ),
-        (
-            app.http.put(app.url("/flags/f")).json(&json!({})),
-            401,
-            "unauthorized",
-        ),
-        (
-            app.http
-                .post(app.url("/flags/f/start"))
-                .header("authorization", "Basic YTpi"),
-            401,
-            "unauthorized",
-        ),
+        (app.http.get(app.url("/flags")).bearer_auth("wrong-token"), 401, "unauthorized"),
+        (app.http.put(app.url("/flags/f")).json(&json!({})), 401, "unauthorized"),
+        (app.http.post(app.url("/flags/f/start")).header("authorization", "Basic YTpi"), 401, "unauthorized"),
         (
             app.http
                 .put(app.url("/flags/f"))
@@ -356,11 +188,7 @@ async fn every_error_code_comes_as_json() {
             "malformed_json",
         ),
         (
-            app.http
-                .put(app.url("/flags/f"))
-                .bearer_auth(ADMIN)
-                .header("content-type", "text/plain")
-                .body("{}"),
+            app.http.put(app.url("/flags/f")).bearer_auth(ADMIN).header("content-type", "text/plain").body("{}"),
             415,
             "unsupported_media_type",
         ),
@@ -398,9 +226,10 @@ async fn every_error_code_comes_as_json() {
             "invalid_body",
         ),
         (
-            app.http.put(app.url("/flags/f")).bearer_auth(ADMIN).json(
-                &json!({"stages": [{"name": "a", "percent": 50}, {"name": "b", "percent": 10}]}),
-            ),
+            app.http
+                .put(app.url("/flags/f"))
+                .bearer_auth(ADMIN)
+                .json(&json!({"stages": [{"name": "a", "percent": 50}, {"name": "b", "percent": 10}]})),
             422,
             "invalid_definition",
         ),
@@ -412,85 +241,33 @@ async fn every_error_code_comes_as_json() {
             422,
             "invalid_definition",
         ),
+        (app.http.put(app.url("/flags/f")).bearer_auth(ADMIN).json(&json!({"colour": "red"})), 422, "invalid_body"),
+        (app.http.post(app.url("/flags/f/advance")).bearer_auth(ADMIN), 409, "invalid_transition"),
+        (app.http.post(app.url("/flags/f/rollback")).bearer_auth(ADMIN), 409, "invalid_transition"),
         (
-            app.http
-                .put(app.url("/flags/f"))
-                .bearer_auth(ADMIN)
-                .json(&json!({"colour": "red"})),
-            422,
-            "invalid_body",
-        ),
-        (
-            app.http
-                .post(app.url("/flags/f/advance"))
-                .bearer_auth(ADMIN),
-            409,
-            "invalid_transition",
-        ),
-        (
-            app.http
-                .post(app.url("/flags/f/rollback"))
-                .bearer_auth(ADMIN),
-            409,
-            "invalid_transition",
-        ),
-        (
-            app.http
-                .post(app.url("/flags/f/start"))
-                .bearer_auth(ADMIN)
-                .json(&json!({"expected_version": 9})),
+            app.http.post(app.url("/flags/f/start")).bearer_auth(ADMIN).json(&json!({"expected_version": 9})),
             409,
             "version_conflict",
         ),
         (
-            app.http
-                .post(app.url("/flags/f/start"))
-                .bearer_auth(ADMIN)
-                .json(&json!({"expected_version": "one"})),
+            app.http.post(app.url("/flags/f/start")).bearer_auth(ADMIN).json(&json!({"expected_version": "one"})),
             422,
             "invalid_body",
         ),
         (
-            app.http
-                .post(app.url("/flags/f/start"))
-                .bearer_auth(ADMIN)
-                .json(&json!({"reason": "r".repeat(1001)})),
+            app.http.post(app.url("/flags/f/start")).bearer_auth(ADMIN).json(&json!({"reason": "r".repeat(1001)})),
             422,
             "invalid_body",
         ),
-        (
-            app.http
-                .get(app.url("/flags/f/history?limit=0"))
-                .bearer_auth(ADMIN),
-            400,
-            "invalid_query",
-        ),
-        (
-            app.http
-                .get(app.url("/flags/f/history?limit=abc"))
-                .bearer_auth(ADMIN),
-            400,
-            "invalid_query",
-        ),
+        (app.http.get(app.url("/flags/f/history?limit=0")).bearer_auth(ADMIN), 400, "invalid_query"),
+        (app.http.get(app.url("/flags/f/history?limit=abc")).bearer_auth(ADMIN), 400, "invalid_query"),
     ];
     for (req, status, code) in cases {
         let req = req.build().expect("request");
         let what = format!("{} {}", req.method(), req.url());
         let r = app.exec(req).await;
-        assert_eq!(
-            (r.status, r.body["error"].as_str()),
-            (status, Some(code)),
-            "{what}: {}",
-            r.body
-        );
-        assert!(
-            r.body["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{what}: message"
-        );
+        assert_eq!((r.status, r.body["error"].as_str()), (status, Some(code)), "{what}: {}", r.body);
+        assert!(r.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: message");
     }
-    assert_eq!(
-        app.admin_get("/flags/f").await.body,
-        before,
-        "no bad request changed the flag"
-    );
+    assert_eq!(app.admin_get("/flags/f").await.body, before, "no bad request changed the flag");
 }

@@ -15,10 +15,7 @@ pub const ADMIN: &str = "admin-token-for-tests";
 pub const T0: i64 = 1_700_000_000_000;
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// A `redis-server` of our own, killed on drop.
@@ -31,11 +28,7 @@ pub struct RedisServer {
 impl RedisServer {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut server = Self {
-            port: free_port(),
-            child: None,
-            dir,
-        };
+        let mut server = Self { port: free_port(), child: None, dir };
         server.launch();
         server
     }
@@ -46,16 +39,7 @@ impl RedisServer {
 
     fn launch(&mut self) {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -92,9 +76,7 @@ impl RedisServer {
 
     /// A plain connection for inspecting keys.
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .and_then(|c| c.get_connection())
-            .expect("connect to test redis")
+        redis::Client::open(self.url()).and_then(|c| c.get_connection()).expect("connect to test redis")
     }
 }
 
@@ -115,11 +97,13 @@ pub fn settings(redis_url: Option<String>) -> Settings {
     Settings {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         redis_url: redis_url.map(Into::into),
-        admin_tokens: vec![NamedToken {
-            name: "ann".into(),
-            secret: ADMIN.to_owned().into(),
-        }],
+        admin_tokens: vec![NamedToken { name: "ann".into(), secret: ADMIN.to_owned().into() }],
         resync_every: Duration::from_secs(1),
+        // The tests step the controller themselves (`TestApp::tick`); the loop only takes the lease at start.
+        controller_tick: Duration::from_secs(3600),
+        lease: Duration::from_secs(7200),
+        // Every push is judged inline (the gap is covered by its own test).
+        push_judge_gap: Duration::ZERO,
         ..Settings::default()
     }
 }
@@ -139,10 +123,7 @@ pub async fn spawn_with_clock(settings: Settings, clock: ManualClock) -> TestApp
     let running = server::start(settings, shared).await.expect("app starts");
     let app = TestApp {
         addr: running.addr,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client"),
+        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
         clock,
         running: Some(running),
     };
@@ -153,15 +134,10 @@ pub async fn spawn_with_clock(settings: Settings, clock: ManualClock) -> TestApp
 /// An app on the system clock (for tests about real time only).
 #[allow(dead_code)]
 pub async fn spawn_app_real_clock(redis_url: Option<String>) -> TestApp {
-    let running = server::start(settings(redis_url), Arc::new(SystemClock))
-        .await
-        .expect("app starts");
+    let running = server::start(settings(redis_url), Arc::new(SystemClock)).await.expect("app starts");
     let app = TestApp {
         addr: running.addr,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client"),
+        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
         clock: ManualClock::new(T0),
         running: Some(running),
     };
@@ -213,28 +189,19 @@ impl TestApp {
     }
 
     pub async fn admin_get(&self, path: &str) -> Reply {
-        self.send(self.http.get(self.url(path)).bearer_auth(ADMIN))
-            .await
+        self.send(self.http.get(self.url(path)).bearer_auth(ADMIN)).await
     }
 
     pub async fn admin_post(&self, path: &str, body: Value) -> Reply {
-        self.send(
-            self.http
-                .post(self.url(path))
-                .bearer_auth(ADMIN)
-                .json(&body),
-        )
-        .await
+        self.send(self.http.post(self.url(path)).bearer_auth(ADMIN).json(&body)).await
     }
 
     pub async fn admin_put(&self, path: &str, body: Value) -> Reply {
-        self.send(self.http.put(self.url(path)).bearer_auth(ADMIN).json(&body))
-            .await
+        self.send(self.http.put(self.url(path)).bearer_auth(ADMIN).json(&body)).await
     }
 
     pub async fn admin_delete(&self, path: &str) -> Reply {
-        self.send(self.http.delete(self.url(path)).bearer_auth(ADMIN))
-            .await
+        self.send(self.http.delete(self.url(path)).bearer_auth(ADMIN)).await
     }
 
     /// Creates a flag with the given definition (must be new).
@@ -245,8 +212,7 @@ impl TestApp {
     }
 
     pub async fn command(&self, flag: &str, command: &str) -> Reply {
-        self.admin_post(&format!("/flags/{flag}/{command}"), json!({}))
-            .await
+        self.admin_post(&format!("/flags/{flag}/{command}"), json!({})).await
     }
 
     /// Runs a command that must succeed; returns the new flag state.
@@ -263,9 +229,28 @@ impl TestApp {
     }
 
     pub async fn percent(&self, flag: &str) -> u64 {
-        self.evaluate(flag, "probe").await["percent"]
-            .as_u64()
-            .expect("percent")
+        self.evaluate(flag, "probe").await["percent"].as_u64().expect("percent")
+    }
+
+    /// One controller step (lease, then judge every flag), as the loop would do at its next tick.
+    pub async fn tick(&self) -> Vec<rollout_controller::controller::Outcome> {
+        self.running.as_ref().expect("running").controller.tick().await
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.running.as_ref().expect("running").controller.is_leader()
+    }
+
+    /// Pushes guard metrics with the admin token.
+    pub async fn push(&self, flag: &str, sample: Value) -> Reply {
+        self.admin_post(&format!("/flags/{flag}/metrics"), sample).await
+    }
+
+    /// Stops every task at once, as a crash would: the lease is not released.
+    pub fn kill(mut self) {
+        if let Some(r) = self.running.take() {
+            r.kill();
+        }
     }
 
     pub async fn stop(mut self) {
@@ -290,10 +275,7 @@ where
         if check().await {
             return start.elapsed();
         }
-        assert!(
-            start.elapsed() < within,
-            "condition not met within {within:?}"
-        );
+        assert!(start.elapsed() < within, "condition not met within {within:?}");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

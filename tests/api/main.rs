@@ -1,5 +1,6 @@
 //! The one integration test binary: real redis-server processes, the app on port 0.
 
+mod automation;
 mod bucketing;
 mod flags_api;
 mod helpers;

@@ -18,19 +18,10 @@ async fn state_survives_a_restart_of_the_service() {
     let again = spawn_app(Some(redis.url())).await;
     let f = again.admin_get("/flags/f").await.body;
     assert_eq!(
-        (
-            f["status"].as_str(),
-            f["stage"].as_str(),
-            f["version"].as_u64()
-        ),
+        (f["status"].as_str(), f["stage"].as_str(), f["version"].as_u64()),
         (Some("running"), Some("10%"), Some(3))
     );
-    assert_eq!(
-        again.admin_get("/flags/f/history").await.body["events"]
-            .as_array()
-            .map(Vec::len),
-        Some(3)
-    );
+    assert_eq!(again.admin_get("/flags/f/history").await.body["events"].as_array().map(Vec::len), Some(3));
 }
 
 #[tokio::test]
@@ -38,26 +29,16 @@ async fn a_rollback_through_one_replica_is_answered_by_the_other_within_100ms() 
     let redis = RedisServer::start();
     let a = spawn_app(Some(redis.url())).await;
     let b = spawn_app(Some(redis.url())).await;
-    a.create_flag("f", json!({"stages": [{"name": "all", "percent": 100}]}))
-        .await;
+    a.create_flag("f", json!({"stages": [{"name": "all", "percent": 100}]})).await;
     a.must("f", "start").await;
-    eventually(Duration::from_secs(2), || async {
-        b.percent("f").await == 100
-    })
-    .await;
+    eventually(Duration::from_secs(2), || async { b.percent("f").await == 100 }).await;
 
     for _ in 0..5 {
         a.must("f", "rollback").await;
-        let took = eventually(Duration::from_millis(100), || async {
-            b.percent("f").await == 0
-        })
-        .await;
+        let took = eventually(Duration::from_millis(100), || async { b.percent("f").await == 0 }).await;
         assert!(took <= Duration::from_millis(100), "took {took:?}");
         a.must("f", "resume").await;
-        eventually(Duration::from_millis(100), || async {
-            b.percent("f").await == 100
-        })
-        .await;
+        eventually(Duration::from_millis(100), || async { b.percent("f").await == 100 }).await;
     }
 }
 
@@ -66,51 +47,30 @@ async fn replicas_keep_answering_while_redis_is_down_and_recover_by_themselves()
     let mut redis = RedisServer::start();
     let a = spawn_app(Some(redis.url())).await;
     let b = spawn_app(Some(redis.url())).await;
-    a.create_flag(
-        "f",
-        json!({"stages": [{"name": "ten", "percent": 10}, {"name": "all", "percent": 100}]}),
-    )
-    .await;
+    a.create_flag("f", json!({"stages": [{"name": "ten", "percent": 10}, {"name": "all", "percent": 100}]})).await;
     a.must("f", "start").await;
-    eventually(Duration::from_secs(2), || async {
-        b.percent("f").await == 10
-    })
-    .await;
+    eventually(Duration::from_secs(2), || async { b.percent("f").await == 10 }).await;
 
     redis.stop();
     for app in [&a, &b] {
-        eventually(Duration::from_secs(5), || async {
-            app.get("/readyz").await.status == 503
-        })
-        .await;
+        eventually(Duration::from_secs(5), || async { app.get("/readyz").await.status == 503 }).await;
         let ready = app.get("/readyz").await;
         assert_eq!(ready.body["status"], "degraded");
         assert!(ready.body["reason"].as_str().is_some_and(|r| !r.is_empty()));
         for i in 0..50 {
             let r = app.get(&format!("/flags/f/users/user-{i}")).await;
-            assert_eq!(
-                (r.status, r.body["percent"].as_u64()),
-                (200, Some(10)),
-                "fail-static evaluation"
-            );
+            assert_eq!((r.status, r.body["percent"].as_u64()), (200, Some(10)), "fail-static evaluation");
         }
         let refused = app.command("f", "advance").await;
-        assert_eq!(
-            (refused.status, refused.body["error"].as_str()),
-            (503, Some("store_unavailable"))
-        );
+        assert_eq!((refused.status, refused.body["error"].as_str()), (503, Some("store_unavailable")));
     }
 
     // Redis comes back (empty: it keeps nothing). Both replicas recover without a restart.
     redis.restart();
     for app in [&a, &b] {
-        eventually(Duration::from_secs(5), || async {
-            app.get("/readyz").await.status == 200
-        })
-        .await;
+        eventually(Duration::from_secs(5), || async { app.get("/readyz").await.status == 200 }).await;
     }
-    a.create_flag("g", json!({"stages": [{"name": "all", "percent": 100}]}))
-        .await;
+    a.create_flag("g", json!({"stages": [{"name": "all", "percent": 100}]})).await;
     a.must("g", "start").await;
     eventually(Duration::from_secs(2), || async {
         let r = b.get("/flags/g/users/u").await;

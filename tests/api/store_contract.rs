@@ -19,68 +19,24 @@ pub async fn contract(store: Arc<dyn Store>) {
     // Create: only when absent.
     let flag = Flag::new("f".into(), FlagDefinition::default(), T0);
     let created = flag.creation_event("operator:ann", "new");
-    assert_eq!(
-        store.write_flag(&flag, 0, &created).await.expect("create"),
-        Written::Yes
-    );
-    assert_eq!(
-        store
-            .write_flag(&flag, 0, &created)
-            .await
-            .expect("re-create"),
-        Written::Conflict { found: 1 }
-    );
+    assert_eq!(store.write_flag(&flag, 0, &created).await.expect("create"), Written::Yes);
+    assert_eq!(store.write_flag(&flag, 0, &created).await.expect("re-create"), Written::Conflict { found: 1 });
     assert_eq!(store.get_flag("f").await.expect("get"), Some(flag.clone()));
-    let next = tokio::time::timeout(Duration::from_secs(5), changes.next())
-        .await
-        .expect("a change in time");
-    assert_eq!(
-        next,
-        Some(Change {
-            flag: "f".into(),
-            version: 1
-        })
-    );
+    let next = tokio::time::timeout(Duration::from_secs(5), changes.next()).await.expect("a change in time");
+    assert_eq!(next, Some(Change { flag: "f".into(), version: 1 }));
 
     // Conditional writes: the expected version must match.
-    let (started, event) = flag
-        .apply(Command::Start, "operator:ann", "go", T0 + 1)
-        .expect("legal");
+    let (started, event) = flag.apply(Command::Start, "operator:ann", "go", T0 + 1).expect("legal");
+    assert_eq!(store.write_flag(&started, 7, &event).await.expect("stale"), Written::Conflict { found: 1 });
     assert_eq!(
-        store.write_flag(&started, 7, &event).await.expect("stale"),
-        Written::Conflict { found: 1 }
-    );
-    assert_eq!(
-        store
-            .get_flag("f")
-            .await
-            .expect("get")
-            .map(|f| f.state.version),
+        store.get_flag("f").await.expect("get").map(|f| f.state.version),
         Some(1),
         "stale write changed nothing"
     );
-    assert_eq!(
-        store.write_flag(&started, 1, &event).await.expect("cas"),
-        Written::Yes
-    );
-    assert_eq!(
-        store
-            .get_flag("f")
-            .await
-            .expect("get")
-            .map(|f| f.state.status),
-        Some(Status::Running)
-    );
-    let next = tokio::time::timeout(Duration::from_secs(5), changes.next())
-        .await
-        .expect("a change in time");
-    assert_eq!(
-        next,
-        Some(Change {
-            flag: "f".into(),
-            version: 2
-        })
-    );
+    assert_eq!(store.write_flag(&started, 1, &event).await.expect("cas"), Written::Yes);
+    assert_eq!(store.get_flag("f").await.expect("get").map(|f| f.state.status), Some(Status::Running));
+    let next = tokio::time::timeout(Duration::from_secs(5), changes.next()).await.expect("a change in time");
+    assert_eq!(next, Some(Change { flag: "f".into(), version: 2 }));
 
     // History: newest first, limited.
     let history = store.history("f", 10).await.expect("history");
@@ -89,17 +45,8 @@ pub async fn contract(store: Arc<dyn Store>) {
 
     // Several flags are listed.
     let other = Flag::new("g.2".into(), FlagDefinition::default(), T0);
-    store
-        .write_flag(&other, 0, &other.creation_event("a", "b"))
-        .await
-        .expect("create g");
-    let mut names: Vec<String> = store
-        .list_flags()
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
+    store.write_flag(&other, 0, &other.creation_event("a", "b")).await.expect("create g");
+    let mut names: Vec<String> = store.list_flags().await.expect("list").into_iter().map(|f| f.name).collect();
     names.sort();
     assert_eq!(names, ["f", "g.2"]);
 
@@ -111,39 +58,18 @@ pub async fn contract(store: Arc<dyn Store>) {
     assert_eq!(store.list_flags().await.expect("list").len(), 1);
     // Changes arrive in order; the deletion is announced with version 0.
     let mut seen = Vec::new();
-    while seen.last()
-        != Some(&Change {
-            flag: "f".into(),
-            version: 0,
-        })
-    {
-        let next = tokio::time::timeout(Duration::from_secs(5), changes.next())
-            .await
-            .expect("a change in time");
+    while seen.last() != Some(&Change { flag: "f".into(), version: 0 }) {
+        let next = tokio::time::timeout(Duration::from_secs(5), changes.next()).await.expect("a change in time");
         seen.push(next.expect("stream open"));
     }
-    assert_eq!(
-        seen,
-        [
-            Change {
-                flag: "g.2".into(),
-                version: 1
-            },
-            Change {
-                flag: "f".into(),
-                version: 0
-            }
-        ]
-    );
+    assert_eq!(seen, [Change { flag: "g.2".into(), version: 1 }, Change { flag: "f".into(), version: 0 }]);
 
     // Concurrent conditional writes from the same version: exactly one wins.
     let (a, ea) = other.apply(Command::Start, "x", "", T0).expect("legal");
     let mut attempts = Vec::new();
     for _ in 0..8 {
         let (store, a, ea) = (Arc::clone(&store), a.clone(), ea.clone());
-        attempts.push(tokio::spawn(async move {
-            store.write_flag(&a, 1, &ea).await.expect("write")
-        }));
+        attempts.push(tokio::spawn(async move { store.write_flag(&a, 1, &ea).await.expect("write") }));
     }
     let mut wins = 0;
     for attempt in attempts {
@@ -164,10 +90,7 @@ async fn memory_store_meets_the_store_contract() {
 #[tokio::test]
 async fn redis_store_meets_the_store_contract() {
     let redis = RedisServer::start();
-    contract(Arc::new(
-        RedisStore::connect(&redis.url(), "rollout").expect("url"),
-    ))
-    .await;
+    contract(Arc::new(RedisStore::connect(&redis.url(), "rollout").expect("url"))).await;
 }
 
 #[tokio::test]
@@ -175,21 +98,8 @@ async fn redis_keys_of_one_flag_share_a_hash_tag() {
     let redis = RedisServer::start();
     let store = RedisStore::connect(&redis.url(), "rollout").expect("url");
     let flag = Flag::new("checkout".into(), FlagDefinition::default(), T0);
-    store
-        .write_flag(&flag, 0, &flag.creation_event("a", "b"))
-        .await
-        .expect("create");
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query(&mut redis.connection())
-        .expect("keys");
+    store.write_flag(&flag, 0, &flag.creation_event("a", "b")).await.expect("create");
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.connection()).expect("keys");
     keys.sort();
-    assert_eq!(
-        keys,
-        [
-            "rollout:flags",
-            "rollout:{checkout}:flag",
-            "rollout:{checkout}:history"
-        ]
-    );
+    assert_eq!(keys, ["rollout:flags", "rollout:{checkout}:flag", "rollout:{checkout}:history"]);
 }

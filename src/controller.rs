@@ -1,0 +1,164 @@
+//! The automatic stepper: advance flags that soaked healthy, roll back (or pause) on a breach.
+//!
+//! One replica at a time leads, through a lease in the store that it renews every tick; a replica
+//! that dies is replaced once its lease runs out (one lease period). Soak timers come from the
+//! stage start stored with the flag, so a new leader continues them. Decisions are written with
+//! the version (advance) or stage (rollback) they were made on, so two replicas ticking at once can
+//! never skip or double a stage. Time comes from the injected clock; [`Controller::tick`] is one
+//! step, which the tests call directly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::domain::guards::Verdict;
+use crate::domain::plan::OnBreach;
+use crate::domain::rollout::{Command, Flag, Status};
+use crate::rollouts::{Request, RolloutError, Rollouts};
+
+/// What the controller did to one flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub flag: String,
+    pub command: Command,
+    pub reason: String,
+}
+
+pub struct Controller {
+    rollouts: Rollouts,
+    holder: String,
+    lease: Duration,
+    leading: AtomicBool,
+}
+
+/// A name for this replica in the lease: host, process and a random suffix.
+pub fn replica_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "replica".into());
+    let mut suffix = [0u8; 4];
+    let _ = getrandom::fill(&mut suffix);
+    format!("{host}-{}-{}", std::process::id(), hex::encode(suffix))
+}
+
+impl Controller {
+    pub fn new(rollouts: Rollouts, holder: String, lease: Duration) -> Self {
+        Self { rollouts, holder, lease, leading: AtomicBool::new(false) }
+    }
+
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Takes or renews the lease, then steps every flag if this replica leads.
+    pub async fn tick(&self) -> Vec<Outcome> {
+        let leading = match self.rollouts.store.try_lead(&self.holder, self.lease).await {
+            Ok(leading) => leading,
+            Err(e) => {
+                self.rollouts.telemetry.store_error();
+                tracing::debug!(error = %e, "cannot reach the store for the lease");
+                false
+            }
+        };
+        if self.leading.swap(leading, Ordering::SeqCst) != leading {
+            tracing::info!(holder = %self.holder, leading, "controller leadership changed");
+        }
+        self.rollouts.telemetry.set_leader(leading);
+        if leading { self.step().await } else { Vec::new() }
+    }
+
+    /// One pass over every running or paused flag.
+    pub async fn step(&self) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        for view in self.rollouts.snapshot.all() {
+            match judge(&self.rollouts, &view.flag, true).await {
+                Ok(Some(outcome)) => outcomes.push(outcome),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(flag = %view.flag.name, error = %e, "controller could not judge the flag"),
+            }
+        }
+        outcomes
+    }
+
+    /// Ticks every `every` until shut down, then gives the lease up at once.
+    pub async fn run(self: Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => { self.tick().await; }
+                _ = shutdown.changed() => break,
+            }
+        }
+        if self.leading.swap(false, Ordering::SeqCst) {
+            self.rollouts.telemetry.set_leader(false);
+            if let Err(e) = self.rollouts.store.resign(&self.holder).await {
+                tracing::warn!(error = %e, "could not release the controller lease; it expires by itself");
+            }
+        }
+    }
+}
+
+/// Judges one flag and acts: on a breach apply its `on_breach`; when `may_advance`, advance a
+/// running flag whose soak is over and whose guards are healthy. Returns what was done.
+pub async fn judge(rollouts: &Rollouts, flag: &Flag, may_advance: bool) -> Result<Option<Outcome>, RolloutError> {
+    if !matches!(flag.state.status, Status::Running | Status::Paused) {
+        return Ok(None);
+    }
+    let health = rollouts.health(flag).await?;
+    for reading in &health.guards {
+        if let Some(value) = reading.value {
+            rollouts.telemetry.guard_value(&flag.name, reading.guard.as_str(), value);
+        }
+    }
+    let soak_over = flag.soak_remaining_ms(rollouts.clock.now_ms()) == Some(0);
+    let (command, reason, cause) = match health.verdict {
+        Verdict::Breach => {
+            let command = match (flag.definition.on_breach, flag.state.status) {
+                (OnBreach::Rollback, _) => Command::Rollback,
+                (OnBreach::Pause, Status::Running) => Command::Pause,
+                (OnBreach::Pause, _) => return Ok(None),
+            };
+            let cause = health.breaches().next().map(|g| g.guard.as_str().to_owned());
+            (command, health.summary(), cause)
+        }
+        Verdict::Ok if may_advance && soak_over && flag.state.status == Status::Running => {
+            (Command::Advance, format!("soak of {} passed, healthy: {}", soak_text(flag), health.summary()), None)
+        }
+        Verdict::InsufficientData
+            if may_advance
+                && soak_over
+                && flag.state.status == Status::Running
+                && flag.definition.advance_without_data =>
+        {
+            (Command::Advance, format!("soak of {} passed, no guard data (advance_without_data)", soak_text(flag)), None)
+        }
+        _ => return Ok(None),
+    };
+    let req = Request {
+        actor: "controller".into(),
+        reason,
+        expected_version: (command != Command::Rollback).then_some(flag.state.version),
+        expected_stage: Some(flag.state.stage_version),
+        cause,
+    };
+    match rollouts.transition(&flag.name, command, &req).await {
+        Ok(_) => Ok(Some(Outcome { flag: flag.name.clone(), command, reason: req.reason })),
+        // Someone else moved the flag first: judge it again on the next tick.
+        Err(RolloutError::VersionConflict { .. } | RolloutError::StageChanged | RolloutError::Transition(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn soak_text(flag: &Flag) -> String {
+    let secs = flag.definition.stages.get(flag.state.stage_index).map_or(0, |s| s.soak_secs);
+    match secs {
+        s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}

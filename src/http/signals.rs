@@ -1,0 +1,206 @@
+//! Guard signals pushed by app services, and the guard verdicts they lead to.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use super::auth::{Principal, Scope};
+use super::error::ApiError;
+use super::extract::{FlagParam, JsonBody};
+use super::{AppState, json_response};
+use crate::clock::rfc3339;
+use crate::controller;
+use crate::domain::guards::{GuardReading, MetricSample};
+use crate::domain::rollout::Flag;
+use crate::rollouts::Rollouts;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/flags/{flag}/metrics", post(push)).route("/flags/{flag}/health", get(health))
+}
+
+/// A caller allowed to push metrics: an admin or metrics token.
+pub struct MetricsWriter(pub Principal);
+
+impl FromRequestParts<AppState> for MetricsWriter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.auth.require(&parts.headers, &[Scope::Metrics], "push metrics").map(MetricsWriter)
+    }
+}
+
+/// A caller allowed to read guard health: admin, metrics or read tokens.
+pub struct HealthReader;
+
+impl FromRequestParts<AppState> for HealthReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.auth.require(&parts.headers, &[Scope::Metrics, Scope::Read], "read guard health").map(|_| HealthReader)
+    }
+}
+
+/// Pushes judge the flag at once, but at most once per `min_gap` per flag; a push inside the gap
+/// schedules one judgement at its end, so a breach is never left for the next controller tick.
+pub struct PushChecks {
+    min_gap: Duration,
+    state: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+enum Check {
+    Now,
+    Later(Duration),
+    AlreadyScheduled,
+}
+
+impl PushChecks {
+    pub fn new(min_gap: Duration) -> Self {
+        Self { min_gap, state: Mutex::new(HashMap::new()) }
+    }
+
+    fn plan(&self, flag: &str) -> Check {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if state.len() > 10_000 {
+            state.retain(|_, (at, scheduled)| *scheduled || now.duration_since(*at) < self.min_gap);
+        }
+        match state.get_mut(flag) {
+            Some((at, scheduled)) if now.duration_since(*at) < self.min_gap => {
+                if *scheduled {
+                    Check::AlreadyScheduled
+                } else {
+                    *scheduled = true;
+                    Check::Later(self.min_gap - now.duration_since(*at))
+                }
+            }
+            _ => {
+                state.insert(flag.to_owned(), (now, false));
+                Check::Now
+            }
+        }
+    }
+
+    fn done_later(&self, flag: &str) {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.insert(flag.to_owned(), (Instant::now(), false));
+    }
+}
+
+#[derive(Serialize)]
+struct PushReply<'a> {
+    flag: &'a str,
+    recorded: bool,
+    /// What the push caused at once: `rollback`, `pause` or nothing.
+    action: Option<&'static str>,
+    reason: Option<String>,
+}
+
+async fn judge_now(rollouts: &Rollouts, flag: &Flag) -> Option<controller::Outcome> {
+    match controller::judge(rollouts, flag, false).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::warn!(flag = %flag.name, error = %e, "could not judge the flag after a metrics push");
+            None
+        }
+    }
+}
+
+async fn push(
+    _: MetricsWriter,
+    State(state): State<AppState>,
+    FlagParam(name): FlagParam,
+    JsonBody(sample): JsonBody<MetricSample>,
+) -> Result<Response, ApiError> {
+    sample.validate().map_err(ApiError::InvalidBody)?;
+    let rollouts = &state.rollouts;
+    let view = rollouts.snapshot.get(&name).ok_or_else(|| ApiError::FlagNotFound(name.clone()))?;
+    let flag = &view.flag;
+    let series = flag.metric_series();
+    rollouts.store.record_metrics(&name, &series, rollouts.clock.now_ms(), &sample).await.inspect_err(|_| {
+        rollouts.telemetry.store_error();
+    })?;
+    let mut reply = PushReply { flag: &name, recorded: true, action: None, reason: None };
+    match state.push_checks.plan(&name) {
+        Check::Now => {
+            if let Some(outcome) = judge_now(rollouts, flag).await {
+                reply.action = Some(outcome.command.as_str());
+                reply.reason = Some(outcome.reason);
+            }
+        }
+        Check::Later(wait) => {
+            let (rollouts, checks, name) = (rollouts.clone(), state.push_checks.clone(), name.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                checks.done_later(&name);
+                if let Some(view) = rollouts.snapshot.get(&name) {
+                    judge_now(&rollouts, &view.flag).await;
+                }
+            });
+        }
+        Check::AlreadyScheduled => {}
+    }
+    Ok(json_response(&reply))
+}
+
+#[derive(Serialize)]
+struct HealthReply<'a> {
+    flag: &'a str,
+    status: &'static str,
+    stage: &'a str,
+    /// The window counts only since this stage began.
+    since: String,
+    window_secs: u64,
+    verdict: &'static str,
+    guards: Vec<GuardBody>,
+    on_breach: crate::domain::plan::OnBreach,
+}
+
+#[derive(Serialize)]
+struct GuardBody {
+    guard: &'static str,
+    value: Option<f64>,
+    threshold: f64,
+    samples: u64,
+    min_samples: u64,
+    verdict: &'static str,
+    breaches_when: &'static str,
+}
+
+impl From<&GuardReading> for GuardBody {
+    fn from(r: &GuardReading) -> Self {
+        Self {
+            guard: r.guard.as_str(),
+            value: r.value,
+            threshold: r.threshold,
+            samples: r.samples,
+            min_samples: r.min_samples,
+            verdict: r.verdict.as_str(),
+            breaches_when: if r.guard.breaches_below() { "below" } else { "above" },
+        }
+    }
+}
+
+async fn health(_: HealthReader, State(state): State<AppState>, FlagParam(name): FlagParam) -> Result<Response, ApiError> {
+    let view = state.rollouts.snapshot.get(&name).ok_or_else(|| ApiError::FlagNotFound(name.clone()))?;
+    let flag = &view.flag;
+    let health = state.rollouts.health(flag).await?;
+    let now = state.rollouts.clock.now_ms();
+    let window_ms = i64::try_from(flag.definition.window_secs * 1000).unwrap_or(i64::MAX);
+    Ok(json_response(&HealthReply {
+        flag: &flag.name,
+        status: flag.state.status.as_str(),
+        stage: flag.stage_name(),
+        since: rfc3339((now - window_ms).max(flag.state.stage_entered_at)),
+        window_secs: flag.definition.window_secs,
+        verdict: health.verdict.as_str(),
+        guards: health.guards.iter().map(GuardBody::from).collect(),
+        on_breach: flag.definition.on_breach,
+    }))
+}

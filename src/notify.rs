@@ -1,0 +1,208 @@
+//! Outbound webhooks on every transition, and per-flag rollback hooks.
+//!
+//! Transitions hand a [`Notice`] to a bounded queue and move on: delivery never delays or blocks
+//! a state change. A worker posts each notice to every notification URL (and, for rollbacks, to the
+//! flag's `rollback_hooks`) with a timeout and 3 retries with backoff; failures are logged and counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::clock::rfc3339;
+use crate::domain::rollout::{Action, AuditEvent, Position};
+use crate::telemetry::Telemetry;
+
+/// One transition to announce.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub flag: String,
+    pub event: AuditEvent,
+    pub rollback_hooks: Vec<String>,
+}
+
+/// The JSON body: Slack-compatible `text` plus structured fields.
+#[derive(Debug, Serialize)]
+pub struct Message<'a> {
+    pub text: String,
+    pub flag: &'a str,
+    pub action: &'static str,
+    pub from: Option<&'a Position>,
+    pub to: &'a Position,
+    pub actor: &'a str,
+    pub reason: &'a str,
+    pub version: u64,
+    pub at: String,
+}
+
+fn label(p: &Position) -> String {
+    match p.status.as_str() {
+        "running" => format!("{} ({}%)", p.stage, p.percent),
+        other => format!("{other} ({}%)", p.percent),
+    }
+}
+
+impl<'a> Message<'a> {
+    pub fn new(notice: &'a Notice) -> Self {
+        let e = &notice.event;
+        let icon = match e.action {
+            Action::Rollback => ":rotating_light:",
+            Action::Advance if e.to.status.as_str() == "completed" => ":white_check_mark:",
+            _ => ":arrow_forward:",
+        };
+        let from = e.from.as_ref().map_or_else(|| "new".to_owned(), label);
+        let text = format!(
+            "{icon} {flag}: {action} {from} → {to} by {actor}: {reason}",
+            flag = notice.flag,
+            action = e.action.as_str(),
+            to = label(&e.to),
+            actor = e.actor,
+            reason = e.reason,
+        );
+        Self {
+            text,
+            flag: &notice.flag,
+            action: e.action.as_str(),
+            from: e.from.as_ref(),
+            to: &e.to,
+            actor: &e.actor,
+            reason: &e.reason,
+            version: e.version,
+            at: rfc3339(e.at),
+        }
+    }
+}
+
+/// Where notices go and how hard to try.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    pub urls: Vec<String>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub backoff: Duration,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self { urls: Vec::new(), timeout: Duration::from_secs(5), retries: 3, backoff: Duration::from_millis(200) }
+    }
+}
+
+/// Queue size: transitions are rare, so a full queue means every receiver is stuck.
+const QUEUE: usize = 1024;
+/// Deliveries in flight at once.
+const CONCURRENCY: usize = 32;
+
+/// Starts the delivery worker; returns the queue transitions post to.
+pub fn spawn(
+    settings: NotifySettings,
+    telemetry: Arc<Telemetry>,
+    mut shutdown: watch::Receiver<bool>,
+) -> (mpsc::Sender<Notice>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Notice>(QUEUE);
+    let client = reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+    let settings = Arc::new(settings);
+    let handle = tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        loop {
+            let notice = tokio::select! {
+                n = rx.recv() => match n { Some(n) => n, None => break },
+                _ = shutdown.changed() => break,
+            };
+            let body = match serde_json::to_vec(&Message::new(&notice)) {
+                Ok(b) => bytes::Bytes::from(b),
+                Err(_) => continue,
+            };
+            let mut targets: Vec<String> = settings.urls.clone();
+            if notice.event.action == Action::Rollback {
+                targets.extend(notice.rollback_hooks.iter().cloned());
+            }
+            for url in targets {
+                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { return };
+                let (client, settings, telemetry, body) =
+                    (client.clone(), Arc::clone(&settings), Arc::clone(&telemetry), body.clone());
+                let flag = notice.flag.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(e) = deliver(&client, &settings, &url, body).await {
+                        telemetry.notification_failed();
+                        tracing::warn!(flag, target = %redact(&url), error = %e, "notification failed after retries");
+                    }
+                });
+            }
+        }
+    });
+    (tx, handle)
+}
+
+/// Posts with retries: `retries` more attempts after the first, backoff doubling.
+async fn deliver(client: &reqwest::Client, s: &NotifySettings, url: &str, body: bytes::Bytes) -> Result<(), String> {
+    let mut wait = s.backoff;
+    let mut last = String::new();
+    for attempt in 0..=s.retries {
+        if attempt > 0 {
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+        let sent = client.post(url).header("content-type", "application/json").body(body.clone()).send().await;
+        match sent {
+            Ok(resp) if resp.status().is_success() => return Ok(()),
+            Ok(resp) => last = format!("HTTP {}", resp.status()),
+            Err(e) => last = if e.is_timeout() { "timed out".into() } else { "connection failed".into() },
+        }
+    }
+    Err(last)
+}
+
+/// Scheme and host only: webhook URLs often carry secrets in their path or query.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = host.rsplit('@').next().unwrap_or(host);
+            format!("{scheme}://{host}/…")
+        }
+        None => "…".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::rollout::Status;
+
+    #[test]
+    fn the_text_reads_as_one_slack_line() {
+        let notice = Notice {
+            flag: "checkout".into(),
+            event: AuditEvent {
+                version: 5,
+                at: 1_700_000_000_000,
+                action: Action::Rollback,
+                from: Some(Position { status: Status::Running, stage: "50%".into(), percent: 50 }),
+                to: Position { status: Status::RolledBack, stage: "50%".into(), percent: 0 },
+                actor: "controller".into(),
+                reason: "error_rate 0.034 > 0.01 over 1204 requests".into(),
+            },
+            rollback_hooks: vec![],
+        };
+        let m = Message::new(&notice);
+        assert_eq!(
+            m.text,
+            ":rotating_light: checkout: rollback 50% (50%) → rolled_back (0%) by controller: error_rate 0.034 > 0.01 over 1204 requests"
+        );
+        assert_eq!(m.at, "2023-11-14T22:13:20.000Z");
+    }
+
+    #[test]
+    fn urls_are_redacted_to_scheme_and_host() {
+        assert_eq!(redact("https://hooks.slack.com/services/T0/B0/secret"), "https://hooks.slack.com/…");
+        assert_eq!(redact("http://user:pw@host:9/x?token=1"), "http://host:9/…");
+    }
+}

@@ -135,7 +135,11 @@ pub async fn judge(rollouts: &Rollouts, flag: &Flag, may_advance: bool) -> Resul
                 && flag.state.status == Status::Running
                 && flag.definition.advance_without_data =>
         {
-            (Command::Advance, format!("soak of {} passed, no guard data (advance_without_data)", soak_text(flag)), None)
+            (
+                Command::Advance,
+                format!("soak of {} passed, no guard data (advance_without_data)", soak_text(flag)),
+                None,
+            )
         }
         _ => return Ok(None),
     };
@@ -149,7 +153,9 @@ pub async fn judge(rollouts: &Rollouts, flag: &Flag, may_advance: bool) -> Resul
     match rollouts.transition(&flag.name, command, &req).await {
         Ok(_) => Ok(Some(Outcome { flag: flag.name.clone(), command, reason: req.reason })),
         // Someone else moved the flag first: judge it again on the next tick.
-        Err(RolloutError::VersionConflict { .. } | RolloutError::StageChanged | RolloutError::Transition(_)) => Ok(None),
+        Err(RolloutError::VersionConflict { .. } | RolloutError::StageChanged | RolloutError::Transition(_)) => {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }

@@ -68,7 +68,12 @@ pub struct Rollouts {
 }
 
 impl Rollouts {
-    pub fn new(store: Arc<dyn Store>, snapshot: Arc<Snapshot>, clock: Arc<dyn Clock>, telemetry: Arc<Telemetry>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        snapshot: Arc<Snapshot>,
+        clock: Arc<dyn Clock>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         Self { store, snapshot, clock, telemetry, notices: None }
     }
 
@@ -83,7 +88,12 @@ impl Rollouts {
     }
 
     /// Creates the flag or replaces its definition. Returns the flag and whether it was created.
-    pub async fn put(&self, name: &str, definition: FlagDefinition, req: &Request) -> Result<(Flag, bool), RolloutError> {
+    pub async fn put(
+        &self,
+        name: &str,
+        definition: FlagDefinition,
+        req: &Request,
+    ) -> Result<(Flag, bool), RolloutError> {
         definition.validate()?;
         for _ in 0..MAX_ATTEMPTS {
             let now = self.clock.now_ms();

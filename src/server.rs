@@ -18,9 +18,9 @@ use crate::http::signals::PushChecks;
 use crate::http::{self, AppState};
 use crate::notify::{self, NotifySettings};
 use crate::rollouts::{Request, Rollouts};
-use crate::telemetry::Telemetry;
 use crate::snapshot::{self, Snapshot};
 use crate::store::{MemoryStore, RedisStore, Store};
+use crate::telemetry::Telemetry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

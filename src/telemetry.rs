@@ -104,10 +104,12 @@ impl Telemetry {
             for view in snapshot.all() {
                 let flag = &view.flag;
                 metrics::gauge!("rollout_flag_percent", "flag" => flag.name.clone()).set(f64::from(view.percent));
-                metrics::gauge!("rollout_flag_stage_index", "flag" => flag.name.clone()).set(flag.state.stage_index as f64);
+                metrics::gauge!("rollout_flag_stage_index", "flag" => flag.name.clone())
+                    .set(flag.state.stage_index as f64);
                 for status in Status::ALL {
                     let on = if flag.state.status == status { 1.0 } else { 0.0 };
-                    metrics::gauge!("rollout_flag_status", "flag" => flag.name.clone(), "status" => status.as_str()).set(on);
+                    metrics::gauge!("rollout_flag_status", "flag" => flag.name.clone(), "status" => status.as_str())
+                        .set(on);
                 }
             }
         });

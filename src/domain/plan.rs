@@ -270,6 +270,30 @@ mod tests {
             (def(vec![Stage::new("a", 5, MAX_SOAK_SECS + 1, false)]), "stages[0].soak_secs"),
             (FlagDefinition { internal_users: vec![String::new()], ..FlagDefinition::default() }, "internal_users[0]"),
             (FlagDefinition { salt: Some(String::new()), ..FlagDefinition::default() }, "salt"),
+            (
+                FlagDefinition { thresholds: [(Guard::ErrorRate, Some(1.5))].into(), ..FlagDefinition::default() },
+                "thresholds.error_rate",
+            ),
+            (
+                FlagDefinition {
+                    stages: vec![Stage {
+                        thresholds: [(Guard::QueueDepth, Some(f64::NAN))].into(),
+                        ..Stage::new("a", 5, 0, false)
+                    }],
+                    ..FlagDefinition::default()
+                },
+                "stages[0].thresholds.queue_depth",
+            ),
+            (FlagDefinition { min_samples: 0, ..FlagDefinition::default() }, "min_samples"),
+            (FlagDefinition { window_secs: 1, ..FlagDefinition::default() }, "window_secs"),
+            (
+                FlagDefinition { rollback_hooks: vec!["ftp://x".into()], ..FlagDefinition::default() },
+                "rollback_hooks[0]",
+            ),
+            (
+                FlagDefinition { rollback_hooks: vec!["http:///x".into()], ..FlagDefinition::default() },
+                "rollback_hooks[0]",
+            ),
         ];
         for (d, field) in cases {
             assert_eq!(d.validate().map_err(|e| e.field), Err(field.to_owned()), "{d:?}");

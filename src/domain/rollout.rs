@@ -297,7 +297,10 @@ impl Flag {
 
     /// Where this stage's guard metrics are counted.
     pub fn metric_series(&self) -> MetricSeries {
-        MetricSeries::new(format!("{}.{}", self.state.created_at, self.state.stage_version), self.definition.window_secs)
+        MetricSeries::new(
+            format!("{}.{}", self.state.created_at, self.state.stage_version),
+            self.definition.window_secs,
+        )
     }
 
     /// Milliseconds left in the current stage's soak (0 when over, `None` when not running).

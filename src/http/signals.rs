@@ -187,7 +187,11 @@ impl From<&GuardReading> for GuardBody {
     }
 }
 
-async fn health(_: HealthReader, State(state): State<AppState>, FlagParam(name): FlagParam) -> Result<Response, ApiError> {
+async fn health(
+    _: HealthReader,
+    State(state): State<AppState>,
+    FlagParam(name): FlagParam,
+) -> Result<Response, ApiError> {
     let view = state.rollouts.snapshot.get(&name).ok_or_else(|| ApiError::FlagNotFound(name.clone()))?;
     let flag = &view.flag;
     let health = state.rollouts.health(flag).await?;

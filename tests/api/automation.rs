@@ -5,7 +5,10 @@ use serde_json::{Value, json};
 use crate::helpers::{ADMIN, RedisServer, TestApp, spawn_app};
 
 async fn history(app: &TestApp, flag: &str) -> Vec<Value> {
-    app.admin_get(&format!("/flags/{flag}/history?limit=1000")).await.body["events"].as_array().cloned().expect("events")
+    app.admin_get(&format!("/flags/{flag}/history?limit=1000")).await.body["events"]
+        .as_array()
+        .cloned()
+        .expect("events")
 }
 
 async fn state(app: &TestApp, flag: &str) -> (String, String, u64) {
@@ -60,7 +63,11 @@ async fn the_whole_runbook_plan_runs_by_itself_while_healthy() {
     for e in &advances {
         assert_eq!(e["actor"], "controller");
         let reason = e["reason"].as_str().expect("reason");
-        assert!(reason.starts_with("soak of ") && reason.contains("passed, healthy: error_rate 0.002 <= 0.01 over 1000 requests"), "{reason}");
+        assert!(
+            reason.starts_with("soak of ")
+                && reason.contains("passed, healthy: error_rate 0.002 <= 0.01 over 1000 requests"),
+            "{reason}"
+        );
     }
     assert_eq!(advances[0]["reason"].as_str().map(|r| r.starts_with("soak of 22h")), Some(true));
     assert!(app.tick().await.is_empty(), "a completed flag stays completed");
@@ -100,7 +107,10 @@ async fn bounce_complaint_and_delivery_breaches_at_fifty_percent_roll_back() {
     let app = spawn_app(Some(redis.url())).await;
     let cases = [
         (json!({"sent": 200, "delivered": 190, "bounced": 12}), "bounce_rate 0.06 > 0.05 over 200 sent"),
-        (json!({"sent": 2000, "delivered": 2000, "complaints": 3}), "complaint_rate 0.0015 > 0.001 over 2000 delivered"),
+        (
+            json!({"sent": 2000, "delivered": 2000, "complaints": 3}),
+            "complaint_rate 0.0015 > 0.001 over 2000 delivered",
+        ),
         (json!({"sent": 200, "delivered": 180}), "delivery_rate 0.9 < 0.95 over 200 sent"),
         (json!({"webhooks": 100, "webhook_errors": 6}), "webhook_error_rate 0.06 > 0.05 over 100 webhooks"),
         (json!({"p99_latency_ms": 5200.5}), "p99_latency_ms 5200.5 > 5000 over 1 reports"),
@@ -129,8 +139,17 @@ async fn too_few_samples_hold_the_stage_without_rolling_back() {
     assert_eq!(state(&app, "f").await, s("running", "10%", 10));
     let health = app.admin_get("/flags/f/health").await.body;
     assert_eq!(health["verdict"], "insufficient_data");
-    let error_rate = health["guards"].as_array().expect("guards").iter().find(|g| g["guard"] == "error_rate").cloned().expect("error_rate");
-    assert_eq!(error_rate, json!({"guard": "error_rate", "value": 0.5050505050505051, "threshold": 0.01, "samples": 99, "min_samples": 100, "verdict": "insufficient_data", "breaches_when": "above"}));
+    let error_rate = health["guards"]
+        .as_array()
+        .expect("guards")
+        .iter()
+        .find(|g| g["guard"] == "error_rate")
+        .cloned()
+        .expect("error_rate");
+    assert_eq!(
+        error_rate,
+        json!({"guard": "error_rate", "value": 0.5050505050505051, "threshold": 0.01, "samples": 99, "min_samples": 100, "verdict": "insufficient_data", "breaches_when": "above"})
+    );
 
     // One more request reaches the minimum: now it is judged, and it breaches.
     let reply = app.push("f", json!({"requests": 1})).await;
@@ -170,12 +189,14 @@ async fn on_breach_pause_freezes_instead_and_pushes_inside_the_judge_gap_are_jud
     let mut settings = crate::helpers::settings(Some(redis.url()));
     settings.push_judge_gap = std::time::Duration::from_millis(300);
     let app = crate::helpers::spawn_with(settings).await;
-    running_at(&app, "f", json!({"on_breach": "pause", "thresholds": {"error_rate": 0.05}, "min_samples": 10}), 1).await;
+    running_at(&app, "f", json!({"on_breach": "pause", "thresholds": {"error_rate": 0.05}, "min_samples": 10}), 1)
+        .await;
     let reply = app.push("f", json!({"requests": 100, "errors": 5})).await;
     assert_eq!(reply.body["action"], Value::Null, "0.05 is not above the flag's 0.05 threshold");
     // Within the push-check gap, the next push is judged a moment later, not inline.
     app.push("f", json!({"requests": 0, "errors": 10})).await;
-    crate::helpers::eventually(std::time::Duration::from_secs(2), || async { state(&app, "f").await.0 == "paused" }).await;
+    crate::helpers::eventually(std::time::Duration::from_secs(2), || async { state(&app, "f").await.0 == "paused" })
+        .await;
     assert_eq!(state(&app, "f").await, s("paused", "10%", 10), "paused holds the percentage");
     let last = &history(&app, "f").await[0];
     assert_eq!((last["action"].as_str(), last["actor"].as_str()), (Some("pause"), Some("controller")));
@@ -222,12 +243,22 @@ async fn the_window_only_counts_recent_data() {
 #[tokio::test]
 async fn metric_pushes_are_validated_and_authorised() {
     let mut settings = crate::helpers::settings(None);
-    settings.metrics_tokens = vec![rollout_controller::config::NamedToken { name: "app".into(), secret: "metrics-token-1".to_owned().into() }];
-    settings.read_tokens = vec![rollout_controller::config::NamedToken { name: "reader".into(), secret: "read-token-1".to_owned().into() }];
+    settings.metrics_tokens = vec![rollout_controller::config::NamedToken {
+        name: "app".into(),
+        secret: "metrics-token-1".to_owned().into(),
+    }];
+    settings.read_tokens = vec![rollout_controller::config::NamedToken {
+        name: "reader".into(),
+        secret: "read-token-1".to_owned().into(),
+    }];
     let app = crate::helpers::spawn_with(settings).await;
     running_at(&app, "f", json!({}), 1).await;
     let push = |token: &str, body: &str| {
-        app.http.post(app.url("/flags/f/metrics")).bearer_auth(token).header("content-type", "application/json").body(body.to_owned())
+        app.http
+            .post(app.url("/flags/f/metrics"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
     };
     let cases = [
         (push("metrics-token-1", r#"{"requests": 10}"#), 200, None),
@@ -253,7 +284,8 @@ async fn metric_pushes_are_validated_and_authorised() {
             assert_eq!(r.body["error"], code);
         }
     }
-    let unknown = app.send(app.http.post(app.url("/flags/nope/metrics")).bearer_auth(ADMIN).json(&json!({"requests": 1}))).await;
+    let unknown =
+        app.send(app.http.post(app.url("/flags/nope/metrics")).bearer_auth(ADMIN).json(&json!({"requests": 1}))).await;
     assert_eq!((unknown.status, unknown.body["error"].as_str()), (404, Some("flag_not_found")));
     let health = app.send(app.http.get(app.url("/flags/f/health")).bearer_auth("read-token-1")).await;
     assert_eq!(health.body["guards"][0]["samples"], 20, "only the two accepted pushes were counted");

@@ -237,6 +237,11 @@ impl TestApp {
         self.running.as_ref().expect("running").controller.tick().await
     }
 
+    /// One pass of the controller without the lease check (as if this replica believed it led).
+    pub async fn step(&self) -> Vec<rollout_controller::controller::Outcome> {
+        self.running.as_ref().expect("running").controller.step().await
+    }
+
     pub fn is_leader(&self) -> bool {
         self.running.as_ref().expect("running").controller.is_leader()
     }
@@ -257,10 +262,6 @@ impl TestApp {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
-    }
-
-    pub fn state(&self) -> &rollout_controller::http::AppState {
-        &self.running.as_ref().expect("running").state
     }
 }
 

@@ -4,5 +4,7 @@ mod automation;
 mod bucketing;
 mod flags_api;
 mod helpers;
+mod leadership;
+mod notifications;
 mod replicas;
 mod store_contract;

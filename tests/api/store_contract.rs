@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use rollout_controller::domain::guards::{MetricSample, MetricSeries, WindowTotals};
 use rollout_controller::domain::plan::FlagDefinition;
 use rollout_controller::domain::rollout::{Command, Flag, Status};
 use rollout_controller::store::{Change, MemoryStore, RedisStore, Store, Written};
@@ -80,6 +81,47 @@ pub async fn contract(store: Arc<dyn Store>) {
     assert_eq!(wins, 1);
     assert_eq!(store.history("g.2", 100).await.expect("history").len(), 2);
     store.ping().await.expect("ping");
+
+    leases(store.as_ref()).await;
+    metric_windows(store.as_ref()).await;
+}
+
+async fn leases(store: &dyn Store) {
+    let ttl = Duration::from_secs(30);
+    assert_eq!(store.leader().await.expect("leader"), None);
+    assert!(store.try_lead("a", ttl).await.expect("lead"));
+    assert!(!store.try_lead("b", ttl).await.expect("lead"), "the lease is taken");
+    assert!(store.try_lead("a", ttl).await.expect("renew"), "the holder renews");
+    assert_eq!(store.leader().await.expect("leader").as_deref(), Some("a"));
+    store.resign("b").await.expect("resign");
+    assert_eq!(store.leader().await.expect("leader").as_deref(), Some("a"), "only the holder can resign");
+    store.resign("a").await.expect("resign");
+    assert!(store.try_lead("b", Duration::from_millis(200)).await.expect("lead"), "free after a resignation");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.try_lead("c", ttl).await.expect("lead"), "free after expiry");
+    store.resign("c").await.expect("resign");
+}
+
+async fn metric_windows(store: &dyn Store) {
+    let series = MetricSeries::new("1.2".into(), 60);
+    let other = MetricSeries::new("1.3".into(), 60);
+    let sample =
+        |requests, errors, p99| MetricSample { requests, errors, p99_latency_ms: p99, ..MetricSample::default() };
+    store.record_metrics("m", &series, T0, &sample(100, 1, Some(10.0))).await.expect("record");
+    store.record_metrics("m", &series, T0 + 10, &sample(50, 0, Some(20.0))).await.expect("record");
+    store.record_metrics("m", &series, T0 + 20_000, &sample(10, 5, None)).await.expect("record");
+    store.record_metrics("m", &other, T0, &sample(7, 7, None)).await.expect("record");
+    store.record_metrics("n", &series, T0, &sample(9, 9, None)).await.expect("record");
+
+    let all = store.read_window("m", &series, T0, T0 + 30_000).await.expect("window");
+    assert_eq!((all.requests, all.errors), (160, 6));
+    assert_eq!((all.p99_latency_ms, all.p99_latency_reports), (Some(20.0), 2));
+    let late = store.read_window("m", &series, T0 + 15_000, T0 + 30_000).await.expect("window");
+    assert_eq!((late.requests, late.errors, late.p99_latency_ms), (10, 5, None));
+    let fresh = store.read_window("m", &other, T0, T0 + 30_000).await.expect("window");
+    assert_eq!(fresh.requests, 7, "series do not mix");
+    let expired = store.read_window("m", &series, T0 + 200_000, T0 + 200_000).await.expect("window");
+    assert_eq!(expired, WindowTotals::default());
 }
 
 #[tokio::test]

@@ -1,0 +1,165 @@
+//! Outbound notifications, rollback hooks and Prometheus metrics, with a real local receiver.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::helpers::{RedisServer, eventually, settings, spawn_with};
+
+type Inbox = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// A webhook receiver on a free port: records every POST body by path.
+async fn receiver() -> (String, Inbox) {
+    let inbox: Inbox = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/{path}",
+            post(|State(inbox): State<Inbox>, Path(path): Path<String>, Json(body): Json<Value>| async move {
+                inbox.lock().expect("inbox").push((path, body));
+                "ok"
+            }),
+        )
+        .with_state(Arc::clone(&inbox));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, inbox)
+}
+
+fn received(inbox: &Inbox, path: &str) -> Vec<Value> {
+    inbox.lock().expect("inbox").iter().filter(|(p, _)| p == path).map(|(_, b)| b.clone()).collect()
+}
+
+#[tokio::test]
+async fn every_transition_is_announced_once_and_rollbacks_call_the_flags_hooks() {
+    let redis = RedisServer::start();
+    let (url, inbox) = receiver().await;
+    let mut s = settings(Some(redis.url()));
+    s.notify_urls = vec![format!("{url}/slack").into()];
+    let app = spawn_with(s).await;
+    app.create_flag("checkout", json!({"rollback_hooks": [format!("{url}/pause-campaigns")]})).await;
+    app.must("checkout", "start").await;
+    app.must("checkout", "advance").await;
+    app.push("checkout", json!({"requests": 500, "errors": 10})).await;
+
+    eventually(Duration::from_secs(5), || async { received(&inbox, "slack").len() == 4 }).await;
+    eventually(Duration::from_secs(5), || async { received(&inbox, "pause-campaigns").len() == 1 }).await;
+    let messages = received(&inbox, "slack");
+    let actions: Vec<&str> = messages.iter().map(|m| m["action"].as_str().expect("action")).collect();
+    assert_eq!(actions, ["create", "start", "advance", "rollback"]);
+    let rollback = &messages[3];
+    for key in ["text", "flag", "action", "from", "to", "actor", "reason", "version", "at"] {
+        assert!(rollback.get(key).is_some(), "missing {key} in {rollback}");
+    }
+    assert_eq!(rollback["flag"], "checkout");
+    assert_eq!(rollback["actor"], "controller");
+    assert_eq!(rollback["reason"], "error_rate 0.02 > 0.01 over 500 requests");
+    assert_eq!(rollback["version"], 4);
+    assert_eq!(rollback["from"], json!({"status": "running", "stage": "10%", "percent": 10}));
+    assert_eq!(rollback["to"]["status"], "rolled_back");
+    assert_eq!(
+        rollback["text"],
+        ":rotating_light: checkout: rollback 10% (10%) → rolled_back (0%) by controller: error_rate 0.02 > 0.01 over 500 requests"
+    );
+    assert_eq!(received(&inbox, "pause-campaigns")[0], *rollback);
+    // Nothing is sent twice.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(received(&inbox, "slack").len(), 4);
+}
+
+#[tokio::test]
+async fn dead_or_hanging_receivers_never_delay_transitions_and_failures_are_counted() {
+    let redis = RedisServer::start();
+    // One port that refuses connections, one that accepts and never answers.
+    let refused = format!("http://127.0.0.1:{}/x", crate::helpers::free_port());
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hanging_url = format!("http://{}/x", hanging.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut s = settings(Some(redis.url()));
+    s.notify_urls = vec![refused.into(), hanging_url.into()];
+    let app = spawn_with(s).await;
+    app.create_flag("f", json!({})).await;
+
+    let started = Instant::now();
+    for _ in 0..5 {
+        app.must("f", "start").await;
+        app.must("f", "rollback").await;
+        app.must("f", "resume").await;
+        app.must("f", "rollback").await;
+        assert_eq!(app.command("f", "start").await.status, 409);
+        // Back to pending is not a transition; re-create the flag instead.
+        app.admin_delete("/flags/f").await;
+        app.create_flag("f", json!({})).await;
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "30 writes took {took:?} with dead receivers");
+
+    // The refused receiver fails after its retries (200 + 400 + 800 ms of backoff) and is counted.
+    eventually(Duration::from_secs(10), || async {
+        let text = app.http.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        metric(&text, "rollout_notification_failures_total", &[]).is_some_and(|v| v >= 1.0)
+    })
+    .await;
+}
+
+/// The value of a sample with exactly these labels (among others).
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid exposition");
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .and_then(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_move_with_the_state() {
+    let redis = RedisServer::start();
+    let app = spawn_with(settings(Some(redis.url()))).await;
+    app.create_flag("f", json!({})).await;
+    app.must("f", "start").await;
+    app.must("f", "advance").await;
+    for i in 0..20 {
+        app.evaluate("f", &format!("user-{i}")).await;
+    }
+    let scrape = || async {
+        let r = app.http.get(app.url("/metrics")).send().await.expect("metrics");
+        assert!(r.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain"));
+        r.text().await.expect("text")
+    };
+    let text = scrape().await;
+    assert_eq!(metric(&text, "rollout_flag_percent", &[("flag", "f")]), Some(10.0));
+    assert_eq!(metric(&text, "rollout_flag_stage_index", &[("flag", "f")]), Some(1.0));
+    assert_eq!(metric(&text, "rollout_flag_status", &[("flag", "f"), ("status", "running")]), Some(1.0));
+    assert_eq!(metric(&text, "rollout_transitions_total", &[("flag", "f"), ("action", "advance")]), Some(1.0));
+    assert_eq!(metric(&text, "rollout_leader", &[]), Some(1.0));
+    let evaluated: f64 = ["in_rollout", "not_in_rollout"]
+        .iter()
+        .filter_map(|r| metric(&text, "rollout_evaluations_total", &[("result", r)]))
+        .sum();
+    assert_eq!(evaluated, 20.0);
+    assert!(text.contains("rollout_evaluation_duration_seconds_bucket{le=\""), "a histogram, not a summary");
+    assert!(text.contains("# TYPE rollout_evaluation_duration_seconds histogram"));
+
+    app.push("f", json!({"requests": 200, "errors": 100})).await;
+    let text = scrape().await;
+    assert_eq!(metric(&text, "rollout_flag_percent", &[("flag", "f")]), Some(0.0));
+    assert_eq!(metric(&text, "rollout_flag_status", &[("flag", "f"), ("status", "rolled_back")]), Some(1.0));
+    assert_eq!(metric(&text, "rollout_flag_status", &[("flag", "f"), ("status", "running")]), Some(0.0));
+    assert_eq!(metric(&text, "rollout_rollbacks_total", &[("flag", "f"), ("guard", "error_rate")]), Some(1.0));
+    assert_eq!(metric(&text, "rollout_guard_value", &[("flag", "f"), ("guard", "error_rate")]), Some(0.5));
+}

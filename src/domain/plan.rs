@@ -177,6 +177,7 @@ impl FlagDefinition {
             if stage.soak_secs > MAX_SOAK_SECS {
                 return Err(invalid(field("soak_secs"), format!("must be at most {MAX_SOAK_SECS}")));
             }
+            validate_thresholds(&field("thresholds"), &stage.thresholds)?;
             previous = stage.percent;
         }
         if self.internal_users.len() > MAX_INTERNAL_USERS {

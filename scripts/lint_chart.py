@@ -1,0 +1,528 @@
+#!/usr/bin/env python3
+"""Lint the rollout-controller Helm chart with the real Helm engine (helm-sdkpy) and check what it renders.
+
+Run through scripts/lint-chart.sh, which provides a venv with helm-sdkpy and PyYAML.
+
+helm-sdkpy exposes `helm lint` but no `helm template`, so the rendered manifests are obtained
+through lint itself: a copy of the chart gets one extra template that `include`s every other
+template and hands the result to `fail`, base64-encoded. In lint mode Helm 4 does not abort on
+`fail`/`required`; it logs them ("funcMap fail message=..."), so the child process that runs the
+lint captures that log on stderr and the rendered YAML is decoded from it. The chart's own guard
+(`fail` on a missing Redis or admin token) is observed the same way.
+
+Cases (one line each, then "N passed, M failed"):
+  a. the chart as shipped: lint clean; renders the secure defaults; refuses to install until a
+     Redis and an admin token are chosen;
+  b. bundled Redis + ServiceMonitor + PrometheusRule;
+  c. existingSecret + external Redis (URL in that Secret);
+  d. bad values are rejected (schema errors, and the chart's own guards), while a valid base and
+     other valid combinations (no Redis auth/persistence, existingSecret with bundled Redis, one
+     in-memory replica, digest-pinned image) render cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+LINT_TIMEOUT_SECS = 60
+RELEASE = "test-release"  # the release name helm lint renders with
+FULLNAME = f"{RELEASE}-rollout-controller"
+ERROR = 3  # helm lint severities: 1 info, 2 warning, 3 error
+
+DUMP_TEMPLATE = "zz-lint-dump.yaml"
+NOTES_TEMPLATE = "zz-lint-notes.yaml"
+
+ADMIN = "ann:an-admin-token-for-lint"
+ALERT = "alertmanager:an-alert-token-for-lint"
+METRICS = "prometheus:a-metrics-token-for-lint"
+
+SAMPLE_TOML = """\
+default_flag = "checkout"
+
+[flags.checkout]
+salt = "checkout"
+internal_users = ["ann@example.com", "qa-bot"]
+
+[[flags.checkout.stages]]
+name = "internal"
+internal_only = true
+soak_secs = 3600
+
+[[flags.checkout.stages]]
+name = "10%"
+percent = 10
+soak_secs = 3600
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# The child: one lint, result as JSON on stdout, Helm's log on stderr.
+
+
+def lint_one(chart_dir: str) -> int:
+    import helm_sdkpy  # noqa: PLC0415 (only the child needs the native library)
+
+    result = asyncio.run(helm_sdkpy.Lint(helm_sdkpy.Configuration()).run(chart_dir))
+    sys.stdout.write(json.dumps(result))
+    sys.stdout.flush()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent.
+
+
+class Lint:
+    """The outcome of one `helm lint` of a chart directory."""
+
+    def __init__(self, messages: list[dict[str, Any]], log: str):
+        self.messages = messages
+        self.log = log
+
+    @property
+    def errors(self) -> list[str]:
+        # helm-sdkpy serialises Go errors as {}, so only the severity and the path survive.
+        return [m.get("Path", "?") for m in self.messages if m.get("Severity", 0) >= ERROR]
+
+    @property
+    def fails(self) -> list[str]:
+        """Messages of `fail` and `required` calls (Helm logs them in lint mode), deduplicated."""
+        found = []
+        for line in self.log.splitlines():
+            m = re.search(r"(funcMap fail|missing required value) message=(.*)$", line)
+            if not m or "LINTDUMP:" in line or "NOTESDUMP:" in line:
+                continue
+            msg = m.group(2)
+            if msg.startswith('"'):
+                try:
+                    msg = json.loads(msg)
+                except json.JSONDecodeError:
+                    msg = msg.strip('"')
+            if msg not in found:
+                found.append(msg)
+        return found
+
+    def _dump(self, marker: str) -> str:
+        m = re.search(marker + r":([A-Za-z0-9+/=]*):END", self.log)
+        if not m:
+            raise AssertionError(f"no {marker} in the lint log (did the templates render?)")
+        return base64.b64decode(m.group(1)).decode("utf-8")
+
+    def manifests(self) -> list[dict[str, Any]]:
+        import yaml  # noqa: PLC0415
+
+        return [d for d in yaml.safe_load_all(self._dump("LINTDUMP")) if d]
+
+    def notes(self) -> str:
+        return self._dump("NOTESDUMP")
+
+
+def run_lint(chart_dir: Path) -> Lint:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--lint-one", str(chart_dir)],
+        capture_output=True,
+        text=True,
+        timeout=LINT_TIMEOUT_SECS,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"helm lint crashed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    result = json.loads(proc.stdout or "{}")
+    return Lint(result.get("Messages") or [], proc.stderr)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def chart_copy(chart: Path, workdir: Path, name: str, overrides: dict[str, Any] | None) -> Path:
+    """A copy of the chart whose values.yaml is the shipped one merged with `overrides`, plus the
+    two dump templates."""
+    import yaml  # noqa: PLC0415
+
+    dest = workdir / name / chart.name
+    shutil.copytree(chart, dest)
+    if overrides is not None:
+        values = yaml.safe_load((chart / "values.yaml").read_text()) or {}
+        (dest / "values.yaml").write_text(yaml.safe_dump(deep_merge(values, overrides), sort_keys=False))
+    templates = sorted(
+        p.name
+        for p in (chart / "templates").iterdir()
+        if p.is_file() and not p.name.startswith("_") and p.name != "NOTES.txt"
+    )
+    names = " ".join(json.dumps(t) for t in templates)
+    (dest / "templates" / DUMP_TEMPLATE).write_text(
+        "{{- $out := \"\" }}\n"
+        f"{{{{- range list {names} }}}}\n"
+        "{{- $out = print $out \"\\n---\\n# Source: \" . \"\\n\" (include (print $.Template.BasePath \"/\" .) $) }}\n"
+        "{{- end }}\n"
+        "{{- fail (printf \"LINTDUMP:%s:END\" (b64enc $out)) }}\n"
+    )
+    (dest / "templates" / NOTES_TEMPLATE).write_text(
+        "{{- fail (printf \"NOTESDUMP:%s:END\" (include (print $.Template.BasePath \"/NOTES.txt\") . | b64enc)) }}\n"
+    )
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks on rendered manifests.
+
+
+class Checks:
+    def __init__(self, manifests: list[dict[str, Any]]):
+        self.docs = manifests
+        self.problems: list[str] = []
+
+    def check(self, ok: bool, what: str) -> None:
+        if not ok:
+            self.problems.append(what)
+
+    def find(self, kind: str, name: str | None = None) -> list[dict[str, Any]]:
+        return [
+            d
+            for d in self.docs
+            if d.get("kind") == kind and (name is None or d.get("metadata", {}).get("name") == name)
+        ]
+
+    def one(self, kind: str, name: str | None = None) -> dict[str, Any]:
+        found = self.find(kind, name)
+        if len(found) != 1:
+            self.problems.append(f"expected one {kind} {name or ''}, found {len(found)}")
+            return {}
+        return found[0]
+
+
+def rendered_checks(lint: Lint, problems: list[str]) -> Checks | None:
+    """The rendered manifests to check, or None (with the reason added to problems)."""
+    try:
+        return Checks(lint.manifests())
+    except Exception as e:  # noqa: BLE001
+        problems.append(f"cannot read the rendered manifests: {type(e).__name__}: {' '.join(str(e).split())}")
+        return None
+
+
+def dig(obj: Any, *path: Any) -> Any:
+    for key in path:
+        try:
+            obj = obj[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return obj
+
+
+def controller(c: Checks) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
+    dep = c.one("Deployment", FULLNAME)
+    pod = dig(dep, "spec", "template", "spec") or {}
+    ctr = (pod.get("containers") or [{}])[0]
+    env = {e["name"]: e for e in ctr.get("env") or []}
+    return dep, ctr, env
+
+
+def check_secure_controller(c: Checks, replicas: int, pdb: tuple[str, Any] = ("maxUnavailable", 1)) -> None:
+    dep, ctr, env = controller(c)
+    pod = dig(dep, "spec", "template", "spec") or {}
+    c.check(dig(dep, "spec", "replicas") == replicas, f"Deployment replicas != {replicas}")
+    c.check(ctr.get("command") == ["/usr/local/bin/rollout"], "command is not /usr/local/bin/rollout")
+    c.check(ctr.get("args") == ["serve", "--listen", "0.0.0.0:8080"], "args are not serve --listen 0.0.0.0:8080")
+    c.check(dig(ctr, "ports", 0) == {"name": "http", "containerPort": 8080, "protocol": "TCP"}, "port http/8080")
+    c.check(dig(ctr, "livenessProbe", "httpGet") == {"path": "/healthz", "port": "http"}, "liveness GET /healthz")
+    c.check(dig(ctr, "readinessProbe", "httpGet") == {"path": "/readyz", "port": "http"}, "readiness GET /readyz")
+    c.check(bool(dig(ctr, "resources", "requests")) and bool(dig(ctr, "resources", "limits")), "resources")
+    psc, sc = pod.get("securityContext") or {}, ctr.get("securityContext") or {}
+    for where, ctx in (("pod", psc), ("container", sc)):
+        c.check(ctx.get("runAsNonRoot") is True, f"{where} runAsNonRoot")
+        c.check(ctx.get("runAsUser") == 65532, f"{where} runAsUser 65532")
+        c.check(dig(ctx, "seccompProfile", "type") == "RuntimeDefault", f"{where} seccompProfile RuntimeDefault")
+    c.check(sc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem")
+    c.check(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation false")
+    c.check(dig(sc, "capabilities", "drop") == ["ALL"], "capabilities drop ALL")
+    c.check(pod.get("automountServiceAccountToken") is False, "pod automountServiceAccountToken false")
+    ann = dig(dep, "spec", "template", "metadata", "annotations") or {}
+    c.check(re.fullmatch(r"[0-9a-f]{64}", str(ann.get("checksum/config"))) is not None, "checksum/config annotation")
+    c.check(dig(env, "ROLLOUT_CONFIG", "value") == "/etc/rollout/config.toml", "ROLLOUT_CONFIG")
+    c.check(dig(env, "ROLLOUT_LOG_FORMAT", "value") == "json", "ROLLOUT_LOG_FORMAT json")
+    c.check(dig(env, "ROLLOUT_LISTEN", "value") == "0.0.0.0:8080", "ROLLOUT_LISTEN")
+    c.check("RUST_LOG" in env, "RUST_LOG")
+    mounts = {m["mountPath"]: m for m in ctr.get("volumeMounts") or []}
+    c.check(dig(mounts, "/etc/rollout", "readOnly") is True, "config mounted read-only at /etc/rollout")
+    c.check(len(pod.get("topologySpreadConstraints") or []) == 2, "default topology spread (hostname, zone)")
+    admin = dig(env, "ROLLOUT_ADMIN_TOKENS", "valueFrom", "secretKeyRef") or {}
+    c.check(admin.get("optional") is False, "ROLLOUT_ADMIN_TOKENS is required")
+    for key in ("READ_TOKENS", "METRICS_TOKENS", "ALERT_TOKENS", "CIO_SIGNING_KEYS", "NOTIFY_URLS"):
+        ref = dig(env, f"ROLLOUT_{key}", "valueFrom", "secretKeyRef") or {}
+        c.check(ref.get("key") == f"ROLLOUT_{key}" and ref.get("optional") is True, f"ROLLOUT_{key} optional ref")
+
+    svc = c.one("Service", FULLNAME)
+    c.check(dig(svc, "spec", "type") == "ClusterIP", "Service type ClusterIP")
+    c.check(
+        dig(svc, "spec", "ports") == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        "Service port 80 -> http",
+    )
+    budget = dig(c.one("PodDisruptionBudget", FULLNAME), "spec") or {}
+    c.check(budget.get(pdb[0]) == pdb[1] and len(budget) == 2, f"PDB {pdb[0]}: {pdb[1]} (and nothing else)")
+    sa = c.one("ServiceAccount", FULLNAME)
+    c.check(sa.get("automountServiceAccountToken") is False, "ServiceAccount automount false")
+    cm = c.one("ConfigMap", FULLNAME)
+    try:
+        tomllib.loads(dig(cm, "data", "config.toml") or "")
+    except tomllib.TOMLDecodeError as e:
+        c.problems.append(f"config.toml is not TOML: {e}")
+
+
+def case_shipped(chart: Path, work: Path) -> list[str]:
+    problems: list[str] = []
+    pristine = run_lint(chart)
+    problems += [f"lint error in {p}" for p in pristine.errors]
+    rendered = run_lint(chart_copy(chart, work, "shipped", None))
+    problems += [f"lint error in {p}" for p in rendered.errors if p not in pristine.errors]
+    c = rendered_checks(rendered, problems)
+    if c is None:
+        return problems
+    check_secure_controller(c, replicas=3)
+    c.check(not c.find("StatefulSet") and not c.find("ServiceMonitor") and not c.find("PrometheusRule"),
+            "optional resources are off by default")
+    _, _, env = controller(c)
+    c.check("ROLLOUT_REDIS_URL" not in env, "no Redis URL by default")
+    fails = rendered.fails
+    c.check(any("no Redis configured" in f for f in fails), "the default render does not refuse a missing Redis")
+    c.check(any("no admin token" in f for f in fails), "the default render does not refuse a missing admin token")
+    c.check(len(fails) == 2, f"unexpected render failures: {fails}")
+    return problems + c.problems
+
+
+def case_bundled(chart: Path, work: Path) -> list[str]:
+    lint = run_lint(chart_copy(chart, work, "bundled", {
+        "config": SAMPLE_TOML,
+        "secrets": {"adminTokens": [ADMIN], "alertTokens": [ALERT], "metricsTokens": [METRICS]},
+        "redis": {"bundled": {"enabled": True}},
+        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+    }))
+    problems = [f"lint error in {p}" for p in lint.errors] + [f"render failed: {f}" for f in lint.fails]
+    c = rendered_checks(lint, problems)
+    if c is None:
+        return problems
+    check_secure_controller(c, replicas=3)
+    redis = f"{FULLNAME}-redis"
+    sts = c.one("StatefulSet", redis)
+    pod = dig(sts, "spec", "template", "spec") or {}
+    ctr = (pod.get("containers") or [{}])[0]
+    c.check(ctr.get("image") == "redis:7-alpine", "redis image redis:7-alpine")
+    args = ctr.get("args") or []
+    c.check("--appendonly" in args and args[args.index("--appendonly") + 1] == "yes", "redis --appendonly yes")
+    c.check("--requirepass" in args, "redis requirepass")
+    c.check(dig(sts, "spec", "volumeClaimTemplates", 0, "spec", "resources", "requests", "storage") == "1Gi",
+            "redis PVC via volumeClaimTemplates")
+    c.check(dig(pod, "securityContext", "runAsNonRoot") is True, "redis pod runAsNonRoot")
+    c.check(dig(ctr, "securityContext", "readOnlyRootFilesystem") is True, "redis readOnlyRootFilesystem")
+    c.check(dig(ctr, "securityContext", "capabilities", "drop") == ["ALL"], "redis drops ALL capabilities")
+    c.check(dig(c.one("Service", redis), "spec", "clusterIP") == "None", "redis Service is headless")
+    c.check(bool(c.one("Secret", redis)), "redis password Secret")
+    _, _, env = controller(c)
+    names = list(env)
+    url = dig(env, "ROLLOUT_REDIS_URL", "value") or ""
+    c.check(url.startswith(f"redis://:$(REDIS_PASSWORD)@{redis}."), f"ROLLOUT_REDIS_URL points at bundled Redis: {url}")
+    c.check("REDIS_PASSWORD" in names and names.index("REDIS_PASSWORD") < names.index("ROLLOUT_REDIS_URL"),
+            "REDIS_PASSWORD is defined before ROLLOUT_REDIS_URL uses it")
+    secret = c.one("Secret", FULLNAME)
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    c.check(data.get("ROLLOUT_ADMIN_TOKENS") == ADMIN, "admin tokens in the Secret")
+    c.check(data.get("metrics-scrape-token") == METRICS.split(":", 1)[1], "bare metrics scrape token")
+    c.check("ROLLOUT_REDIS_URL" not in data, "no external Redis URL in the Secret")
+    dep = c.one("Deployment", FULLNAME)
+    c.check("checksum/secret" in (dig(dep, "spec", "template", "metadata", "annotations") or {}), "checksum/secret")
+    c.check(dig(c.one("ConfigMap", FULLNAME), "data", "config.toml") == SAMPLE_TOML, "config.toml is the TOML given")
+    sm = c.one("ServiceMonitor", FULLNAME)
+    ep = dig(sm, "spec", "endpoints", 0) or {}
+    c.check(ep.get("port") == "http" and ep.get("path") == "/metrics", "ServiceMonitor scrapes /metrics on http")
+    c.check(dig(ep, "authorization", "credentials") == {"name": FULLNAME, "key": "metrics-scrape-token"},
+            "ServiceMonitor bearer token")
+    rules = [r for g in dig(c.one("PrometheusRule", FULLNAME), "spec", "groups") or [] for r in g.get("rules", [])]
+    c.check(len(rules) >= 2, "PrometheusRule has the example guards")
+    c.check(all(dig(r, "labels", "flag") for r in rules if "alert" in r), "every guard alert is labelled flag")
+    notes = lint.notes()
+    for needle in ("webhook_configs:", f"url: http://{FULLNAME}.", "/alerts/alertmanager", "send_resolved: true",
+                   "group_by: [alertname, flag]", "group_wait: 1s", "authorization:", "credentials:"):
+        c.check(needle in notes, f"NOTES.txt lacks {needle!r}")
+    return problems + c.problems
+
+
+def case_existing_secret(chart: Path, work: Path) -> list[str]:
+    lint = run_lint(chart_copy(chart, work, "existing", {
+        "existingSecret": "rollout-secrets",
+        "settings": {"defaultFlag": "checkout", "keyPrefix": "rollout-prod"},
+        "podDisruptionBudget": {"minAvailable": 2},
+    }))
+    problems = [f"lint error in {p}" for p in lint.errors] + [f"render failed: {f}" for f in lint.fails]
+    c = rendered_checks(lint, problems)
+    if c is None:
+        return problems
+    check_secure_controller(c, replicas=3, pdb=("minAvailable", 2))
+    c.check(not c.find("Secret"), "no chart-managed Secret when existingSecret is set")
+    c.check(not c.find("StatefulSet"), "no bundled Redis")
+    dep, _, env = controller(c)
+    refs = [e["valueFrom"]["secretKeyRef"] for e in env.values() if dig(e, "valueFrom", "secretKeyRef")]
+    c.check(len(refs) == 7 and all(r["name"] == "rollout-secrets" for r in refs), "all 7 keys from rollout-secrets")
+    c.check(dig(env, "ROLLOUT_REDIS_URL", "valueFrom", "secretKeyRef", "optional") is False, "Redis URL required")
+    c.check(dig(env, "ROLLOUT_DEFAULT_FLAG", "value") == "checkout", "ROLLOUT_DEFAULT_FLAG")
+    c.check(dig(env, "ROLLOUT_KEY_PREFIX", "value") == "rollout-prod", "ROLLOUT_KEY_PREFIX")
+    c.check("checksum/secret" not in (dig(dep, "spec", "template", "metadata", "annotations") or {}),
+            "no checksum of a Secret the chart does not render")
+    return problems + c.problems
+
+
+# A valid base for the bad-values checks, so each one breaks exactly one thing.
+VALID = {"secrets": {"adminTokens": [ADMIN]}, "redis": {"url": "redis://redis.example:6379/0"}}
+BAD_VALUES: list[tuple[str, dict[str, Any], Callable[[Lint], bool]]] = [
+    ("replicaCount: \"three\"", {"replicaCount": "three"}, lambda lint: bool(lint.errors)),
+    ("unknown top-level key", {"replicas": 3}, lambda lint: bool(lint.errors)),
+    ("unknown nested key", {"image": {"name": "x"}}, lambda lint: bool(lint.errors)),
+    ("image.pullPolicy enum", {"image": {"pullPolicy": "Sometimes"}}, lambda lint: bool(lint.errors)),
+    ("token shorter than 8", {"secrets": {"adminTokens": ["ann:short"]}}, lambda lint: bool(lint.errors)),
+    ("settings.logFormat enum", {"settings": {"logFormat": "xml"}}, lambda lint: bool(lint.errors)),
+    ("redis.url scheme", {"redis": {"url": "http://redis:6379"}}, lambda lint: bool(lint.errors)),
+    ("in-memory store with 3 replicas",
+     {"redis": {"url": "", "allowInMemory": True}},
+     lambda lint: any("allowInMemory needs replicaCount=1" in f for f in lint.fails)),
+    ("existingSecret together with secrets.*", {"existingSecret": "mine"},
+     lambda lint: any("existingSecret is set" in f for f in lint.fails)),
+    ("redis.url together with bundled Redis", {"redis": {"bundled": {"enabled": True}}},
+     lambda lint: any("both set" in f for f in lint.fails)),
+]
+
+
+# Other valid combinations, which must render cleanly: name, values, check on the manifests.
+GOOD_VALUES: list[tuple[str, dict[str, Any], Callable[[Checks], bool]]] = [
+    ("bundled Redis without auth or persistence",
+     {"redis": {"bundled": {"enabled": True, "auth": {"enabled": False}, "persistence": {"enabled": False}}},
+      "secrets": {"adminTokens": [ADMIN]}},
+     lambda c: dig(controller(c)[2], "ROLLOUT_REDIS_URL", "value") == (
+         f"redis://{FULLNAME}-redis..svc.cluster.local:6379/0")  # lint renders with an empty namespace
+     and not dig(c.one("StatefulSet", f"{FULLNAME}-redis"), "spec", "volumeClaimTemplates")
+     and not c.find("Secret", f"{FULLNAME}-redis")),
+    ("existingSecret with bundled Redis",
+     {"existingSecret": "mine", "redis": {"bundled": {"enabled": True, "auth": {"password": "s3cret-pw"}}}},
+     lambda c: dig(controller(c)[2], "ROLLOUT_REDIS_URL", "value").startswith("redis://:$(REDIS_PASSWORD)@")
+     and base64.b64decode(dig(c.one("Secret", f"{FULLNAME}-redis"), "data", "redis-password")) == b"s3cret-pw"),
+    ("one replica on the in-memory store",
+     {"replicaCount": 1, "redis": {"allowInMemory": True}, "secrets": {"adminTokens": [ADMIN]}},
+     lambda c: "ROLLOUT_REDIS_URL" not in controller(c)[2] and dig(controller(c)[0], "spec", "replicas") == 1),
+    ("digest-pinned image, raw topology constraints, no PDB",
+     {"image": {"digest": "sha256:" + "a" * 64}, "podDisruptionBudget": {"enabled": False},
+      "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                     "whenUnsatisfiable": "DoNotSchedule"}], **VALID},
+     lambda c: dig(controller(c)[1], "image") == "ghcr.io/example/rollout-controller@sha256:" + "a" * 64
+     and not c.find("PodDisruptionBudget")
+     and dig(controller(c)[0], "spec", "template", "spec", "topologySpreadConstraints", 0,
+             "whenUnsatisfiable") == "DoNotSchedule"),
+]
+
+
+def case_bad_values(chart: Path, work: Path) -> list[str]:
+    problems = []
+    base = run_lint(chart_copy(chart, work, "valid-base", VALID))
+    if base.errors or base.fails:
+        problems.append(f"the valid base is not accepted: errors {base.errors}, failures {base.fails}")
+    for i, (label, values, ok) in enumerate(GOOD_VALUES):
+        lint = run_lint(chart_copy(chart, work, f"good-{i}", values))
+        c = rendered_checks(lint, problems)
+        if lint.errors or lint.fails or c is None:
+            problems.append(f"valid values refused: {label} (errors {lint.errors}, failures {lint.fails})")
+            continue
+        try:
+            good = ok(c) and not c.problems
+        except Exception as e:  # noqa: BLE001
+            good, c.problems = False, c.problems + [f"{type(e).__name__}: {e}"]
+        if not good:
+            problems.append(f"unexpected render for {label}: {c.problems or 'check failed'}")
+    for i, (label, override, rejected) in enumerate(BAD_VALUES):
+        lint = run_lint(chart_copy(chart, work, f"bad-{i}", deep_merge(VALID, override)))
+        if not rejected(lint):
+            problems.append(f"not rejected: {label} (errors {lint.errors}, failures {lint.fails})")
+    return problems
+
+
+CASES = [
+    ("chart as shipped", case_shipped),
+    ("bundled Redis + ServiceMonitor + PrometheusRule", case_bundled),
+    ("existingSecret + external Redis", case_existing_secret),
+    (f"bad values are rejected ({len(BAD_VALUES)} kinds; {len(GOOD_VALUES)} other valid sets render)",
+     case_bad_values),
+]
+
+
+def render(chart: Path, values_file: str) -> int:
+    import yaml  # noqa: PLC0415
+
+    overrides = None if values_file == "-" else (yaml.safe_load(Path(values_file).read_text()) or {})
+    with tempfile.TemporaryDirectory(prefix="rollout-chart-render-") as tmp:
+        lint = run_lint(chart_copy(chart, Path(tmp), "render", overrides))
+        for path in lint.errors:
+            print(f"lint error in {path}", file=sys.stderr)
+        for msg in lint.fails:
+            print(f"render failure: {msg}", file=sys.stderr)
+        try:
+            sys.stdout.write(lint._dump("LINTDUMP") + "\n")
+        except AssertionError as e:
+            print(e, file=sys.stderr)
+            return 1
+    return 1 if lint.errors or lint.fails else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("chart", nargs="?", default=str(Path(__file__).resolve().parent.parent / "charts" / "rollout-controller"))
+    parser.add_argument("--lint-one", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--render", metavar="VALUES_YAML",
+                        help="instead of the checks, print the manifests rendered with these values merged over "
+                             "the chart's (a stand-in for `helm template`; '-' = no overrides)")
+    args = parser.parse_args()
+    if args.lint_one:
+        return lint_one(args.lint_one)
+    if args.render:
+        return render(Path(args.chart).resolve(), args.render)
+
+    chart = Path(args.chart).resolve()
+    if not (chart / "Chart.yaml").is_file():
+        print(f"no chart at {chart}", file=sys.stderr)
+        return 2
+    passed = failed = 0
+    with tempfile.TemporaryDirectory(prefix="rollout-chart-lint-") as tmp:
+        for label, case in CASES:
+            try:
+                problems = case(chart, Path(tmp))
+            except Exception as e:  # noqa: BLE001 (a crash is a failed case, reported as such)
+                problems = [f"{type(e).__name__}: {' '.join(str(e).split())}"]
+            if problems:
+                failed += 1
+                print(f"FAIL {label}")
+                for p in problems:
+                    print(f"     - {p}")
+            else:
+                passed += 1
+                print(f"PASS {label}")
+            sys.stdout.flush()
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::domain::plan::{FlagDefinition, valid_flag_name};
+use crate::sources::customerio::FlagMapping;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,6 +48,18 @@ pub struct ServeArgs {
     /// Metrics tokens: may push guard metrics (and read health); repeatable or comma-separated
     #[arg(long = "metrics-token", env = "ROLLOUT_METRICS_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub metrics_tokens: Vec<String>,
+    /// Alert tokens: may post Alertmanager webhooks, nothing else; repeatable or comma-separated
+    #[arg(long = "alert-token", env = "ROLLOUT_ALERT_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub alert_tokens: Vec<String>,
+    /// Alert label naming the flag to roll back (`rollout_flag` is accepted too) [default: flag]
+    #[arg(long, env = "ROLLOUT_ALERT_FLAG_LABEL")]
+    pub alert_flag_label: Option<String>,
+    /// Customer.io reporting-webhook signing keys (several during a rotation); none = endpoint off
+    #[arg(long = "cio-signing-key", env = "ROLLOUT_CIO_SIGNING_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub cio_signing_keys: Vec<String>,
+    /// Flag that Customer.io events of unmapped messages count for
+    #[arg(long, env = "ROLLOUT_CIO_DEFAULT_FLAG")]
+    pub cio_default_flag: Option<String>,
     /// Webhook URLs POSTed on every transition (Slack-compatible); repeatable or comma-separated
     #[arg(long = "notify-url", env = "ROLLOUT_NOTIFY_URLS", value_delimiter = ',', hide_env_values = true)]
     pub notify_urls: Vec<String>,
@@ -86,6 +99,10 @@ pub struct FileConfig {
     pub controller_tick_ms: Option<u64>,
     pub lease_ms: Option<u64>,
     pub push_judge_gap_ms: Option<u64>,
+    pub alert_flag_label: Option<String>,
+    /// Customer.io message id → flag mapping (`campaigns`, `broadcasts`, `transactional_messages`, `default_flag`).
+    #[serde(default)]
+    pub customerio: FlagMapping,
     #[serde(default)]
     pub flags: BTreeMap<String, FlagDefinition>,
 }
@@ -126,6 +143,10 @@ pub struct Settings {
     pub admin_tokens: Vec<NamedToken>,
     pub read_tokens: Vec<NamedToken>,
     pub metrics_tokens: Vec<NamedToken>,
+    pub alert_tokens: Vec<NamedToken>,
+    pub alert_flag_label: String,
+    pub cio_signing_keys: Vec<SecretString>,
+    pub cio_mapping: FlagMapping,
     pub notify_urls: Vec<SecretString>,
     pub controller_tick: Duration,
     pub lease: Duration,
@@ -147,6 +168,10 @@ impl Default for Settings {
             admin_tokens: Vec::new(),
             read_tokens: Vec::new(),
             metrics_tokens: Vec::new(),
+            alert_tokens: Vec::new(),
+            alert_flag_label: "flag".into(),
+            cio_signing_keys: Vec::new(),
+            cio_mapping: FlagMapping::default(),
             notify_urls: Vec::new(),
             controller_tick: Duration::from_secs(1),
             lease: Duration::from_secs(5),
@@ -201,6 +226,19 @@ impl Settings {
             admin_tokens: parse_tokens(&args.admin_tokens, "admin")?,
             read_tokens: parse_tokens(&args.read_tokens, "reader")?,
             metrics_tokens: parse_tokens(&args.metrics_tokens, "metrics")?,
+            alert_tokens: parse_tokens(&args.alert_tokens, "alertmanager")?,
+            alert_flag_label: args.alert_flag_label.clone().or(file.alert_flag_label).unwrap_or(d.alert_flag_label),
+            cio_signing_keys: args
+                .cio_signing_keys
+                .iter()
+                .map(|k| k.trim())
+                .filter(|k| !k.is_empty())
+                .map(|k| SecretString::from(k.to_owned()))
+                .collect(),
+            cio_mapping: FlagMapping {
+                default_flag: args.cio_default_flag.clone().or(file.customerio.default_flag.clone()),
+                ..file.customerio
+            },
             notify_urls: args
                 .notify_urls
                 .iter()
@@ -250,6 +288,14 @@ impl Settings {
         for url in &self.notify_urls {
             if !crate::domain::plan::valid_http_url(url.expose_secret()) {
                 return Err(ConfigError::Invalid("notification URLs must be http:// or https:// URLs".into()));
+            }
+        }
+        if self.alert_flag_label.is_empty() || self.alert_flag_label.len() > 128 {
+            return Err(ConfigError::Invalid("the alert flag label must be 1–128 characters".into()));
+        }
+        for flag in self.cio_mapping.flags() {
+            if !valid_flag_name(flag) {
+                return Err(ConfigError::Invalid(format!("Customer.io mapping names an invalid flag {flag:?}")));
             }
         }
         for (name, def) in &self.flags {

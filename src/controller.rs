@@ -17,6 +17,8 @@ use crate::domain::guards::Verdict;
 use crate::domain::plan::OnBreach;
 use crate::domain::rollout::{Command, Flag, Status};
 use crate::rollouts::{Request, RolloutError, Rollouts};
+use crate::sources::SignalStats;
+use crate::sources::prometheus::{Puller, QueryError};
 
 /// What the controller did to one flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,8 @@ pub struct Controller {
     holder: String,
     lease: Duration,
     leading: AtomicBool,
+    puller: Puller,
+    signals: Arc<SignalStats>,
 }
 
 /// A name for this replica in the lease: host, process and a random suffix.
@@ -42,8 +46,8 @@ pub fn replica_id() -> String {
 }
 
 impl Controller {
-    pub fn new(rollouts: Rollouts, holder: String, lease: Duration) -> Self {
-        Self { rollouts, holder, lease, leading: AtomicBool::new(false) }
+    pub fn new(rollouts: Rollouts, holder: String, lease: Duration, signals: Arc<SignalStats>) -> Self {
+        Self { rollouts, holder, lease, leading: AtomicBool::new(false), puller: Puller::new(), signals }
     }
 
     pub fn holder(&self) -> &str {
@@ -75,6 +79,9 @@ impl Controller {
     pub async fn step(&self) -> Vec<Outcome> {
         let mut outcomes = Vec::new();
         for view in self.rollouts.snapshot.all() {
+            if let Err(e) = self.pull(&view.flag).await {
+                tracing::warn!(flag = %view.flag.name, error = %e, "could not record Prometheus readings");
+            }
             match judge(&self.rollouts, &view.flag, true).await {
                 Ok(Some(outcome)) => outcomes.push(outcome),
                 Ok(None) => {}
@@ -82,6 +89,37 @@ impl Controller {
             }
         }
         outcomes
+    }
+
+    /// Runs the flag's PromQL guards when due and records what they read (a failed, empty or NaN
+    /// read is recorded as no value: `insufficient_data`, never a rollback by itself).
+    async fn pull(&self, flag: &Flag) -> Result<(), crate::store::StoreError> {
+        let Some(config) = &flag.definition.prometheus else { return Ok(()) };
+        if !matches!(flag.state.status, Status::Running | Status::Paused) {
+            return Ok(());
+        }
+        let now = self.rollouts.clock.now_ms();
+        let readings = self.puller.pull_if_due(&flag.name, config, now).await;
+        if readings.is_empty() {
+            return Ok(());
+        }
+        self.signals.received("prometheus", now);
+        let series = flag.metric_series();
+        for (guard, reading) in readings {
+            let value = match reading {
+                Ok(v) => {
+                    self.signals.accepted("prometheus");
+                    Some(v)
+                }
+                Err(e) => {
+                    self.signals.rejected("prometheus", query_error_kind(&e));
+                    tracing::warn!(flag = %flag.name, %guard, error = %e, "PromQL guard gave no reading");
+                    None
+                }
+            };
+            self.rollouts.store.record_pulled(&flag.name, &series, now, guard, value).await?;
+        }
+        Ok(())
     }
 
     /// Ticks every `every` until shut down, then gives the lease up at once.
@@ -157,6 +195,18 @@ pub async fn judge(rollouts: &Rollouts, flag: &Flag, may_advance: bool) -> Resul
             Ok(None)
         }
         Err(e) => Err(e),
+    }
+}
+
+fn query_error_kind(e: &QueryError) -> &'static str {
+    match e {
+        QueryError::Empty => "empty",
+        QueryError::TooMany(_) => "too_many_series",
+        QueryError::NotANumber(_) => "not_a_number",
+        QueryError::Http(_) => "http_error",
+        QueryError::Timeout(_) => "timeout",
+        QueryError::Unreachable => "unreachable",
+        QueryError::Malformed(_) => "malformed",
     }
 }
 

@@ -33,5 +33,6 @@ pub mod notify;
 pub mod rollouts;
 pub mod server;
 pub mod snapshot;
+pub mod sources;
 pub mod store;
 pub mod telemetry;

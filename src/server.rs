@@ -19,6 +19,7 @@ use crate::http::{self, AppState};
 use crate::notify::{self, NotifySettings};
 use crate::rollouts::{Request, Rollouts};
 use crate::snapshot::{self, Snapshot};
+use crate::sources::{SignalStats, SourcesSettings};
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::telemetry::Telemetry;
 
@@ -83,6 +84,7 @@ pub async fn start_with_store(
     store: Arc<dyn Store>,
 ) -> Result<Running, ServerError> {
     let snapshot = Arc::new(Snapshot::new());
+    let signals = Arc::new(SignalStats::default());
     let telemetry = Arc::new(Telemetry::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -108,7 +110,8 @@ pub async fn start_with_store(
     let auth = Auth::new(
         token_list(&admin, Scope::Admin)
             .chain(token_list(&settings.read_tokens, Scope::Read))
-            .chain(token_list(&settings.metrics_tokens, Scope::Metrics)),
+            .chain(token_list(&settings.metrics_tokens, Scope::Metrics))
+            .chain(token_list(&settings.alert_tokens, Scope::Alerts)),
     );
     let state = AppState {
         rollouts: rollouts.clone(),
@@ -116,6 +119,12 @@ pub async fn start_with_store(
         default_flag: settings.default_flag.as_str().into(),
         max_snapshot_age: settings.resync_every * 3,
         push_checks: Arc::new(PushChecks::new(settings.push_judge_gap)),
+        signals: Arc::clone(&signals),
+        sources: Arc::new(SourcesSettings {
+            alert_flag_label: settings.alert_flag_label.clone(),
+            cio_signing_keys: settings.cio_signing_keys.iter().map(|k| k.expose_secret().as_bytes().to_vec()).collect(),
+            cio_mapping: settings.cio_mapping.clone(),
+        }),
     };
 
     tasks.spawn({
@@ -126,7 +135,8 @@ pub async fn start_with_store(
             ("change feed", Ok(()))
         }
     });
-    let controller = Arc::new(Controller::new(rollouts.clone(), controller::replica_id(), settings.lease));
+    let controller =
+        Arc::new(Controller::new(rollouts.clone(), controller::replica_id(), settings.lease, Arc::clone(&signals)));
     tasks.spawn({
         let (controller, rx, every) = (Arc::clone(&controller), shutdown_rx.clone(), settings.controller_tick);
         async move {

@@ -41,6 +41,10 @@ impl Guard {
         }
     }
 
+    pub fn from_name(name: &str) -> Option<Guard> {
+        Guard::ALL.into_iter().find(|g| g.as_str() == name)
+    }
+
     /// The runbook's default threshold.
     pub fn default_threshold(self) -> f64 {
         match self {
@@ -196,6 +200,15 @@ pub struct WindowTotals {
     pub p99_latency_reports: u64,
     pub queue_depth: Option<f64>,
     pub queue_depth_reports: u64,
+    /// Values pulled from Prometheus, per guard: the latest read (`None` when it failed) and how many.
+    pub pulled: BTreeMap<Guard, PulledReading>,
+}
+
+/// A guard's readings pulled from a query: the latest value (`None`: empty, NaN or failed) and the count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PulledReading {
+    pub latest: Option<f64>,
+    pub reads: u64,
 }
 
 impl WindowTotals {
@@ -241,6 +254,8 @@ pub struct GuardReading {
     pub samples: u64,
     pub min_samples: u64,
     pub verdict: Verdict,
+    /// Where the value comes from: `push` (counters and gauges) or `prometheus` (a query).
+    pub source: &'static str,
 }
 
 impl GuardReading {
@@ -259,7 +274,7 @@ impl GuardReading {
                 round(v),
                 round(self.threshold),
                 self.samples,
-                self.guard.sample_unit()
+                if self.source == "prometheus" { "queries" } else { self.guard.sample_unit() }
             ),
             None => format!("{} no data", self.guard),
         }
@@ -300,6 +315,8 @@ pub struct GuardConfig<'a> {
     pub flag_thresholds: &'a ThresholdOverrides,
     pub stage_thresholds: &'a ThresholdOverrides,
     pub min_samples: u64,
+    /// Guards fed by a Prometheus query instead of pushed counters.
+    pub pulled: Vec<Guard>,
 }
 
 impl GuardConfig<'_> {
@@ -312,7 +329,8 @@ impl GuardConfig<'_> {
     }
 }
 
-/// Judges the window. A rate needs `min_samples` of its denominator, a gauge one report.
+/// Judges the window. A rate needs `min_samples` of its denominator, a gauge one report, a pulled
+/// guard one successful read as its latest (a failed, empty or NaN read is `insufficient_data`).
 ///
 /// Overall: `breach` when any guard breaches; `ok` when at least one guard has enough data and
 /// is ok and no guard is part-way to its minimum; `insufficient_data` otherwise. Guards with no
@@ -321,8 +339,13 @@ pub fn assess(config: &GuardConfig<'_>, totals: &WindowTotals) -> Health {
     let mut guards = Vec::new();
     for guard in Guard::ALL {
         let Some(threshold) = config.threshold(guard) else { continue };
-        let (value, samples) = totals.measure(guard);
-        let min_samples = if guard.is_gauge() { 1 } else { config.min_samples.max(1) };
+        let (value, samples, min_samples, source) = if config.pulled.contains(&guard) {
+            let reading = totals.pulled.get(&guard).copied().unwrap_or_default();
+            (reading.latest, reading.reads, 1, "prometheus")
+        } else {
+            let (value, samples) = totals.measure(guard);
+            (value, samples, if guard.is_gauge() { 1 } else { config.min_samples.max(1) }, "push")
+        };
         let verdict = match value {
             Some(v) if samples >= min_samples => {
                 let breach = if guard.breaches_below() { v < threshold } else { v > threshold };
@@ -330,7 +353,7 @@ pub fn assess(config: &GuardConfig<'_>, totals: &WindowTotals) -> Health {
             }
             _ => Verdict::InsufficientData,
         };
-        guards.push(GuardReading { guard, value, threshold, samples, min_samples, verdict });
+        guards.push(GuardReading { guard, value, threshold, samples, min_samples, verdict, source });
     }
     let any = |v: Verdict| guards.iter().any(|g| g.verdict == v);
     let partial = guards.iter().any(|g| g.verdict == Verdict::InsufficientData && g.samples > 0);
@@ -350,7 +373,10 @@ mod tests {
 
     fn health(totals: WindowTotals) -> Health {
         let none = ThresholdOverrides::new();
-        assess(&GuardConfig { flag_thresholds: &none, stage_thresholds: &none, min_samples: 100 }, &totals)
+        assess(
+            &GuardConfig { flag_thresholds: &none, stage_thresholds: &none, min_samples: 100, pulled: vec![] },
+            &totals,
+        )
     }
 
     fn verdict_of(h: &Health, g: Guard) -> Verdict {
@@ -413,7 +439,7 @@ mod tests {
     fn stage_overrides_win_over_flag_overrides_and_null_turns_a_guard_off() {
         let flag: ThresholdOverrides = [(Guard::ErrorRate, Some(0.05)), (Guard::QueueDepth, None)].into();
         let stage: ThresholdOverrides = [(Guard::ErrorRate, Some(0.001))].into();
-        let config = GuardConfig { flag_thresholds: &flag, stage_thresholds: &stage, min_samples: 10 };
+        let config = GuardConfig { flag_thresholds: &flag, stage_thresholds: &stage, min_samples: 10, pulled: vec![] };
         assert_eq!(config.threshold(Guard::ErrorRate), Some(0.001));
         assert_eq!(config.threshold(Guard::QueueDepth), None);
         assert_eq!(config.threshold(Guard::BounceRate), Some(0.05));
@@ -429,6 +455,24 @@ mod tests {
         );
         assert!(h.guards.iter().all(|g| g.guard != Guard::QueueDepth));
         assert_eq!(h.verdict, Verdict::Breach);
+    }
+
+    #[test]
+    fn pulled_guards_use_their_latest_read_and_a_failed_read_holds() {
+        let none = ThresholdOverrides::new();
+        let config = GuardConfig {
+            flag_thresholds: &none,
+            stage_thresholds: &none,
+            min_samples: 100,
+            pulled: vec![Guard::ErrorRate],
+        };
+        let mut totals = WindowTotals { requests: 10_000, errors: 0, ..Default::default() };
+        totals.pulled.insert(Guard::ErrorRate, PulledReading { latest: Some(0.2), reads: 3 });
+        let h = assess(&config, &totals);
+        assert_eq!(h.verdict, Verdict::Breach, "the query wins over pushed counters");
+        assert_eq!(h.summary(), "error_rate 0.2 > 0.01 over 3 queries");
+        totals.pulled.insert(Guard::ErrorRate, PulledReading { latest: None, reads: 4 });
+        assert_eq!(assess(&config, &totals).verdict, Verdict::InsufficientData);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::guards::ThresholdOverrides;
+use std::collections::BTreeMap;
+
+use super::guards::{Guard, ThresholdOverrides};
 
 /// Longest accepted user id, in bytes.
 pub const MAX_USER_LEN: usize = 512;
@@ -94,6 +96,25 @@ pub struct FlagDefinition {
     /// URLs POSTed on every rollback of this flag (e.g. to pause email campaigns).
     #[serde(default)]
     pub rollback_hooks: Vec<String>,
+    /// Guards fed by PromQL queries, pulled by the leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusGuards>,
+}
+
+/// PromQL guards: the leader queries `url` every `interval_secs` and feeds each guard the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusGuards {
+    /// Base URL of the Prometheus server (its `/api/v1/query` is called).
+    pub url: String,
+    #[serde(default = "default_query_interval")]
+    pub interval_secs: u64,
+    /// One instant query per guard; it must yield a scalar or a one-element vector.
+    pub queries: BTreeMap<Guard, String>,
+}
+
+fn default_query_interval() -> u64 {
+    30
 }
 
 impl Default for FlagDefinition {
@@ -108,6 +129,7 @@ impl Default for FlagDefinition {
             advance_without_data: false,
             on_breach: OnBreach::Rollback,
             rollback_hooks: Vec::new(),
+            prometheus: None,
         }
     }
 }
@@ -208,6 +230,22 @@ impl FlagDefinition {
                 return Err(invalid(format!("rollback_hooks[{i}]"), "must be an http:// or https:// URL"));
             }
         }
+        if let Some(p) = &self.prometheus {
+            if !valid_http_url(&p.url) {
+                return Err(invalid("prometheus.url", "must be an http:// or https:// URL"));
+            }
+            if !(1..=3600).contains(&p.interval_secs) {
+                return Err(invalid("prometheus.interval_secs", "must be between 1 and 3600"));
+            }
+            if p.queries.is_empty() {
+                return Err(invalid("prometheus.queries", "at least one guard query is required"));
+            }
+            for (guard, query) in &p.queries {
+                if query.trim().is_empty() || query.len() > 4096 {
+                    return Err(invalid(format!("prometheus.queries.{guard}"), "must be 1–4096 characters of PromQL"));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -222,6 +260,7 @@ impl FlagDefinition {
             flag_thresholds: &self.thresholds,
             stage_thresholds,
             min_samples: self.min_samples,
+            pulled: self.prometheus.as_ref().map(|p| p.queries.keys().copied().collect()).unwrap_or_default(),
         }
     }
 
@@ -246,7 +285,6 @@ pub fn valid_user(user: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::guards::Guard;
 
     fn def(stages: Vec<Stage>) -> FlagDefinition {
         FlagDefinition { stages, ..FlagDefinition::default() }

@@ -79,6 +79,8 @@ pub enum Action {
     Pause,
     Resume,
     Rollback,
+    /// A resolved alert, recorded for the audit; it changes nothing.
+    AlertResolved,
 }
 
 impl Action {
@@ -91,6 +93,7 @@ impl Action {
             Action::Pause => "pause",
             Action::Resume => "resume",
             Action::Rollback => "rollback",
+            Action::AlertResolved => "alert_resolved",
         }
     }
 }

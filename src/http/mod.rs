@@ -14,12 +14,15 @@ use tower_http::trace::TraceLayer;
 use crate::rollouts::Rollouts;
 
 pub mod admin;
+pub mod alerts;
 pub mod auth;
+pub mod debug;
 pub mod error;
 pub mod evaluate;
 pub mod extract;
 pub mod ops;
 pub mod signals;
+pub mod webhooks;
 
 use self::error::ApiError;
 
@@ -32,6 +35,8 @@ pub struct AppState {
     /// `/readyz` fails when the snapshot is older than this.
     pub max_snapshot_age: Duration,
     pub push_checks: Arc<signals::PushChecks>,
+    pub signals: Arc<crate::sources::SignalStats>,
+    pub sources: Arc<crate::sources::SourcesSettings>,
 }
 
 /// Serializes a body straight into a response (no intermediate `Value`).
@@ -48,6 +53,9 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .merge(admin::routes())
         .merge(ops::routes())
         .merge(signals::routes())
+        .merge(alerts::routes())
+        .merge(webhooks::routes())
+        .merge(debug::routes())
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .with_state(state)

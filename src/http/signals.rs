@@ -112,30 +112,22 @@ async fn judge_now(rollouts: &Rollouts, flag: &Flag) -> Option<controller::Outco
     }
 }
 
-async fn push(
-    _: MetricsWriter,
-    State(state): State<AppState>,
-    FlagParam(name): FlagParam,
-    JsonBody(sample): JsonBody<MetricSample>,
-) -> Result<Response, ApiError> {
-    sample.validate().map_err(ApiError::InvalidBody)?;
+/// Records a sample for a flag's current stage and judges the flag at once (within the push
+/// gap); returns what the judgement did. Shared by metrics pushes and the Customer.io webhook.
+pub async fn ingest(
+    state: &AppState,
+    flag: &Flag,
+    sample: &MetricSample,
+) -> Result<Option<controller::Outcome>, ApiError> {
     let rollouts = &state.rollouts;
-    let view = rollouts.snapshot.get(&name).ok_or_else(|| ApiError::FlagNotFound(name.clone()))?;
-    let flag = &view.flag;
     let series = flag.metric_series();
-    rollouts.store.record_metrics(&name, &series, rollouts.clock.now_ms(), &sample).await.inspect_err(|_| {
+    rollouts.store.record_metrics(&flag.name, &series, rollouts.clock.now_ms(), sample).await.inspect_err(|_| {
         rollouts.telemetry.store_error();
     })?;
-    let mut reply = PushReply { flag: &name, recorded: true, action: None, reason: None };
-    match state.push_checks.plan(&name) {
-        Check::Now => {
-            if let Some(outcome) = judge_now(rollouts, flag).await {
-                reply.action = Some(outcome.command.as_str());
-                reply.reason = Some(outcome.reason);
-            }
-        }
+    match state.push_checks.plan(&flag.name) {
+        Check::Now => return Ok(judge_now(rollouts, flag).await),
         Check::Later(wait) => {
-            let (rollouts, checks, name) = (rollouts.clone(), state.push_checks.clone(), name.clone());
+            let (rollouts, checks, name) = (rollouts.clone(), state.push_checks.clone(), flag.name.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
                 checks.done_later(&name);
@@ -145,6 +137,32 @@ async fn push(
             });
         }
         Check::AlreadyScheduled => {}
+    }
+    Ok(None)
+}
+
+async fn push(
+    _: MetricsWriter,
+    State(state): State<AppState>,
+    FlagParam(name): FlagParam,
+    body: Result<JsonBody<MetricSample>, ApiError>,
+) -> Result<Response, ApiError> {
+    let stats = &state.signals;
+    stats.received("push", state.rollouts.clock.now_ms());
+    let rejected = |e: ApiError| {
+        stats.rejected("push", e.code());
+        e
+    };
+    let JsonBody(sample) = body.map_err(rejected)?;
+    sample.validate().map_err(|m| rejected(ApiError::InvalidBody(m)))?;
+    let view = state.rollouts.snapshot.get(&name).ok_or_else(|| rejected(ApiError::FlagNotFound(name.clone())))?;
+    let outcome = ingest(&state, &view.flag, &sample).await?;
+    stats.accepted("push");
+    let mut reply = PushReply { flag: &name, recorded: true, action: None, reason: None };
+    if let Some(outcome) = outcome {
+        stats.count("push", outcome.command.as_str(), 1);
+        reply.action = Some(outcome.command.as_str());
+        reply.reason = Some(outcome.reason);
     }
     Ok(json_response(&reply))
 }
@@ -171,6 +189,7 @@ struct GuardBody {
     min_samples: u64,
     verdict: &'static str,
     breaches_when: &'static str,
+    source: &'static str,
 }
 
 impl From<&GuardReading> for GuardBody {
@@ -183,6 +202,7 @@ impl From<&GuardReading> for GuardBody {
             min_samples: r.min_samples,
             verdict: r.verdict.as_str(),
             breaches_when: if r.guard.breaches_below() { "below" } else { "above" },
+            source: r.source,
         }
     }
 }

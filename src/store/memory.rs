@@ -10,13 +10,13 @@ use tokio::sync::broadcast;
 
 use std::time::{Duration, Instant};
 
-use super::{Change, HISTORY_CAP, Store, StoreResult, Written, add_bucket};
-use crate::domain::guards::{MetricSample, MetricSeries, WindowTotals};
+use super::{Change, HISTORY_CAP, Store, StoreResult, Written, add_bucket, pulled_count_field, pulled_field};
+use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
 use crate::domain::rollout::{AuditEvent, Flag};
 
 /// A metric bucket: stored field → value, and when it expires (in the caller's clock).
 struct Bucket {
-    fields: HashMap<&'static str, f64>,
+    fields: HashMap<String, f64>,
     expires_at_ms: i64,
 }
 
@@ -32,6 +32,7 @@ pub struct MemoryStore {
     changes: broadcast::Sender<Change>,
     metrics: Mutex<HashMap<BucketKey, Bucket>>,
     lease: Mutex<Option<(String, Instant)>>,
+    seen: Mutex<HashMap<String, Instant>>,
 }
 
 impl Default for MemoryStore {
@@ -41,6 +42,7 @@ impl Default for MemoryStore {
             changes: broadcast::channel(1024).0,
             metrics: Mutex::new(HashMap::new()),
             lease: Mutex::new(None),
+            seen: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -146,7 +148,7 @@ impl Store for MemoryStore {
         bucket.expires_at_ms = now_ms.saturating_add(ttl_ms);
         for (name, value) in sample.counters() {
             if value > 0 {
-                *bucket.fields.entry(name).or_default() += value as f64;
+                *bucket.fields.entry(name.to_owned()).or_default() += value as f64;
             }
         }
         for (name, count_name, value) in [
@@ -154,8 +156,8 @@ impl Store for MemoryStore {
             ("queue_depth", "queue_depth_n", sample.queue_depth),
         ] {
             if let Some(v) = value {
-                bucket.fields.insert(name, v);
-                *bucket.fields.entry(count_name).or_default() += 1.0;
+                bucket.fields.insert(name.to_owned(), v);
+                *bucket.fields.entry(count_name.to_owned()).or_default() += 1.0;
             }
         }
         Ok(())
@@ -174,10 +176,57 @@ impl Store for MemoryStore {
         for b in series.bucket_of(from_ms)..=series.bucket_of(to_ms) {
             key.2 = b;
             if let Some(bucket) = metrics.get(&key).filter(|b| b.expires_at_ms > to_ms) {
-                add_bucket(&mut totals, bucket.fields.iter().map(|(k, v)| (*k, *v)));
+                add_bucket(&mut totals, bucket.fields.iter().map(|(k, v)| (k.as_str(), *v)));
             }
         }
         Ok(totals)
+    }
+
+    async fn record_pulled(
+        &self,
+        flag: &str,
+        series: &MetricSeries,
+        now_ms: i64,
+        guard: Guard,
+        value: Option<f64>,
+    ) -> StoreResult<()> {
+        let mut metrics = locked(&self.metrics);
+        let ttl_ms = i64::try_from(series.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let bucket = metrics
+            .entry((flag.to_owned(), series.id.clone(), series.bucket_of(now_ms)))
+            .or_insert_with(|| Bucket { fields: HashMap::new(), expires_at_ms: 0 });
+        bucket.expires_at_ms = now_ms.saturating_add(ttl_ms);
+        bucket.fields.insert(pulled_field(guard), value.unwrap_or(f64::NAN));
+        *bucket.fields.entry(pulled_count_field(guard)).or_default() += 1.0;
+        Ok(())
+    }
+
+    async fn remember_once(&self, key: &str, ttl: Duration) -> StoreResult<bool> {
+        let mut seen = locked(&self.seen);
+        let now = Instant::now();
+        if seen.len() > 100_000 {
+            seen.retain(|_, until| *until > now);
+        }
+        match seen.get(key) {
+            Some(until) if *until > now => Ok(false),
+            _ => {
+                seen.insert(key.to_owned(), now + ttl);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn forget(&self, key: &str) -> StoreResult<()> {
+        locked(&self.seen).remove(key);
+        Ok(())
+    }
+
+    async fn append_history(&self, flag: &str, event: &AuditEvent) -> StoreResult<()> {
+        if let Some(entry) = self.lock().get_mut(flag) {
+            entry.history.push_front(event.clone());
+            entry.history.truncate(HISTORY_CAP);
+        }
+        Ok(())
     }
 
     async fn try_lead(&self, holder: &str, ttl: Duration) -> StoreResult<bool> {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::guards::{MetricSample, MetricSeries, WindowTotals};
+use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
 use crate::domain::rollout::{AuditEvent, Flag};
 
 pub mod memory;
@@ -96,6 +96,25 @@ pub trait Store: Send + Sync + 'static {
         to_ms: i64,
     ) -> StoreResult<WindowTotals>;
 
+    /// Records one value pulled for a guard (`None`: the query failed or gave no number).
+    async fn record_pulled(
+        &self,
+        flag: &str,
+        series: &MetricSeries,
+        now_ms: i64,
+        guard: Guard,
+        value: Option<f64>,
+    ) -> StoreResult<()>;
+
+    /// True the first time `key` is seen within `ttl` (deduplication of webhook deliveries).
+    async fn remember_once(&self, key: &str, ttl: std::time::Duration) -> StoreResult<bool>;
+
+    /// Forgets a key remembered by [`Store::remember_once`] (when acting on it failed).
+    async fn forget(&self, key: &str) -> StoreResult<()>;
+
+    /// Appends an event to a flag's history without changing the flag (e.g. a resolved alert).
+    async fn append_history(&self, flag: &str, event: &AuditEvent) -> StoreResult<()>;
+
     /// Takes or renews the leader lease for `holder`; true when `holder` leads for the next `ttl`.
     async fn try_lead(&self, holder: &str, ttl: std::time::Duration) -> StoreResult<bool>;
 
@@ -106,7 +125,18 @@ pub trait Store: Send + Sync + 'static {
     async fn leader(&self) -> StoreResult<Option<String>>;
 }
 
-/// Adds one bucket's fields (as stored: counter names, gauge names, `<gauge>_n` report counts).
+/// Field of a bucket holding a guard's latest pulled value (NaN when the read failed).
+pub fn pulled_field(guard: Guard) -> String {
+    format!("pulled:{guard}")
+}
+
+/// Field of a bucket counting a guard's pulled reads.
+pub fn pulled_count_field(guard: Guard) -> String {
+    format!("pulled:{guard}:n")
+}
+
+/// Adds one bucket's fields (as stored: counter names, gauge names, `<gauge>_n` report counts,
+/// `pulled:<guard>` and `pulled:<guard>:n`).
 pub fn add_bucket<'a>(totals: &mut WindowTotals, fields: impl IntoIterator<Item = (&'a str, f64)>) {
     for (name, value) in fields {
         let n = value as u64;
@@ -124,7 +154,20 @@ pub fn add_bucket<'a>(totals: &mut WindowTotals, fields: impl IntoIterator<Item 
             "p99_latency_ms_n" => totals.p99_latency_reports += n,
             "queue_depth" => totals.queue_depth = Some(value),
             "queue_depth_n" => totals.queue_depth_reports += n,
-            _ => {}
+            other => {
+                let Some(pulled) = other.strip_prefix("pulled:") else { continue };
+                let (guard, is_count) = match pulled.strip_suffix(":n") {
+                    Some(g) => (g, true),
+                    None => (pulled, false),
+                };
+                let Some(guard) = Guard::from_name(guard) else { continue };
+                let reading = totals.pulled.entry(guard).or_default();
+                if is_count {
+                    reading.reads += n;
+                } else {
+                    reading.latest = value.is_finite().then_some(value);
+                }
+            }
         }
     }
 }

@@ -15,8 +15,10 @@ use futures::stream::BoxStream;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Change, HISTORY_CAP, Store, StoreError, StoreResult, Written, add_bucket};
-use crate::domain::guards::{MetricSample, MetricSeries, WindowTotals};
+use super::{
+    Change, HISTORY_CAP, Store, StoreError, StoreResult, Written, add_bucket, pulled_count_field, pulled_field,
+};
+use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
 use crate::domain::rollout::{AuditEvent, Flag};
 
 /// How long one Redis command may take before the store is treated as unavailable.
@@ -50,6 +52,13 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
+/// Append to the history of an existing flag only (never resurrect a deleted flag's stream).
+const APPEND_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[2])
+return 1
+";
+
 const RESIGN_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -63,6 +72,7 @@ pub struct RedisStore {
     delete_script: redis::Script,
     lead_script: redis::Script,
     resign_script: redis::Script,
+    append_script: redis::Script,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -94,6 +104,7 @@ impl RedisStore {
             delete_script: redis::Script::new(DELETE_SCRIPT),
             lead_script: redis::Script::new(LEAD_SCRIPT),
             resign_script: redis::Script::new(RESIGN_SCRIPT),
+            append_script: redis::Script::new(APPEND_SCRIPT),
         })
     }
 
@@ -284,12 +295,66 @@ impl Store for RedisStore {
             pipe.hgetall(self.bucket_key(flag, series, bucket));
         }
         let mut conn = self.conn.clone();
-        let buckets: Vec<Vec<(String, f64)>> = bounded(pipe.query_async(&mut conn)).await?;
+        let buckets: Vec<Vec<(String, String)>> = bounded(pipe.query_async(&mut conn)).await?;
         let mut totals = WindowTotals::default();
         for fields in &buckets {
-            add_bucket(&mut totals, fields.iter().map(|(k, v)| (k.as_str(), *v)));
+            add_bucket(&mut totals, fields.iter().filter_map(|(k, v)| Some((k.as_str(), v.parse::<f64>().ok()?))));
         }
         Ok(totals)
+    }
+
+    async fn record_pulled(
+        &self,
+        flag: &str,
+        series: &MetricSeries,
+        now_ms: i64,
+        guard: Guard,
+        value: Option<f64>,
+    ) -> StoreResult<()> {
+        let key = self.bucket_key(flag, series, series.bucket_of(now_ms));
+        let stored = value.filter(|v| v.is_finite()).map_or_else(|| "nan".to_owned(), |v| v.to_string());
+        let mut pipe = redis::pipe();
+        pipe.hset(&key, pulled_field(guard), stored).ignore();
+        pipe.hincr(&key, pulled_count_field(guard), 1).ignore();
+        pipe.expire(&key, i64::try_from(series.ttl_secs).unwrap_or(i64::MAX)).ignore();
+        let mut conn = self.conn.clone();
+        bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    async fn remember_once(&self, key: &str, ttl: Duration) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: Option<String> = bounded(
+            redis::cmd("SET")
+                .arg(format!("{}:seen:{key}", self.prefix))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(set.is_some())
+    }
+
+    async fn forget(&self, key: &str) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = bounded(conn.del(format!("{}:seen:{key}", self.prefix))).await?;
+        Ok(())
+    }
+
+    async fn append_history(&self, flag: &str, event: &AuditEvent) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = bounded(
+            self.append_script
+                .key(self.flag_key(flag))
+                .key(self.history_key(flag))
+                .arg(HISTORY_CAP)
+                .arg(to_json(event))
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(())
     }
 
     async fn try_lead(&self, holder: &str, ttl: Duration) -> StoreResult<bool> {

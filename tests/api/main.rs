@@ -7,4 +7,5 @@ mod helpers;
 mod leadership;
 mod notifications;
 mod replicas;
+mod sources;
 mod store_contract;

@@ -1,0 +1,111 @@
+//! `POST /webhooks/customerio`: signed delivery events feed the bounce, complaint and delivery guards.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Serialize;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{BODY_LIMIT, parse_json};
+use super::signals::ingest;
+use super::{AppState, json_response};
+use crate::sources::customerio::{Event, verify};
+
+/// Customer.io retries for days: remember delivered event ids this long.
+const EVENT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+const SOURCE: &str = "customerio";
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/webhooks/customerio", post(customerio))
+}
+
+#[derive(Serialize)]
+struct Reply<'a> {
+    /// `counted`, `duplicate` or `ignored`.
+    status: &'static str,
+    flag: Option<&'a str>,
+    metric: Option<&'a str>,
+    /// What counting it caused at once (`rollback`, `pause`).
+    action: Option<&'static str>,
+    detail: Option<&'static str>,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn customerio(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let sources = &state.sources;
+    if sources.cio_signing_keys.is_empty() {
+        return Err(ApiError::RouteNotFound("/webhooks/customerio (no signing key configured)".into()));
+    }
+    let stats = &state.signals;
+    let now = state.rollouts.clock.now_ms();
+    stats.received(SOURCE, now);
+    let body = body.map_err(|r| {
+        stats.rejected(SOURCE, "body");
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(BODY_LIMIT)
+        } else {
+            ApiError::MalformedJson(r.body_text())
+        }
+    })?;
+    // Verified over the raw bytes, before anything is parsed.
+    if let Err(rejection) = verify(
+        &sources.cio_signing_keys,
+        header(&headers, "x-cio-signature"),
+        header(&headers, "x-cio-timestamp"),
+        &body,
+        now,
+    ) {
+        stats.rejected(SOURCE, rejection.code());
+        let body = ErrorBody { error: rejection.code(), message: rejection.to_string() };
+        return Ok((StatusCode::UNAUTHORIZED, json_response(&body)).into_response());
+    }
+    let event: Event = parse_json(&body).inspect_err(|e| stats.rejected(SOURCE, e.code()))?;
+    stats.accepted(SOURCE);
+    let ignored = |detail: &'static str| {
+        stats.count(SOURCE, detail, 1);
+        Ok(json_response(&Reply {
+            status: "ignored",
+            flag: None,
+            metric: event.metric.as_deref(),
+            action: None,
+            detail: Some(detail),
+        }))
+    };
+    let Some(sample) = event.sample() else { return ignored("not_an_email_guard_event") };
+    let Some(flag) = sources.cio_mapping.flag_for(&event) else { return ignored("no_flag_mapped") };
+    let Some(view) = state.rollouts.snapshot.get(flag) else { return ignored("unknown_flag") };
+    if let Some(id) = event.event_id.as_deref().filter(|id| !id.is_empty()) {
+        let key = format!("cio:{}", id.chars().take(200).collect::<String>());
+        if !state.rollouts.store.remember_once(&key, EVENT_TTL).await? {
+            stats.count(SOURCE, "duplicate", 1);
+            return Ok(json_response(&Reply {
+                status: "duplicate",
+                flag: Some(flag),
+                metric: event.metric.as_deref(),
+                action: None,
+                detail: None,
+            }));
+        }
+    }
+    let outcome = ingest(&state, &view.flag, &sample).await?;
+    stats.count(SOURCE, event.metric.as_deref().unwrap_or("unknown"), 1);
+    Ok(json_response(&Reply {
+        status: "counted",
+        flag: Some(flag),
+        metric: event.metric.as_deref(),
+        action: outcome.map(|o| o.command.as_str()),
+        detail: None,
+    }))
+}

@@ -1,0 +1,382 @@
+//! Guard signal sources against the real programs: Alertmanager, Prometheus, and signed
+//! Customer.io webhooks.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rollout_controller::config::NamedToken;
+use rollout_controller::sources::customerio::sign;
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN, RedisServer, TestApp, eventually, free_port, settings, spawn_with};
+
+const ALERT_TOKEN: &str = "alert-token-for-tests";
+const CIO_KEY: &str = "whsec_test";
+
+/// A child process killed on drop, with its own temporary directory.
+struct Peer {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_peer(program: &str, args: &[String], dir: tempfile::TempDir) -> Peer {
+    let child =
+        Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| {
+            panic!("{program} must be installed (apt-get install prometheus prometheus-alertmanager): {e}")
+        });
+    Peer { child, _dir: dir }
+}
+
+async fn wait_http_ok(url: &str) {
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(30), || async {
+        client.get(url).timeout(Duration::from_secs(1)).send().await.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+}
+
+async fn sources_app(redis: &RedisServer) -> TestApp {
+    let mut s = settings(Some(redis.url()));
+    s.alert_tokens = vec![NamedToken { name: "alertmanager".into(), secret: ALERT_TOKEN.to_owned().into() }];
+    s.metrics_tokens = vec![NamedToken { name: "app".into(), secret: "metrics-token-1".to_owned().into() }];
+    s.cio_signing_keys = vec!["whsec_old_rotated".to_owned().into(), CIO_KEY.to_owned().into()];
+    s.cio_mapping.campaigns.insert("42".into(), "email".into());
+    s.cio_mapping.default_flag = Some("fallback".into());
+    spawn_with(s).await
+}
+
+async fn status(app: &TestApp, flag: &str) -> String {
+    app.admin_get(&format!("/flags/{flag}")).await.body["status"].as_str().expect("status").to_owned()
+}
+
+async fn history(app: &TestApp, flag: &str) -> Vec<Value> {
+    app.admin_get(&format!("/flags/{flag}/history")).await.body["events"].as_array().cloned().expect("events")
+}
+
+async fn alert(app: &TestApp, body: Value) -> crate::helpers::Reply {
+    app.send(app.http.post(app.url("/alerts/alertmanager")).bearer_auth(ALERT_TOKEN).json(&body)).await
+}
+
+fn am_alert(status: &str, labels: Value, fingerprint: &str) -> Value {
+    json!({"status": status, "labels": labels, "annotations": {"summary": "5xx above 2%"},
+           "startsAt": "2026-11-23T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "fingerprint": fingerprint})
+}
+
+#[tokio::test]
+async fn a_real_alertmanager_alert_rolls_the_flag_back_within_10s() {
+    let redis = RedisServer::start();
+    let app = sources_app(&redis).await;
+    app.create_flag("checkout", json!({"stages": [{"name": "half", "percent": 50}]})).await;
+    app.must("checkout", "start").await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = format!(
+        r#"
+route:
+  receiver: rollout
+  group_by: [alertname, flag]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: rollout
+    webhook_configs:
+      - url: http://{addr}/alerts/alertmanager
+        send_resolved: true
+        http_config:
+          authorization:
+            credentials: {ALERT_TOKEN}
+"#,
+        addr = app.addr
+    );
+    std::fs::write(dir.path().join("am.yml"), config).expect("write config");
+    let args = vec![
+        format!("--config.file={}", dir.path().join("am.yml").display()),
+        format!("--storage.path={}", dir.path().join("data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--cluster.listen-address=".to_owned(),
+    ];
+    let _am = spawn_peer("/usr/bin/prometheus-alertmanager", &args, dir);
+    let am = format!("http://127.0.0.1:{port}");
+    wait_http_ok(&format!("{am}/-/ready")).await;
+
+    let posted = reqwest::Client::new()
+        .post(format!("{am}/api/v2/alerts"))
+        .json(&json!([{"labels": {"alertname": "HighErrorRate", "flag": "checkout", "severity": "page"},
+                        "annotations": {"summary": "5xx above 2% on checkout"}}]))
+        .send()
+        .await
+        .expect("alertmanager answers");
+    assert!(posted.status().is_success(), "{}", posted.status());
+
+    eventually(Duration::from_secs(10), || async { app.percent("checkout").await == 0 }).await;
+    assert_eq!(status(&app, "checkout").await, "rolled_back");
+    let last = &history(&app, "checkout").await[0];
+    assert_eq!(last["action"], "rollback");
+    assert_eq!(last["actor"], "alert");
+    assert_eq!(last["reason"], "alert:HighErrorRate: 5xx above 2% on checkout");
+}
+
+#[tokio::test]
+async fn alert_payloads_roll_back_once_per_episode_and_report_what_they_could_not_use() {
+    let redis = RedisServer::start();
+    let app = sources_app(&redis).await;
+    for flag in ["a", "b"] {
+        app.create_flag(flag, json!({})).await;
+        app.must(flag, "start").await;
+    }
+    let payload = json!({"version": "4", "status": "firing", "receiver": "rollout", "alerts": [
+        am_alert("firing", json!({"alertname": "HighErrorRate", "flag": "a"}), "f1"),
+        am_alert("firing", json!({"alertname": "QueueBacklog", "rollout_flag": "b"}), "f2"),
+        am_alert("firing", json!({"alertname": "Other", "flag": "nope"}), "f3"),
+        am_alert("firing", json!({"alertname": "NoFlag"}), "f4"),
+    ]});
+    let r = alert(&app, payload.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["rolled_back"], json!(["a", "b"]));
+    assert_eq!(r.body["unknown_flags"], json!(["nope"]));
+    assert_eq!(r.body["without_flag"], 1);
+    assert_eq!(status(&app, "a").await, "rolled_back");
+    assert_eq!(history(&app, "b").await[0]["reason"], "alert:QueueBacklog: 5xx above 2%");
+
+    // The operator resumes; Alertmanager repeats the same still-firing alert: no second rollback.
+    app.must("a", "resume").await;
+    let r = alert(&app, payload).await;
+    assert_eq!(r.body["duplicates"], 2);
+    assert_eq!(status(&app, "a").await, "running");
+
+    // Resolved: recorded in the history, never resumes.
+    let resolved = json!({"status": "resolved", "alerts": [am_alert("resolved", json!({"alertname": "QueueBacklog", "flag": "b"}), "f2")]});
+    let r = alert(&app, resolved).await;
+    assert_eq!(r.body["resolved"], 1);
+    assert_eq!(status(&app, "b").await, "rolled_back");
+    let last = &history(&app, "b").await[0];
+    assert_eq!((last["action"].as_str(), last["actor"].as_str()), (Some("alert_resolved"), Some("alert")));
+
+    // A new firing episode of the same alert (new startsAt) rolls back again.
+    let mut again = am_alert("firing", json!({"alertname": "HighErrorRate", "flag": "a"}), "f1");
+    again["startsAt"] = json!("2026-11-23T12:00:00Z");
+    let r = alert(&app, json!({"status": "firing", "alerts": [again]})).await;
+    assert_eq!(r.body["rolled_back"], json!(["a"]));
+
+    // Scopes: the alert token only posts alerts; other tokens may not post alerts.
+    let forbidden = app.send(app.http.get(app.url("/flags")).bearer_auth(ALERT_TOKEN)).await;
+    assert_eq!((forbidden.status, forbidden.body["error"].as_str()), (403, Some("forbidden")));
+    let metrics_token = app
+        .send(
+            app.http.post(app.url("/alerts/alertmanager")).bearer_auth("metrics-token-1").json(&json!({"alerts": []})),
+        )
+        .await;
+    assert_eq!(metrics_token.status, 403);
+    let none = app.send(app.http.post(app.url("/alerts/alertmanager")).json(&json!({"alerts": []}))).await;
+    assert_eq!(none.status, 401);
+    let admin =
+        app.send(app.http.post(app.url("/alerts/alertmanager")).bearer_auth(ADMIN).json(&json!({"alerts": []}))).await;
+    assert_eq!(admin.status, 200);
+    let bad = app
+        .send(app.http.post(app.url("/alerts/alertmanager")).bearer_auth(ALERT_TOKEN).json(&json!({"alerts": "x"})))
+        .await;
+    assert_eq!((bad.status, bad.body["error"].as_str()), (422, Some("invalid_body")));
+
+    let debug = app.admin_get("/debug/signals").await.body;
+    let am = &debug["sources"]["alertmanager"];
+    assert_eq!(am["counts"]["rollbacks"], 3);
+    assert_eq!(am["counts"]["duplicates"], 2);
+    assert_eq!(am["rejected"]["forbidden"], 1);
+    assert!(am["last_received_at"].as_str().is_some());
+}
+
+/// A Customer.io delivery event, signed with `key` at the app's clock (or `ts`).
+fn cio(app: &TestApp, key: &str, ts: i64, event: &Value) -> reqwest::RequestBuilder {
+    let body = serde_json::to_vec(event).expect("json");
+    let ts = ts.to_string();
+    app.http
+        .post(app.url("/webhooks/customerio"))
+        .header("content-type", "application/json")
+        .header("x-cio-timestamp", &ts)
+        .header("x-cio-signature", sign(key.as_bytes(), &ts, &body))
+        .body(body)
+}
+
+fn email_event(id: &str, metric: &str, campaign: u64) -> Value {
+    json!({"event_id": id, "object_type": "email", "metric": metric, "timestamp": 1_700_000_000,
+           "data": {"campaign_id": campaign, "delivery_id": format!("d-{id}"), "recipient": "x@example.com"}})
+}
+
+async fn sent_samples(app: &TestApp, flag: &str) -> u64 {
+    let health = app.admin_get(&format!("/flags/{flag}/health")).await.body;
+    health["guards"].as_array().expect("guards").iter().find(|g| g["guard"] == "bounce_rate").expect("bounce_rate")["samples"]
+        .as_u64()
+        .expect("samples")
+}
+
+#[tokio::test]
+async fn signed_customerio_events_drive_a_bounce_rollback_and_forged_stale_or_replayed_ones_change_nothing() {
+    let redis = RedisServer::start();
+    let app = sources_app(&redis).await;
+    // Only sent and bounced events here: the delivery guard is off for this flag.
+    app.create_flag(
+        "email",
+        json!({"min_samples": 20, "thresholds": {"delivery_rate": null}, "stages": [{"name": "half", "percent": 50}]}),
+    )
+    .await;
+    app.must("email", "start").await;
+    let now = crate::helpers::T0 / 1000;
+
+    // The published test vector is accepted as is (our clock is at its timestamp).
+    let vector = app
+        .send(
+            app.http
+                .post(app.url("/webhooks/customerio"))
+                .header("x-cio-timestamp", "1700000000")
+                .header("x-cio-signature", "2c8ae587619a74e1285c5ba12760784e6908c947ddd97e5e0284e3d8e06fdaf9")
+                .body(r#"{"event_id":"01E4C4CT6YDC7Y5M7FE1GWWPQJ"}"#),
+        )
+        .await;
+    assert_eq!((vector.status, vector.body["status"].as_str()), (200, Some("ignored")));
+
+    for i in 0..19 {
+        let r = app.send(cio(&app, CIO_KEY, now, &email_event(&format!("s{i}"), "sent", 42))).await;
+        assert_eq!(
+            (r.status, r.body["status"].as_str(), r.body["flag"].as_str()),
+            (200, Some("counted"), Some("email")),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(sent_samples(&app, "email").await, 19);
+
+    // Forged, stale, unsigned and replayed deliveries: 401 or duplicate, and nothing counted.
+    let forged = app.send(cio(&app, "whsec_wrong", now, &email_event("x1", "sent", 42))).await;
+    assert_eq!((forged.status, forged.body["error"].as_str()), (401, Some("invalid_signature")));
+    let stale = app.send(cio(&app, CIO_KEY, now - 301, &email_event("x2", "sent", 42))).await;
+    assert_eq!((stale.status, stale.body["error"].as_str()), (401, Some("stale_timestamp")));
+    let future = app.send(cio(&app, CIO_KEY, now + 301, &email_event("x3", "sent", 42))).await;
+    assert_eq!(future.status, 401);
+    let unsigned = app.send(app.http.post(app.url("/webhooks/customerio")).json(&email_event("x4", "sent", 42))).await;
+    assert_eq!((unsigned.status, unsigned.body["error"].as_str()), (401, Some("missing_signature")));
+    let mut tampered = cio(&app, CIO_KEY, now, &email_event("x5", "sent", 42)).build().expect("request");
+    *tampered.body_mut() = Some(serde_json::to_vec(&email_event("x5", "bounced", 42)).expect("json").into());
+    assert_eq!(app.exec(tampered).await.status, 401);
+    let replay = app.send(cio(&app, CIO_KEY, now, &email_event("s0", "sent", 42))).await;
+    assert_eq!((replay.status, replay.body["status"].as_str()), (200, Some("duplicate")));
+    assert_eq!(sent_samples(&app, "email").await, 19, "nothing forged, stale or replayed was counted");
+    assert_eq!(status(&app, "email").await, "running");
+
+    // Unknown metrics and object types are acknowledged and ignored.
+    let opened = app.send(cio(&app, CIO_KEY, now, &email_event("o1", "opened", 42))).await;
+    assert_eq!((opened.status, opened.body["status"].as_str()), (200, Some("ignored")));
+    let sms =
+        app.send(cio(&app, CIO_KEY, now, &json!({"event_id": "p1", "object_type": "push", "metric": "sent"}))).await;
+    assert_eq!((sms.status, sms.body["status"].as_str()), (200, Some("ignored")));
+
+    // The rotated-out key still verifies; one more sent (20 ≥ min_samples) and two bounces: 2/21 > 5%.
+    let r = app.send(cio(&app, "whsec_old_rotated", now, &email_event("s19", "sent", 42))).await;
+    assert_eq!(r.body["status"], "counted");
+    app.send(cio(&app, CIO_KEY, now, &email_event("b1", "bounced", 42))).await;
+    let r = app.send(cio(&app, CIO_KEY, now, &email_event("b2", "bounced", 42))).await;
+    assert_eq!(r.body["action"], "rollback", "{}", r.body);
+    assert_eq!(status(&app, "email").await, "rolled_back");
+    assert_eq!(history(&app, "email").await[0]["reason"], "bounce_rate 0.1 > 0.05 over 20 sent");
+
+    let debug = app.admin_get("/debug/signals").await.body;
+    let c = &debug["sources"]["customerio"];
+    assert_eq!(c["rejected"]["invalid_signature"], 2);
+    assert_eq!(c["rejected"]["stale_timestamp"], 2);
+    assert_eq!(c["rejected"]["missing_signature"], 1);
+    assert_eq!(c["counts"]["duplicate"], 1);
+    assert_eq!(c["counts"]["sent"], 20);
+}
+
+#[tokio::test]
+async fn the_customerio_endpoint_is_absent_without_signing_keys() {
+    let app = crate::helpers::spawn_app(None).await;
+    let r = app.send(app.http.post(app.url("/webhooks/customerio")).json(&json!({}))).await;
+    assert_eq!((r.status, r.body["error"].as_str()), (404, Some("not_found")));
+}
+
+/// Serves `/metrics` with the given exposition text.
+async fn exporter(text: &'static str) -> String {
+    let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { text }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn a_promql_guard_read_from_a_real_prometheus_rolls_back_and_a_query_without_data_never_does() {
+    let redis = RedisServer::start();
+    let app = sources_app(&redis).await;
+    let target = exporter(
+        "# TYPE app_error_ratio gauge\napp_error_ratio{flag=\"checkout\"} 0.5\napp_error_ratio{flag=\"quiet\"} 0.001\n",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['{target}']\n"),
+    )
+    .expect("write config");
+    let args = vec![
+        format!("--config.file={}", dir.path().join("prometheus.yml").display()),
+        format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+    ];
+    let _prometheus = spawn_peer("/usr/bin/prometheus", &args, dir);
+    let prom = format!("http://127.0.0.1:{port}");
+    wait_http_ok(&format!("{prom}/-/ready")).await;
+
+    let with_query = |query: &str| {
+        json!({"stages": [{"name": "ten", "percent": 10, "soak_secs": 3600}],
+               "prometheus": {"url": prom, "interval_secs": 1, "queries": {"error_rate": query}}})
+    };
+    app.create_flag("checkout", with_query("app_error_ratio{flag=\"checkout\"}")).await;
+    app.create_flag("empty", with_query("app_error_ratio{flag=\"absent\"}")).await;
+    app.create_flag("many", with_query("app_error_ratio")).await;
+    app.create_flag("nan", with_query("0/0")).await;
+    for flag in ["checkout", "empty", "many", "nan"] {
+        app.must(flag, "start").await;
+    }
+    // Each tick is a second later on the manual clock, so every tick runs the queries.
+    eventually(Duration::from_secs(30), || async {
+        app.clock.advance_secs(1);
+        app.tick().await;
+        status(&app, "checkout").await == "rolled_back"
+    })
+    .await;
+    let reason = history(&app, "checkout").await[0]["reason"].as_str().expect("reason").to_owned();
+    assert!(reason.starts_with("error_rate 0.5 > 0.01 over "), "{reason}");
+    assert!(reason.ends_with(" queries"), "{reason}");
+
+    for flag in ["empty", "many", "nan"] {
+        assert_eq!(status(&app, flag).await, "running", "{flag}: no reading must never roll back");
+        let health = app.admin_get(&format!("/flags/{flag}/health")).await.body;
+        let guard = health["guards"]
+            .as_array()
+            .expect("guards")
+            .iter()
+            .find(|g| g["guard"] == "error_rate")
+            .cloned()
+            .expect("guard");
+        assert_eq!(
+            (guard["verdict"].as_str(), guard["source"].as_str()),
+            (Some("insufficient_data"), Some("prometheus")),
+            "{flag}"
+        );
+    }
+    let debug = app.admin_get("/debug/signals").await.body;
+    let p = &debug["sources"]["prometheus"];
+    assert!(p["rejected"]["empty"].as_u64() >= Some(1), "{p}");
+    assert!(p["rejected"]["too_many_series"].as_u64() >= Some(1), "{p}");
+    assert!(p["rejected"]["not_a_number"].as_u64() >= Some(1), "{p}");
+}

@@ -148,7 +148,7 @@ async fn too_few_samples_hold_the_stage_without_rolling_back() {
         .expect("error_rate");
     assert_eq!(
         error_rate,
-        json!({"guard": "error_rate", "value": 0.5050505050505051, "threshold": 0.01, "samples": 99, "min_samples": 100, "verdict": "insufficient_data", "breaches_when": "above"})
+        json!({"guard": "error_rate", "value": 0.5050505050505051, "threshold": 0.01, "samples": 99, "min_samples": 100, "verdict": "insufficient_data", "breaches_when": "above", "source": "push"})
     );
 
     // One more request reaches the minimum: now it is judged, and it breaches.

@@ -20,6 +20,7 @@ pub mod debug;
 pub mod error;
 pub mod evaluate;
 pub mod extract;
+pub mod ofrep;
 pub mod ops;
 pub mod signals;
 pub mod webhooks;
@@ -56,6 +57,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .merge(alerts::routes())
         .merge(webhooks::routes())
         .merge(debug::routes())
+        .merge(ofrep::routes())
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .with_state(state)

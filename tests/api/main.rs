@@ -6,6 +6,7 @@ mod flags_api;
 mod helpers;
 mod leadership;
 mod notifications;
+mod ofrep;
 mod replicas;
 mod sources;
 mod store_contract;

@@ -1,0 +1,166 @@
+//! OpenFeature Remote Evaluation Protocol (OFREP): any OpenFeature SDK's OFREP provider can
+//! evaluate flags here unchanged. Answers come from the snapshot, like `/flags/{flag}/users/{user}`.
+//!
+//! Errors use OFREP's shape (`{"key","errorCode","errorDetails"}`), not the API's, because that is
+//! what the SDKs read.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Serialize;
+
+use super::auth::Reader;
+use super::{AppState, json_response};
+use crate::domain::plan::{MAX_USER_LEN, valid_flag_name};
+use crate::domain::rollout::Reason;
+use crate::snapshot::FlagView;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_one))
+        .route("/ofrep/v1/evaluate/flags", post(evaluate_all))
+}
+
+/// A successful evaluation.
+#[derive(Debug, Serialize)]
+pub struct Success<'a> {
+    pub key: &'a str,
+    pub value: bool,
+    pub reason: &'static str,
+    pub variant: &'static str,
+    pub metadata: Metadata<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Metadata<'a> {
+    pub percent: u8,
+    pub bucket: u8,
+    pub stage: &'a str,
+    pub version: u64,
+}
+
+/// An evaluation that failed.
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(rename = "errorCode")]
+    pub error_code: &'static str,
+    #[serde(rename = "errorDetails")]
+    pub error_details: String,
+}
+
+fn failure(status: StatusCode, key: Option<&str>, code: &'static str, details: impl Into<String>) -> Response {
+    let body =
+        Failure { key: key.map(|k| k.chars().take(128).collect()), error_code: code, error_details: details.into() };
+    (status, json_response(&body)).into_response()
+}
+
+/// The targeting key from `{"context": {"targetingKey": "..."}}`, or the OFREP error.
+fn targeting_key(body: &[u8], key: Option<&str>) -> Result<String, Response> {
+    let bad = |code, details: &str| failure(StatusCode::BAD_REQUEST, key, code, details);
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| bad("PARSE_ERROR", &format!("the body is not JSON: {e}")))?;
+    let Some(object) = value.as_object() else { return Err(bad("PARSE_ERROR", "the body must be a JSON object")) };
+    let context = match object.get("context") {
+        None | Some(serde_json::Value::Null) => {
+            return Err(bad("TARGETING_KEY_MISSING", "no context.targetingKey given"));
+        }
+        Some(serde_json::Value::Object(c)) => c,
+        Some(_) => return Err(bad("INVALID_CONTEXT", "context must be a JSON object")),
+    };
+    match context.get("targetingKey") {
+        None | Some(serde_json::Value::Null) => Err(bad("TARGETING_KEY_MISSING", "no context.targetingKey given")),
+        Some(serde_json::Value::String(s)) if s.is_empty() => {
+            Err(bad("TARGETING_KEY_MISSING", "context.targetingKey is empty"))
+        }
+        Some(serde_json::Value::String(s)) if s.len() > MAX_USER_LEN => {
+            Err(bad("INVALID_CONTEXT", &format!("context.targetingKey is longer than {MAX_USER_LEN} bytes")))
+        }
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(bad("INVALID_CONTEXT", "context.targetingKey must be a string")),
+    }
+}
+
+fn evaluate_view<'a>(view: &'a FlagView, user: &str) -> (Success<'a>, Reason) {
+    let answer = view.evaluate(user);
+    let reason = match answer.evaluation.reason {
+        Reason::InternalUser => "TARGETING_MATCH",
+        Reason::InRollout | Reason::NotInRollout => "SPLIT",
+        Reason::FlagOff => "DISABLED",
+    };
+    let success = Success {
+        key: &view.flag.name,
+        value: answer.evaluation.enabled,
+        reason,
+        variant: if answer.evaluation.enabled { "on" } else { "off" },
+        metadata: Metadata {
+            percent: view.percent,
+            bucket: answer.bucket,
+            stage: view.flag.stage_name(),
+            version: view.flag.state.version,
+        },
+    };
+    (success, answer.evaluation.reason)
+}
+
+async fn evaluate_one(
+    _: Reader,
+    State(state): State<AppState>,
+    key: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    let Ok(Path(key)) = key else {
+        return failure(StatusCode::NOT_FOUND, None, "FLAG_NOT_FOUND", "the flag key is not valid UTF-8");
+    };
+    let user = match targeting_key(&body, Some(&key)) {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    let view = valid_flag_name(&key).then(|| state.rollouts.snapshot.get(&key)).flatten();
+    let Some(view) = view else {
+        return failure(StatusCode::NOT_FOUND, Some(&key), "FLAG_NOT_FOUND", format!("no flag named {key:?}"));
+    };
+    let started = std::time::Instant::now();
+    let (success, reason) = evaluate_view(&view, &user);
+    state.rollouts.telemetry.evaluation(reason, started.elapsed());
+    json_response(&success)
+}
+
+#[derive(Serialize)]
+struct Bulk<'a> {
+    flags: Vec<Success<'a>>,
+}
+
+async fn evaluate_all(_: Reader, State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let user = match targeting_key(&body, None) {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    let snapshot = &state.rollouts.snapshot;
+    // The answer depends on every flag's version and on the user, so the ETag does too.
+    let mut hasher = DefaultHasher::new();
+    snapshot.fingerprint().hash(&mut hasher);
+    user.hash(&mut hasher);
+    let etag = format!("\"{:016x}\"", hasher.finish());
+    let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\""));
+    let matches = headers
+        .get(IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag));
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(ETAG, etag_value)]).into_response();
+    }
+    let views = snapshot.all();
+    let flags: Vec<Success> = views.iter().map(|v| evaluate_view(v, &user).0).collect();
+    let bytes = serde_json::to_vec(&Bulk { flags }).unwrap_or_default();
+    (StatusCode::OK, [(ETAG, etag_value), (CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes)
+        .into_response()
+}

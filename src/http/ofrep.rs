@@ -63,9 +63,12 @@ fn failure(status: StatusCode, key: Option<&str>, code: &'static str, details: i
     (status, json_response(&body)).into_response()
 }
 
+/// A 400 in OFREP's terms: its error code and details.
+struct BadRequest(&'static str, String);
+
 /// The targeting key from `{"context": {"targetingKey": "..."}}`, or the OFREP error.
-fn targeting_key(body: &[u8], key: Option<&str>) -> Result<String, Response> {
-    let bad = |code, details: &str| failure(StatusCode::BAD_REQUEST, key, code, details);
+fn targeting_key(body: &[u8]) -> Result<String, BadRequest> {
+    let bad = |code, details: &str| BadRequest(code, details.to_owned());
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| bad("PARSE_ERROR", &format!("the body is not JSON: {e}")))?;
     let Some(object) = value.as_object() else { return Err(bad("PARSE_ERROR", "the body must be a JSON object")) };
@@ -120,9 +123,9 @@ async fn evaluate_one(
     let Ok(Path(key)) = key else {
         return failure(StatusCode::NOT_FOUND, None, "FLAG_NOT_FOUND", "the flag key is not valid UTF-8");
     };
-    let user = match targeting_key(&body, Some(&key)) {
+    let user = match targeting_key(&body) {
         Ok(user) => user,
-        Err(response) => return response,
+        Err(BadRequest(code, details)) => return failure(StatusCode::BAD_REQUEST, Some(&key), code, details),
     };
     let view = valid_flag_name(&key).then(|| state.rollouts.snapshot.get(&key)).flatten();
     let Some(view) = view else {
@@ -140,9 +143,9 @@ struct Bulk<'a> {
 }
 
 async fn evaluate_all(_: Reader, State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let user = match targeting_key(&body, None) {
+    let user = match targeting_key(&body) {
         Ok(user) => user,
-        Err(response) => return response,
+        Err(BadRequest(code, details)) => return failure(StatusCode::BAD_REQUEST, None, code, details),
     };
     let snapshot = &state.rollouts.snapshot;
     // The answer depends on every flag's version and on the user, so the ETag does too.

@@ -104,6 +104,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Who holds the lease now.
     async fn leader(&self) -> StoreResult<Option<String>>;
+
+    /// The store's own clock in ms since the Unix epoch (Redis `TIME`), to check replicas' clocks
+    /// against; `None` when the store has no clock of its own (memory).
+    async fn time_ms(&self) -> StoreResult<Option<i64>>;
 }
 
 /// Adds one bucket's fields (as stored: counter names, gauge names, `<gauge>_n` report counts).

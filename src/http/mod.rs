@@ -17,9 +17,12 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod evaluate;
+pub mod explain;
 pub mod extract;
 pub mod ops;
+pub mod report;
 pub mod signals;
+pub mod status;
 
 use self::error::ApiError;
 
@@ -32,6 +35,8 @@ pub struct AppState {
     /// `/readyz` fails when the snapshot is older than this.
     pub max_snapshot_age: Duration,
     pub push_checks: Arc<signals::PushChecks>,
+    /// How this replica was set up, for `GET /admin/status`.
+    pub ops: Arc<status::OpsInfo>,
 }
 
 /// Serializes a body straight into a response (no intermediate `Value`).
@@ -48,6 +53,9 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .merge(admin::routes())
         .merge(ops::routes())
         .merge(signals::routes())
+        .merge(explain::routes())
+        .merge(report::routes())
+        .merge(status::routes())
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .with_state(state)

@@ -53,7 +53,7 @@ pub struct ConnectArgs {
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Run the service
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show one flag, or every flag: status, stage, percentage, time in stage, next advance
     Status {
         /// Only this flag

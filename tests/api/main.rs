@@ -2,9 +2,12 @@
 
 mod automation;
 mod bucketing;
+mod cli;
+mod doctor;
 mod flags_api;
 mod helpers;
 mod leadership;
 mod notifications;
 mod replicas;
+mod report;
 mod store_contract;

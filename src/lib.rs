@@ -10,7 +10,8 @@
 //! into its snapshot within milliseconds, and re-reads everything periodically as a safety net.
 //!
 //! Modules, outermost first (dependencies point down this list):
-//! - [`cli`]: the `rollout` command line.
+//! - [`cli`]: the `rollout` command line: `serve`, and the operator commands (tables, `doctor`).
+//! - [`client`]: the typed HTTP client the operator commands talk to the service through.
 //! - [`config`]: typed settings: defaults → file → env → flags.
 //! - [`server`]: wires store, snapshot feed and HTTP; graceful shutdown.
 //! - [`http`]: the axum edge, one file per concern.
@@ -21,9 +22,10 @@
 //! - [`snapshot`]: the hot path's in-process copy of all flags, fed by the change feed.
 //! - [`store`]: the `Store` trait, Redis and memory implementations.
 //! - [`clock`]: injected time.
-//! - [`domain`]: pure bucketing, plan, state machine and guard verdicts.
+//! - [`domain`]: pure bucketing, plan, state machine, guard verdicts and the review timeline.
 
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod controller;

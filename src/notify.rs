@@ -160,6 +160,44 @@ async fn deliver(client: &reqwest::Client, s: &NotifySettings, url: &str, body: 
     Err(last)
 }
 
+/// How long a reachability probe of a receiver may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The client for [`probe`]: [`PROBE_TIMEOUT`], no redirects. Build it once and reuse it.
+pub fn probe_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .connect_timeout(PROBE_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
+/// Whether a receiver answers at all: one HEAD request, and any HTTP status counts (a webhook may
+/// well answer 405 to HEAD). `Ok` holds the status; `Err` says why nothing answered.
+pub async fn probe(client: &reqwest::Client, url: &str) -> Result<u16, &'static str> {
+    match client.head(url).send().await {
+        Ok(resp) => Ok(resp.status().as_u16()),
+        Err(e) if e.is_timeout() => Err("timed out"),
+        Err(e) if refused(&e) => Err("connection refused"),
+        Err(e) if e.is_connect() => Err("connection failed"),
+        Err(e) if e.is_builder() => Err("not a usable URL"),
+        Err(_) => Err("request failed"),
+    }
+}
+
+/// Whether an I/O error in the cause chain is a refused connection.
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
 /// Scheme and host only: webhook URLs often carry secrets in their path or query.
 pub fn redact(url: &str) -> String {
     match url.split_once("://") {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -15,6 +15,7 @@ use crate::config::{NamedToken, Settings};
 use crate::controller::{self, Controller};
 use crate::http::auth::{Auth, Scope};
 use crate::http::signals::PushChecks;
+use crate::http::status::OpsInfo;
 use crate::http::{self, AppState};
 use crate::notify::{self, NotifySettings};
 use crate::rollouts::{Request, Rollouts};
@@ -42,6 +43,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub state: AppState,
     pub controller: Arc<Controller>,
+    /// The admin token made up at start when none was configured (printed once on stderr).
+    pub generated_token: Option<SecretString>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<(&'static str, Result<(), ServerError>)>,
     grace: Duration,
@@ -101,10 +104,12 @@ pub async fn start_with_store(
     let rollouts = Rollouts::new(Arc::clone(&store), Arc::clone(&snapshot), clock, telemetry).with_notices(notices);
 
     let mut admin = settings.admin_tokens.clone();
+    let mut generated = None;
     if admin.is_empty() {
         let token = generated_token();
         // Printed once, to the terminal only: never through the logs.
         eprintln!("no admin token configured; this process accepts the generated token: {token}");
+        generated = Some(SecretString::from(token.clone()));
         admin.push(NamedToken { name: "admin".into(), secret: token.into() });
     }
     let auth = Auth::new(
@@ -125,6 +130,17 @@ pub async fn start_with_store(
             cio_signing_keys: settings.cio_signing_keys.iter().map(|k| k.expose_secret().as_bytes().to_vec()).collect(),
             cio_mapping: settings.cio_mapping.clone(),
         }),
+        ops: Arc::new(OpsInfo {
+            replica: controller::replica_id(),
+            token_generated: generated.is_some(),
+            admin_tokens: admin.len(),
+            read_tokens: settings.read_tokens.len(),
+            metrics_tokens: settings.metrics_tokens.len(),
+            alert_tokens: settings.alert_tokens.len(),
+            cio_signing_keys: settings.cio_signing_keys.clone(),
+            notify_urls: settings.notify_urls.clone(),
+            probe: notify::probe_client(),
+        }),
     };
 
     tasks.spawn({
@@ -136,7 +152,7 @@ pub async fn start_with_store(
         }
     });
     let controller =
-        Arc::new(Controller::new(rollouts.clone(), controller::replica_id(), settings.lease, Arc::clone(&signals)));
+        Arc::new(Controller::new(rollouts.clone(), state.ops.replica.clone(), settings.lease, Arc::clone(&signals)));
     tasks.spawn({
         let (controller, rx, every) = (Arc::clone(&controller), shutdown_rx.clone(), settings.controller_tick);
         async move {
@@ -164,7 +180,7 @@ pub async fn start_with_store(
         ("http server", served)
     });
     tracing::info!(%addr, store = store.kind(), "listening");
-    Ok(Running { addr, state, controller, shutdown, tasks, grace: settings.shutdown_grace })
+    Ok(Running { addr, state, controller, generated_token: generated, shutdown, tasks, grace: settings.shutdown_grace })
 }
 
 /// Creates the config file's flags that do not exist yet, retrying while the store is down.

@@ -1,6 +1,8 @@
-//! The pure core: bucketing, the staged plan, the rollout state machine, guard verdicts. No I/O, no clock.
+//! The pure core: bucketing, the staged plan, the rollout state machine, guard verdicts, the review
+//! timeline. No I/O, no clock.
 
 pub mod bucket;
 pub mod guards;
 pub mod plan;
+pub mod report;
 pub mod rollout;

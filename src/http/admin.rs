@@ -42,6 +42,8 @@ pub struct FlagBody<'a> {
     pub created_at: String,
     pub updated_at: String,
     pub stage_entered_at: String,
+    /// Seconds since the current stage was entered, on the server's clock.
+    pub in_stage_secs: i64,
     /// Seconds of soak left in the current stage while running.
     pub soak_remaining_secs: Option<i64>,
     pub definition: &'a FlagDefinition,
@@ -59,6 +61,7 @@ impl<'a> FlagBody<'a> {
             created_at: rfc3339(flag.state.created_at),
             updated_at: rfc3339(flag.state.updated_at),
             stage_entered_at: rfc3339(flag.state.stage_entered_at),
+            in_stage_secs: (now_ms - flag.state.stage_entered_at).max(0) / 1000,
             soak_remaining_secs: flag.soak_remaining_ms(now_ms).map(|ms| (ms + 999) / 1000),
             definition: &flag.definition,
         }

@@ -19,10 +19,13 @@ pub mod auth;
 pub mod debug;
 pub mod error;
 pub mod evaluate;
+pub mod explain;
 pub mod extract;
 pub mod ofrep;
 pub mod ops;
+pub mod report;
 pub mod signals;
+pub mod status;
 pub mod webhooks;
 
 use self::error::ApiError;
@@ -38,6 +41,8 @@ pub struct AppState {
     pub push_checks: Arc<signals::PushChecks>,
     pub signals: Arc<crate::sources::SignalStats>,
     pub sources: Arc<crate::sources::SourcesSettings>,
+    /// How this replica was set up, for `GET /admin/status`.
+    pub ops: Arc<status::OpsInfo>,
 }
 
 /// Serializes a body straight into a response (no intermediate `Value`).
@@ -58,6 +63,9 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .merge(webhooks::routes())
         .merge(debug::routes())
         .merge(ofrep::routes())
+        .merge(explain::routes())
+        .merge(report::routes())
+        .merge(status::routes())
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .with_state(state)

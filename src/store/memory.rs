@@ -252,4 +252,9 @@ impl Store for MemoryStore {
     async fn leader(&self) -> StoreResult<Option<String>> {
         Ok(locked(&self.lease).as_ref().filter(|(_, until)| *until > Instant::now()).map(|(h, _)| h.clone()))
     }
+
+    /// The process's own clock is the only one there is: nothing to compare it with.
+    async fn time_ms(&self) -> StoreResult<Option<i64>> {
+        Ok(None)
+    }
 }

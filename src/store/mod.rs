@@ -123,6 +123,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Who holds the lease now.
     async fn leader(&self) -> StoreResult<Option<String>>;
+
+    /// The store's own clock in ms since the Unix epoch (Redis `TIME`), to check replicas' clocks
+    /// against; `None` when the store has no clock of its own (memory).
+    async fn time_ms(&self) -> StoreResult<Option<i64>>;
 }
 
 /// Field of a bucket holding a guard's latest pulled value (NaN when the read failed).

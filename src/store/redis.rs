@@ -375,4 +375,10 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         bounded(conn.get(self.lease_key())).await
     }
+
+    async fn time_ms(&self) -> StoreResult<Option<i64>> {
+        let mut conn = self.conn.clone();
+        let (secs, micros): (i64, i64) = bounded(redis::cmd("TIME").query_async(&mut conn)).await?;
+        Ok(Some(secs.saturating_mul(1000).saturating_add(micros / 1000)))
+    }
 }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use rollout_controller::clock::{Clock, ManualClock, SystemClock};
 use rollout_controller::config::{NamedToken, Settings};
 use rollout_controller::server::{self, Running};
+use rollout_controller::store::Store;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 pub const ADMIN: &str = "admin-token-for-tests";
@@ -134,7 +136,12 @@ pub async fn spawn_with_clock(settings: Settings, clock: ManualClock) -> TestApp
 /// An app on the system clock (for tests about real time only).
 #[allow(dead_code)]
 pub async fn spawn_app_real_clock(redis_url: Option<String>) -> TestApp {
-    let running = server::start(settings(redis_url), Arc::new(SystemClock)).await.expect("app starts");
+    spawn_with_system_clock(settings(redis_url)).await
+}
+
+/// An app with these settings on the system clock (its clock is compared with Redis `TIME`).
+pub async fn spawn_with_system_clock(settings: Settings) -> TestApp {
+    let running = server::start(settings, Arc::new(SystemClock)).await.expect("app starts");
     let app = TestApp {
         addr: running.addr,
         http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
@@ -143,6 +150,57 @@ pub async fn spawn_app_real_clock(redis_url: Option<String>) -> TestApp {
     };
     app.wait_ready().await;
     app
+}
+
+/// An app on a store the test prepared (e.g. seeded behind the API's back), with a manual clock at [`T0`].
+pub async fn spawn_with_store(settings: Settings, store: Arc<dyn Store>) -> TestApp {
+    let clock = ManualClock::new(T0);
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    let running = server::start_with_store(settings, shared, store).await.expect("app starts");
+    let app = TestApp {
+        addr: running.addr,
+        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
+        clock,
+        running: Some(running),
+    };
+    app.wait_ready().await;
+    app
+}
+
+/// How a run of the real `rollout` binary went.
+#[derive(Debug)]
+pub struct CliRun {
+    /// The exit code (-1 when killed by a signal).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// Stdout as JSON (for `--json`).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("JSON on stdout ({e}): {self:?}"))
+    }
+}
+
+/// Runs the `rollout` binary with `args` and `env`, none of the test's own `ROLLOUT_*` variables.
+/// It runs on a blocking thread, so the app in this process keeps serving meanwhile.
+pub async fn rollout_cli(args: &[&str], env: &[(&str, &str)]) -> CliRun {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rollout"));
+    command.args(args).stdin(Stdio::null());
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("ROLLOUT_")) {
+        command.env_remove(key);
+    }
+    command.env("NO_COLOR", "1").envs(env.iter().copied());
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the CLI thread")
+        .expect("the rollout binary runs");
+    CliRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
 
 /// A JSON response: status and parsed body (Null when empty).
@@ -154,6 +212,28 @@ pub struct Reply {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The server's base URL, as the CLI's `--server` takes it.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs the `rollout` binary against this app with the admin token (through `ROLLOUT_TOKEN`).
+    pub async fn cli(&self, args: &[&str]) -> CliRun {
+        self.cli_with_token(ADMIN, args).await
+    }
+
+    /// Runs the `rollout` binary against this app with the given token.
+    pub async fn cli_with_token(&self, token: &str, args: &[&str]) -> CliRun {
+        let base = self.base();
+        rollout_cli(args, &[("ROLLOUT_SERVER", base.as_str()), ("ROLLOUT_TOKEN", token)]).await
+    }
+
+    /// The admin token the app generated because none was configured.
+    pub fn generated_token(&self) -> Option<String> {
+        let running = self.running.as_ref().expect("running");
+        running.generated_token.as_ref().map(|t| t.expose_secret().to_owned())
     }
 
     pub async fn wait_ready(&self) {

@@ -2,11 +2,14 @@
 
 mod automation;
 mod bucketing;
+mod cli;
+mod doctor;
 mod flags_api;
 mod helpers;
 mod leadership;
 mod notifications;
 mod ofrep;
 mod replicas;
+mod report;
 mod sources;
 mod store_contract;

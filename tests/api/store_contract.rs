@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use rollout_controller::clock::Clock;
 use rollout_controller::domain::guards::{MetricSample, MetricSeries, WindowTotals};
 use rollout_controller::domain::plan::FlagDefinition;
 use rollout_controller::domain::rollout::{Command, Flag, Status};
@@ -84,6 +85,22 @@ pub async fn contract(store: Arc<dyn Store>) {
 
     leases(store.as_ref()).await;
     metric_windows(store.as_ref()).await;
+    store_clock(store.as_ref()).await;
+}
+
+/// Redis answers `TIME` (the doctor compares replicas' clocks with it); memory has no clock of its own.
+async fn store_clock(store: &dyn Store) {
+    let time = store.time_ms().await.expect("time");
+    match store.kind() {
+        "redis" => {
+            let now = rollout_controller::clock::SystemClock.now_ms();
+            let t = time.expect("Redis has a clock");
+            assert!((t - now).abs() < 1000, "Redis TIME {t} is not near the system clock {now}");
+            let later = store.time_ms().await.expect("time").expect("Redis has a clock");
+            assert!(later >= t, "TIME does not go backwards");
+        }
+        _ => assert_eq!(time, None),
+    }
 }
 
 async fn leases(store: &dyn Store) {

@@ -1,0 +1,82 @@
+//! `GET /flags/{flag}/explain?user=ID`: why a user gets the answer they get — the exact key hashed,
+//! its bucket, the percentage and the allow-list — answered from the snapshot like an evaluation.
+
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::response::Response;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Scope;
+use super::error::ApiError;
+use super::extract::{ApiQuery, FlagParam};
+use super::{AppState, json_response};
+use crate::domain::bucket;
+use crate::domain::plan::valid_user;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/flags/{flag}/explain", get(explain))
+}
+
+/// A caller allowed to see how users are bucketed (the salt included): an admin or read token,
+/// whether or not evaluations are open.
+pub struct Explainer;
+
+impl FromRequestParts<AppState> for Explainer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.auth.require(&parts.headers, &[Scope::Read], "explain evaluations").map(|_| Explainer)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainQuery {
+    user: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ExplainBody<'a> {
+    flag: &'a str,
+    user: &'a str,
+    salt: Option<&'a str>,
+    /// The exact string whose MD5 gives the bucket.
+    hashed_key: String,
+    bucket: u8,
+    percent: u8,
+    stage: &'a str,
+    status: &'static str,
+    /// On the flag's internal allow-list.
+    internal_user: bool,
+    enabled: bool,
+    reason: &'static str,
+}
+
+async fn explain(
+    _: Explainer,
+    State(state): State<AppState>,
+    FlagParam(flag): FlagParam,
+    ApiQuery(query): ApiQuery<ExplainQuery>,
+) -> Result<Response, ApiError> {
+    if !valid_user(&query.user) {
+        return Err(ApiError::InvalidUser);
+    }
+    let view = state.rollouts.snapshot.get(&flag).ok_or(ApiError::FlagNotFound(flag))?;
+    let answer = view.evaluate(&query.user);
+    let salt = view.flag.definition.salt.as_deref();
+    Ok(json_response(&ExplainBody {
+        flag: &view.flag.name,
+        user: &query.user,
+        salt,
+        hashed_key: bucket::hashed_key(salt, &query.user),
+        bucket: answer.bucket,
+        percent: view.percent,
+        stage: view.flag.stage_name(),
+        status: view.flag.state.status.as_str(),
+        internal_user: answer.is_internal,
+        enabled: answer.evaluation.enabled,
+        reason: answer.evaluation.reason.as_str(),
+    }))
+}

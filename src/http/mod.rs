@@ -20,6 +20,7 @@ pub mod evaluate;
 pub mod extract;
 pub mod ops;
 pub mod signals;
+pub mod ui;
 
 use self::error::ApiError;
 
@@ -48,6 +49,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .merge(admin::routes())
         .merge(ops::routes())
         .merge(signals::routes())
+        .merge(ui::routes())
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .with_state(state)

@@ -2,6 +2,7 @@
 
 mod automation;
 mod bucketing;
+mod dashboard;
 mod flags_api;
 mod helpers;
 mod leadership;

@@ -26,6 +26,7 @@ pub mod ops;
 pub mod report;
 pub mod signals;
 pub mod status;
+pub mod ui;
 pub mod webhooks;
 
 use self::error::ApiError;
@@ -66,6 +67,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .merge(explain::routes())
         .merge(report::routes())
         .merge(status::routes())
+        .merge(ui::routes())
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .with_state(state)

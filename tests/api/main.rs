@@ -3,6 +3,7 @@
 mod automation;
 mod bucketing;
 mod cli;
+mod dashboard;
 mod doctor;
 mod flags_api;
 mod helpers;

@@ -1,0 +1,50 @@
+//! The operator dashboard at `/ui`: one static page, its script and stylesheet, embedded in the
+//! binary. The page only calls the JSON API with the operator's admin token; it has no routes of
+//! its own beyond the assets, so it needs no auth here.
+
+use axum::Router;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::AppState;
+
+const INDEX_HTML: &str = include_str!("../../assets/ui/index.html");
+const APP_JS: &str = include_str!("../../assets/ui/app.js");
+const APP_CSS: &str = include_str!("../../assets/ui/app.css");
+const FAVICON_PNG: &[u8] = include_bytes!("../../assets/ui/favicon.png");
+
+/// Everything from this origin, nothing inline, never framed; the token form posts nowhere (the
+/// script handles it), so a broken script cannot leak the token into a URL.
+const CSP: &str = "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; object-src 'none'";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ui", get(index))
+        .route("/ui/", get(index))
+        .route("/ui/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS.as_bytes()) }))
+        .route("/ui/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS.as_bytes()) }))
+        .route("/ui/favicon.png", get(|| async { asset("image/png", FAVICON_PNG) }))
+}
+
+async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML.as_bytes())
+}
+
+/// An embedded asset with the headers every dashboard response carries. `no-cache` makes the
+/// browser revalidate, so a new binary's page is picked up at once.
+fn asset(content_type: &'static str, body: &'static [u8]) -> Response {
+    (
+        [
+            (CONTENT_TYPE, content_type),
+            (CACHE_CONTROL, "no-cache"),
+            (CONTENT_SECURITY_POLICY, CSP),
+            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (REFERRER_POLICY, "no-referrer"),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A guard: a rate over a window, or a gauge's latest value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Guard {
     ErrorRate,
@@ -90,7 +90,7 @@ impl fmt::Display for Guard {
 pub type ThresholdOverrides = BTreeMap<Guard, Option<f64>>;
 
 /// Counters and gauges pushed by app services (and fed by signal sources).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricSample {
     #[serde(default)]
@@ -227,7 +227,7 @@ impl WindowTotals {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Ok,
@@ -246,7 +246,7 @@ impl Verdict {
 }
 
 /// One guard's reading.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct GuardReading {
     pub guard: Guard,
     pub value: Option<f64>,

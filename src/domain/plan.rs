@@ -16,7 +16,7 @@ pub const MAX_INTERNAL_USERS: usize = 10_000;
 pub const MAX_SOAK_SECS: u64 = 366 * 24 * 3600;
 
 /// One step of the plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     pub name: String,
@@ -41,7 +41,7 @@ impl Stage {
 }
 
 /// What the controller does when a guard breaches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnBreach {
     /// 0% for everyone, at once.
@@ -70,7 +70,7 @@ pub fn default_stages() -> Vec<Stage> {
 }
 
 /// What an operator declares about a flag. Every field is optional on input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlagDefinition {
     #[serde(default = "default_stages")]
@@ -102,7 +102,7 @@ pub struct FlagDefinition {
 }
 
 /// PromQL guards: the leader queries `url` every `interval_secs` and feeds each guard the result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusGuards {
     /// Base URL of the Prometheus server (its `/api/v1/query` is called).

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::rollout::{Action, AuditEvent, Status};
 
 /// How a stage visit ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Moved on to the next stage.
@@ -39,7 +39,7 @@ impl Outcome {
 }
 
 /// What set a rollback or a breach response off, from the audit actor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// `controller`: a guard threshold was breached.

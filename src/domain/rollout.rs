@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::guards::MetricSeries;
 use super::plan::FlagDefinition;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Pending,
@@ -69,7 +69,7 @@ impl Command {
 }
 
 /// What an audit event records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Create,
@@ -123,7 +123,7 @@ pub struct Flag {
 }
 
 /// A flag's position as the audit log and notifications show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Position {
     pub status: Status,
     pub stage: String,

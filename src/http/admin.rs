@@ -12,6 +12,7 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::extract::{ApiQuery, FlagParam, JsonBody};
 use super::json_response;
+use super::openapi::{ReadErrors, WriteErrors};
 use crate::clock::rfc3339;
 use crate::domain::plan::FlagDefinition;
 use crate::domain::rollout::{AuditEvent, Command, Flag, Position};
@@ -31,7 +32,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A flag as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FlagBody<'a> {
     pub name: &'a str,
     pub status: &'static str,
@@ -69,7 +70,7 @@ impl<'a> FlagBody<'a> {
 }
 
 /// An audit event as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventBody<'a> {
     pub version: u64,
     pub at: String,
@@ -95,7 +96,7 @@ impl<'a> From<&'a AuditEvent> for EventBody<'a> {
 }
 
 /// Optional body of a transition.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransitionBody {
     pub reason: Option<String>,
@@ -104,19 +105,35 @@ pub struct TransitionBody {
 
 const MAX_REASON: usize = 1000;
 
-async fn list(_: Admin, State(state): State<AppState>) -> Response {
+/// `GET /flags`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FlagList<'a> {
+    pub flags: Vec<FlagBody<'a>>,
+}
+
+/// `GET /flags/{flag}/history`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HistoryBody<'a> {
+    pub flag: &'a str,
+    pub events: Vec<EventBody<'a>>,
+}
+
+#[utoipa::path(get, path = "/flags", tag = "flags", security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "every flag", body = FlagList), ReadErrors))]
+pub async fn list(_: Admin, State(state): State<AppState>) -> Response {
     let now = state.rollouts.clock.now_ms();
     let views = state.rollouts.snapshot.all();
     let flags: Vec<FlagBody> = views.iter().map(|v| FlagBody::new(&v.flag, now)).collect();
-    json_response(&serde_json::json!({ "flags": flags }))
+    json_response(&FlagList { flags })
 }
 
-async fn show(_: Admin, State(state): State<AppState>, FlagParam(flag): FlagParam) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/flags/{flag}", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the flag", body = FlagBody), ReadErrors))]
+pub async fn show(_: Admin, State(state): State<AppState>, FlagParam(flag): FlagParam) -> Result<Response, ApiError> {
     let view = state.rollouts.snapshot.get(&flag).ok_or(ApiError::FlagNotFound(flag))?;
     Ok(json_response(&FlagBody::new(&view.flag, state.rollouts.clock.now_ms())))
 }
 
-async fn put(
+#[utoipa::path(put, path = "/flags/{flag}", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body(content = FlagDefinition, description = "every field optional; defaults are the runbook plan"), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "updated", body = FlagBody), (status = 201, description = "created", body = FlagBody), WriteErrors))]
+pub async fn put(
     admin: Admin,
     State(state): State<AppState>,
     FlagParam(flag): FlagParam,
@@ -128,7 +145,12 @@ async fn put(
     Ok((status, json_response(&FlagBody::new(&saved, state.rollouts.clock.now_ms()))).into_response())
 }
 
-async fn delete(_: Admin, State(state): State<AppState>, FlagParam(flag): FlagParam) -> Result<StatusCode, ApiError> {
+#[utoipa::path(delete, path = "/flags/{flag}", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")), security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "deleted with its history"), WriteErrors))]
+pub async fn delete(
+    _: Admin,
+    State(state): State<AppState>,
+    FlagParam(flag): FlagParam,
+) -> Result<StatusCode, ApiError> {
     state.rollouts.delete(&flag).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -154,8 +176,18 @@ async fn transition(
 }
 
 macro_rules! transition_handler {
-    ($name:ident, $command:expr) => {
-        async fn $name(
+    ($name:ident, $command:expr, $path:literal, $what:literal) => {
+        #[doc = $what]
+        #[utoipa::path(
+                    post,
+                    path = $path,
+                    tag = "flags",
+                    params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+                    request_body(content = Option<TransitionBody>, description = "optional"),
+                    security(("bearer" = []), ("api_key" = [])),
+                    responses((status = 200, description = "the new state", body = FlagBody), WriteErrors)
+                )]
+        pub async fn $name(
             admin: Admin,
             State(state): State<AppState>,
             FlagParam(flag): FlagParam,
@@ -166,19 +198,30 @@ macro_rules! transition_handler {
     };
 }
 
-transition_handler!(start, Command::Start);
-transition_handler!(advance, Command::Advance);
-transition_handler!(pause, Command::Pause);
-transition_handler!(resume, Command::Resume);
-transition_handler!(rollback, Command::Rollback);
+transition_handler!(start, Command::Start, "/flags/{flag}/start", "Starts a pending flag at its first stage.");
+transition_handler!(
+    advance,
+    Command::Advance,
+    "/flags/{flag}/advance",
+    "Skips the rest of the soak: next stage, or completed."
+);
+transition_handler!(pause, Command::Pause, "/flags/{flag}/pause", "Holds the percentage (guards still roll back).");
+transition_handler!(
+    resume,
+    Command::Resume,
+    "/flags/{flag}/resume",
+    "Resumes a pause, or restarts a rolled-back plan at its first percentage stage."
+);
+transition_handler!(rollback, Command::Rollback, "/flags/{flag}/rollback", "0% for everyone at once; wins every race.");
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HistoryQuery {
+pub struct HistoryQuery {
     limit: Option<usize>,
 }
 
-async fn history(
+#[utoipa::path(get, path = "/flags/{flag}/history", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("limit" = Option<usize>, Query, description = "1–10000, default 100")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "audit events, newest first", body = HistoryBody), ReadErrors))]
+pub async fn history(
     _: Admin,
     State(state): State<AppState>,
     FlagParam(flag): FlagParam,
@@ -193,5 +236,5 @@ async fn history(
         return Err(ApiError::FlagNotFound(flag));
     }
     let events: Vec<EventBody> = events.iter().map(EventBody::from).collect();
-    Ok(json_response(&serde_json::json!({ "flag": flag, "events": events })))
+    Ok(json_response(&HistoryBody { flag: &flag, events }))
 }

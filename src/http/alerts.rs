@@ -1,5 +1,6 @@
 //! `POST /alerts/alertmanager`: a firing alert labelled with a flag rolls that flag back at once.
 
+use super::openapi::WriteErrors;
 use std::time::Duration;
 
 use axum::Router;
@@ -43,7 +44,7 @@ impl FromRequestParts<AppState> for AlertSender {
 }
 
 /// What a payload did, reported back (and visible in Alertmanager's logs on errors).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 struct Summary {
     alerts: usize,
     firing: usize,
@@ -55,7 +56,8 @@ struct Summary {
     without_flag: usize,
 }
 
-async fn alertmanager(
+#[utoipa::path(post, path = "/alerts/alertmanager", tag = "sources", request_body(content = Payload, description = "Alertmanager webhook payload, version 4"), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "what the alerts did", body = Summary), WriteErrors))]
+pub async fn alertmanager(
     _: AlertSender,
     State(state): State<AppState>,
     body: Result<JsonBody<Payload>, ApiError>,

@@ -1,5 +1,6 @@
 //! `GET /debug/signals`: what each guard signal source has sent this replica, and what was rejected.
 
+use super::openapi::ReadErrors;
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
@@ -13,7 +14,8 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/debug/signals", get(signals))
 }
 
-async fn signals(_: Admin, State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/debug/signals", tag = "ops", security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "per source: last payload, counts, rejects", body = Object), ReadErrors))]
+pub async fn signals(_: Admin, State(state): State<AppState>) -> Response {
     let sources: serde_json::Map<String, serde_json::Value> = state
         .signals
         .snapshot()

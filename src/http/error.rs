@@ -119,7 +119,7 @@ impl From<RolloutError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: &'static str,
     pub message: String,

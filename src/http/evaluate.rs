@@ -1,5 +1,6 @@
 //! The hot path: `GET /flag/{user}` and `GET /flags/{flag}/users/{user}`, answered from the snapshot.
 
+use super::openapi::ReadErrors;
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
@@ -20,7 +21,7 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/flag/{user}", get(default_flag)).route("/flags/{flag}/users/{user}", get(flag_for_user))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EvaluationBody<'a> {
     pub flag: &'a str,
     pub user: &'a str,
@@ -51,7 +52,8 @@ fn answer(telemetry: &Telemetry, view: &FlagView, user: &str) -> Response {
     json_response(&body)
 }
 
-async fn default_flag(
+#[utoipa::path(get, path = "/flag/{user}", tag = "evaluate", params(("user" = String, Path, description = "user id: 1–512 bytes of UTF-8")), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the default flag for this user", body = EvaluationBody), ReadErrors))]
+pub async fn default_flag(
     _: Reader,
     State(state): State<AppState>,
     UserParam(user): UserParam,
@@ -64,7 +66,8 @@ async fn default_flag(
     Ok(answer(&state.rollouts.telemetry, &view, &user))
 }
 
-async fn flag_for_user(
+#[utoipa::path(get, path = "/flags/{flag}/users/{user}", tag = "evaluate", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user" = String, Path, description = "user id: 1–512 bytes of UTF-8")), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the flag for this user", body = EvaluationBody), ReadErrors))]
+pub async fn flag_for_user(
     _: Reader,
     State(state): State<AppState>,
     FlagUserParams(flag, user): FlagUserParams,

@@ -1,6 +1,7 @@
 //! `GET /flags/{flag}/explain?user=ID`: why a user gets the answer they get — the exact key hashed,
 //! its bucket, the percentage and the allow-list — answered from the snapshot like an evaluation.
 
+use super::openapi::ReadErrors;
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -33,11 +34,11 @@ impl FromRequestParts<AppState> for Explainer {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ExplainQuery {
+pub struct ExplainQuery {
     user: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ExplainBody<'a> {
     flag: &'a str,
     user: &'a str,
@@ -54,7 +55,8 @@ struct ExplainBody<'a> {
     reason: &'static str,
 }
 
-async fn explain(
+#[utoipa::path(get, path = "/flags/{flag}/explain", tag = "evaluate", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user" = String, Query, description = "the user id to explain")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "why this user gets this answer", body = ExplainBody), ReadErrors))]
+pub async fn explain(
     _: Explainer,
     State(state): State<AppState>,
     FlagParam(flag): FlagParam,

@@ -22,6 +22,7 @@ pub mod evaluate;
 pub mod explain;
 pub mod extract;
 pub mod ofrep;
+pub mod openapi;
 pub mod ops;
 pub mod report;
 pub mod signals;
@@ -64,6 +65,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .merge(webhooks::routes())
         .merge(debug::routes())
         .merge(ofrep::routes())
+        .merge(openapi::routes())
         .merge(explain::routes())
         .merge(report::routes())
         .merge(status::routes())

@@ -4,6 +4,7 @@
 //! Errors use OFREP's shape (`{"key","errorCode","errorDetails"}`), not the API's, because that is
 //! what the SDKs read.
 
+use super::error::ErrorBody;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use axum::Router;
@@ -28,8 +29,23 @@ pub fn routes() -> Router<AppState> {
         .route("/ofrep/v1/evaluate/flags", post(evaluate_all))
 }
 
+/// The request body of both OFREP routes.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OfrepRequest {
+    /// The evaluation context; `targetingKey` is the user id.
+    context: OfrepContext,
+}
+
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OfrepContext {
+    #[schema(rename = "targetingKey")]
+    targeting_key: String,
+}
+
 /// A successful evaluation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Success<'a> {
     pub key: &'a str,
     pub value: bool,
@@ -38,7 +54,7 @@ pub struct Success<'a> {
     pub metadata: Metadata<'a>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Metadata<'a> {
     pub percent: u8,
     pub bucket: u8,
@@ -47,7 +63,7 @@ pub struct Metadata<'a> {
 }
 
 /// An evaluation that failed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Failure {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -114,7 +130,8 @@ fn evaluate_view<'a>(view: &'a FlagView, user: &str) -> (Success<'a>, Reason) {
     (success, answer.evaluation.reason)
 }
 
-async fn evaluate_one(
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{key}", tag = "openfeature", params(("key" = String, Path, description = "flag key")), request_body(content = OfrepRequest), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the evaluation", body = Success), (status = 400, description = "TARGETING_KEY_MISSING, PARSE_ERROR or INVALID_CONTEXT", body = Failure), (status = 401, description = "missing or unknown token", body = ErrorBody), (status = 403, description = "a token of another scope", body = ErrorBody), (status = 404, description = "FLAG_NOT_FOUND", body = Failure), (status = 408, description = "the request took too long", body = ErrorBody)))]
+pub async fn evaluate_one(
     _: Reader,
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
@@ -137,12 +154,13 @@ async fn evaluate_one(
     json_response(&success)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Bulk<'a> {
     flags: Vec<Success<'a>>,
 }
 
-async fn evaluate_all(_: Reader, State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "openfeature", params(("If-None-Match" = Option<String>, Header, description = "the ETag of a previous answer")), request_body(content = OfrepRequest), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "every flag for this context", body = Bulk, headers(("ETag" = String, description = "changes when any flag changes"))), (status = 304, description = "unchanged since the ETag sent", headers(("ETag" = String))), (status = 400, description = "TARGETING_KEY_MISSING, PARSE_ERROR or INVALID_CONTEXT", body = Failure), (status = 401, description = "missing or unknown token", body = ErrorBody), (status = 403, description = "a token of another scope", body = ErrorBody), (status = 408, description = "the request took too long", body = ErrorBody)))]
+pub async fn evaluate_all(_: Reader, State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let user = match targeting_key(&body) {
         Ok(user) => user,
         Err(BadRequest(code, details)) => return failure(StatusCode::BAD_REQUEST, None, code, details),

@@ -2,6 +2,7 @@
 //! Markdown. The timeline comes from the audit history ([`crate::domain::report`]); guard readings
 //! exist only for the current stage, because the metric windows of past stages expire.
 
+use super::openapi::ReadErrors;
 use std::fmt::Write;
 
 use axum::Router;
@@ -40,13 +41,13 @@ enum Format {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReportQuery {
+pub struct ReportQuery {
     #[serde(default)]
     format: Format,
 }
 
 /// The report as JSON.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReportBody<'a> {
     pub flag: &'a str,
     pub generated_at: String,
@@ -71,7 +72,7 @@ pub struct ReportBody<'a> {
 }
 
 /// Who moved the rollout, when and why.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StepBody {
     pub version: u64,
     pub at: String,
@@ -92,7 +93,7 @@ impl From<&AuditEvent> for StepBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VisitBody {
     pub stage: String,
     pub percent: u8,
@@ -121,7 +122,7 @@ impl From<&StageVisit> for VisitBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IncidentBody {
     pub at: String,
     pub action: &'static str,
@@ -147,7 +148,7 @@ impl From<&Incident> for IncidentBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GuardsBody<'a> {
     pub stage: &'a str,
     pub verdict: &'static str,
@@ -189,7 +190,8 @@ impl<'a> ReportBody<'a> {
     }
 }
 
-async fn report(
+#[utoipa::path(get, path = "/flags/{flag}/report", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("format" = Option<String>, Query, description = "`json` (default) or `md`")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the post-launch review", content((ReportBody = "application/json"), (String = "text/markdown"))), ReadErrors))]
+pub async fn report(
     _: Admin,
     State(state): State<AppState>,
     FlagParam(name): FlagParam,

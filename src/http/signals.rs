@@ -1,5 +1,6 @@
 //! Guard signals pushed by app services, and the guard verdicts they lead to.
 
+use super::openapi::{ReadErrors, WriteErrors};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -93,7 +94,7 @@ impl PushChecks {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct PushReply<'a> {
     flag: &'a str,
     recorded: bool,
@@ -141,7 +142,8 @@ pub async fn ingest(
     Ok(None)
 }
 
-async fn push(
+#[utoipa::path(post, path = "/flags/{flag}/metrics", tag = "guards", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body(content = MetricSample), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "recorded; `action` says what it caused at once", body = PushReply), WriteErrors))]
+pub async fn push(
     _: MetricsWriter,
     State(state): State<AppState>,
     FlagParam(name): FlagParam,
@@ -167,7 +169,7 @@ async fn push(
     Ok(json_response(&reply))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct HealthReply<'a> {
     flag: &'a str,
     status: &'static str,
@@ -180,7 +182,7 @@ struct HealthReply<'a> {
     on_breach: crate::domain::plan::OnBreach,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct GuardBody {
     guard: &'static str,
     value: Option<f64>,
@@ -207,7 +209,8 @@ impl From<&GuardReading> for GuardBody {
     }
 }
 
-async fn health(
+#[utoipa::path(get, path = "/flags/{flag}/health", tag = "guards", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "guard readings of the current stage", body = HealthReply), ReadErrors))]
+pub async fn health(
     _: HealthReader,
     State(state): State<AppState>,
     FlagParam(name): FlagParam,

@@ -2,6 +2,7 @@
 //! tokens, notification receivers, clocks and plans. Admin only; a secret never appears beyond its
 //! first 4 characters.
 
+use super::openapi::ReadErrors;
 use std::time::Instant;
 
 use axum::Router;
@@ -36,7 +37,7 @@ pub struct OpsInfo {
     pub probe: reqwest::Client,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct StatusReply<'a> {
     /// `redis` or `memory`.
     store: &'static str,
@@ -61,14 +62,14 @@ struct StatusReply<'a> {
     flags: Vec<FlagCheck>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct NotifyProbe {
     url_prefix: String,
     reachable: bool,
     detail: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct FlagCheck {
     name: String,
     valid: bool,
@@ -90,7 +91,8 @@ async fn probe(client: &reqwest::Client, url: &SecretString) -> NotifyProbe {
     NotifyProbe { url_prefix: prefix(url.expose_secret()), reachable, detail }
 }
 
-async fn status(_: Admin, State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/admin/status", tag = "ops", security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "what `rollout doctor` audits", body = StatusReply), ReadErrors))]
+pub async fn status(_: Admin, State(state): State<AppState>) -> Response {
     let rollouts = &state.rollouts;
     let ops = &state.ops;
     let store_checks = async {

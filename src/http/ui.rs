@@ -23,13 +23,34 @@ const CSP: &str = "default-src 'self'; base-uri 'none'; form-action 'none'; fram
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ui", get(index))
-        .route("/ui/", get(index))
-        .route("/ui/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS.as_bytes()) }))
-        .route("/ui/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS.as_bytes()) }))
-        .route("/ui/favicon.png", get(|| async { asset("image/png", FAVICON_PNG) }))
+        .route("/ui/", get(index_slash))
+        .route("/ui/app.js", get(app_js))
+        .route("/ui/app.css", get(app_css))
+        .route("/ui/favicon.png", get(favicon))
 }
 
-async fn index() -> Response {
+#[utoipa::path(get, path = "/ui/", tag = "ops", responses((status = 200, description = "the dashboard", content_type = "text/html", body = String)))]
+pub async fn index_slash() -> Response {
+    index().await
+}
+
+#[utoipa::path(get, path = "/ui/app.js", tag = "ops", responses((status = 200, description = "the dashboard script", content_type = "text/javascript", body = String)))]
+pub async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS.as_bytes())
+}
+
+#[utoipa::path(get, path = "/ui/app.css", tag = "ops", responses((status = 200, description = "the dashboard styles", content_type = "text/css", body = String)))]
+pub async fn app_css() -> Response {
+    asset("text/css; charset=utf-8", APP_CSS.as_bytes())
+}
+
+#[utoipa::path(get, path = "/ui/favicon.png", tag = "ops", responses((status = 200, description = "the dashboard icon", content_type = "image/png", body = Vec<u8>)))]
+pub async fn favicon() -> Response {
+    asset("image/png", FAVICON_PNG)
+}
+
+#[utoipa::path(get, path = "/ui", tag = "ops", responses((status = 200, description = "the dashboard", content_type = "text/html", body = String)))]
+pub async fn index() -> Response {
     asset("text/html; charset=utf-8", INDEX_HTML.as_bytes())
 }
 

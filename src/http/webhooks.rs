@@ -24,7 +24,7 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/webhooks/customerio", post(customerio))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Reply<'a> {
     /// `counted`, `duplicate` or `ignored`.
     status: &'static str,
@@ -39,7 +39,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn customerio(
+#[utoipa::path(post, path = "/webhooks/customerio", tag = "sources", request_body(content = Event, description = "one reporting-webhook event, signed"), params(("X-CIO-Timestamp" = Option<String>, Header, description = "Unix seconds"), ("X-CIO-Signature" = Option<String>, Header, description = "hex HMAC-SHA256")), security(("cio_signature" = [])), responses((status = 200, description = "counted, duplicate or ignored", body = Reply), (status = 400, description = "signed but not JSON", body = ErrorBody), (status = 401, description = "missing, forged or stale signature", body = ErrorBody), (status = 404, description = "no signing key configured", body = ErrorBody), (status = 408, description = "the request took too long", body = ErrorBody), (status = 413, description = "body over 64 KiB", body = ErrorBody), (status = 422, description = "JSON of the wrong shape", body = ErrorBody), (status = 503, description = "the store is unreachable", body = ErrorBody)))]
+pub async fn customerio(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,

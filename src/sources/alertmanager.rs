@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 /// The webhook body Alertmanager POSTs to a `webhook_configs` receiver.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct Payload {
     #[serde(default)]
     pub version: Option<String>,
@@ -16,7 +16,7 @@ pub struct Payload {
     pub alerts: Vec<Alert>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct Alert {
     pub status: String,
     #[serde(default)]

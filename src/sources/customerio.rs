@@ -75,7 +75,7 @@ pub fn verify(
 }
 
 /// One reporting-webhook event (only the fields the guards use).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub event_id: Option<String>,
     pub object_type: Option<String>,

@@ -1,0 +1,139 @@
+//! The OpenAPI 3.1 document of every route, generated from the handlers' annotations, served at
+//! `GET /openapi.json`.
+
+use axum::Router;
+use axum::response::Response;
+use axum::routing::get;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi};
+
+use super::error::ErrorBody;
+use super::{AppState, json_response};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(document))
+}
+
+/// The document (no auth: it holds no secrets).
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "this document", content_type = "application/json", body = Object)))]
+pub async fn document() -> Response {
+    json_response(&ApiDoc::openapi())
+}
+
+/// Errors of read-only routes.
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+pub enum ReadErrors {
+    #[response(status = 400, description = "invalid flag name, user id or query")]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "missing or unknown token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "a token of another scope")]
+    Forbidden(ErrorBody),
+    #[response(status = 404, description = "unknown flag")]
+    NotFound(ErrorBody),
+    #[response(status = 408, description = "the request took too long")]
+    Timeout(ErrorBody),
+    #[response(status = 503, description = "the store is unreachable")]
+    Unavailable(ErrorBody),
+}
+
+/// Errors of routes that take a body or change state.
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+pub enum WriteErrors {
+    #[response(status = 400, description = "invalid flag name, or a body that is not JSON")]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "missing or unknown token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "a token of another scope")]
+    Forbidden(ErrorBody),
+    #[response(status = 404, description = "unknown flag")]
+    NotFound(ErrorBody),
+    #[response(status = 408, description = "the request took too long")]
+    Timeout(ErrorBody),
+    #[response(status = 409, description = "illegal transition, stale expected_version, or a lost race")]
+    Conflict(ErrorBody),
+    #[response(status = 413, description = "body over 64 KiB")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "a body that is not JSON by its content type")]
+    UnsupportedMediaType(ErrorBody),
+    #[response(status = 422, description = "JSON of the wrong shape, or a definition that fails validation")]
+    Unprocessable(ErrorBody),
+    #[response(status = 503, description = "the store is unreachable: changes are refused")]
+    Unavailable(ErrorBody),
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("admin, read, metrics or alerts token, by route"))
+                    .build(),
+            ),
+        );
+        components
+            .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+        components.add_security_scheme(
+            "cio_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-CIO-Signature",
+                "hex HMAC-SHA256 of `v0:{X-CIO-Timestamp}:{body}` with a Customer.io signing key",
+            ))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "rollout-controller", description = "Staged feature rollouts with guard rails."),
+    paths(
+        document,
+        super::evaluate::default_flag,
+        super::evaluate::flag_for_user,
+        super::admin::list,
+        super::admin::show,
+        super::admin::put,
+        super::admin::delete,
+        super::admin::start,
+        super::admin::advance,
+        super::admin::pause,
+        super::admin::resume,
+        super::admin::rollback,
+        super::admin::history,
+        super::signals::push,
+        super::signals::health,
+        super::explain::explain,
+        super::report::report,
+        super::alerts::alertmanager,
+        super::webhooks::customerio,
+        super::ofrep::evaluate_one,
+        super::ofrep::evaluate_all,
+        super::debug::signals,
+        super::status::status,
+        super::ops::healthz,
+        super::ops::readyz,
+        super::ops::metrics,
+        super::ui::index,
+        super::ui::index_slash,
+        super::ui::app_js,
+        super::ui::app_css,
+        super::ui::favicon,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "evaluate", description = "per-user answers, from the in-process snapshot"),
+        (name = "flags", description = "define flags and drive their rollouts"),
+        (name = "guards", description = "guard signals and verdicts"),
+        (name = "sources", description = "Alertmanager and Customer.io webhooks"),
+        (name = "openfeature", description = "OpenFeature remote evaluation (OFREP)"),
+        (name = "ops", description = "health, readiness, metrics, diagnostics, the dashboard"),
+    )
+)]
+pub struct ApiDoc;

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the test suite's real peers need, when missing: redis-server, Prometheus and
+# Alertmanager (Debian), Chromium + playwright-core (dashboard test), the OpenFeature Python and
+# Node SDKs (OFREP tests). Idempotent: does nothing when everything is there.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+cd "$(dirname "$0")/.."
+
+apt_packages=()
+command -v redis-server >/dev/null || apt_packages+=(redis-server)
+[[ -x /usr/bin/prometheus ]] || apt_packages+=(prometheus)
+[[ -x /usr/bin/prometheus-alertmanager ]] || apt_packages+=(prometheus-alertmanager)
+if ((${#apt_packages[@]})); then
+    echo "installing: ${apt_packages[*]}"
+    apt-get update -qq
+    apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${apt_packages[@]}"
+fi
+
+bash scripts/ci-ui-deps.sh
+[[ -x tests/ofrep/.venv/bin/python ]] || python3 -m venv tests/ofrep/.venv
+tests/ofrep/.venv/bin/pip install -q -r tests/ofrep/requirements.txt
+[[ -d tests/ofrep/node_modules/@openfeature/ofrep-provider ]] || npm ci --prefix tests/ofrep --no-audit --no-fund

@@ -247,7 +247,7 @@ impl Client {
         let server = self.server.clone();
         if e.is_timeout() {
             ClientError::Timeout { server, secs: self.timeout.as_secs() }
-        } else if connection_refused(&e) {
+        } else if crate::notify::is_connection_refused(&e) {
             ClientError::Refused { server }
         } else {
             ClientError::Unreachable { server, source: e }
@@ -352,18 +352,6 @@ impl Client {
     pub async fn admin_status(&self) -> Result<Fetched<AdminStatus>, ClientError> {
         self.json(self.request(Method::GET, &["admin", "status"]), None).await
     }
-}
-
-/// Whether an I/O error in the cause chain is a refused connection.
-fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(err) = cause {
-        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
-            return true;
-        }
-        cause = err.source();
-    }
-    false
 }
 
 #[cfg(test)]

@@ -179,7 +179,7 @@ pub async fn probe(client: &reqwest::Client, url: &str) -> Result<u16, &'static 
     match client.head(url).send().await {
         Ok(resp) => Ok(resp.status().as_u16()),
         Err(e) if e.is_timeout() => Err("timed out"),
-        Err(e) if refused(&e) => Err("connection refused"),
+        Err(e) if is_connection_refused(&e) => Err("connection refused"),
         Err(e) if e.is_connect() => Err("connection failed"),
         Err(e) if e.is_builder() => Err("not a usable URL"),
         Err(_) => Err("request failed"),
@@ -187,7 +187,7 @@ pub async fn probe(client: &reqwest::Client, url: &str) -> Result<u16, &'static 
 }
 
 /// Whether an I/O error in the cause chain is a refused connection.
-fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+pub fn is_connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(err) = cause {
         if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {

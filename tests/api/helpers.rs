@@ -122,7 +122,11 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
 
 pub async fn spawn_with_clock(settings: Settings, clock: ManualClock) -> TestApp {
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-    let running = server::start(settings, shared).await.expect("app starts");
+    attach(server::start(settings, shared).await.expect("app starts"), clock).await
+}
+
+/// A test handle on a started app, once it is ready.
+async fn attach(running: Running, clock: ManualClock) -> TestApp {
     let app = TestApp {
         addr: running.addr,
         http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
@@ -141,30 +145,15 @@ pub async fn spawn_app_real_clock(redis_url: Option<String>) -> TestApp {
 
 /// An app with these settings on the system clock (its clock is compared with Redis `TIME`).
 pub async fn spawn_with_system_clock(settings: Settings) -> TestApp {
-    let running = server::start(settings, Arc::new(SystemClock)).await.expect("app starts");
-    let app = TestApp {
-        addr: running.addr,
-        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
-        clock: ManualClock::new(T0),
-        running: Some(running),
-    };
-    app.wait_ready().await;
-    app
+    // The manual clock of the handle is unused here: the app runs on the system clock.
+    attach(server::start(settings, Arc::new(SystemClock)).await.expect("app starts"), ManualClock::new(T0)).await
 }
 
 /// An app on a store the test prepared (e.g. seeded behind the API's back), with a manual clock at [`T0`].
 pub async fn spawn_with_store(settings: Settings, store: Arc<dyn Store>) -> TestApp {
     let clock = ManualClock::new(T0);
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-    let running = server::start_with_store(settings, shared, store).await.expect("app starts");
-    let app = TestApp {
-        addr: running.addr,
-        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
-        clock,
-        running: Some(running),
-    };
-    app.wait_ready().await;
-    app
+    attach(server::start_with_store(settings, shared, store).await.expect("app starts"), clock).await
 }
 
 /// How a run of the real `rollout` binary went.

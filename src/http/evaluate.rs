@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::AppState;
 use super::auth::Reader;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{FlagUserParams, UserParam};
 use super::json_response;
 use std::time::Instant;
@@ -18,7 +18,23 @@ use crate::snapshot::FlagView;
 use crate::telemetry::Telemetry;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/flag/{user}", get(default_flag)).route("/flags/{flag}/users/{user}", get(flag_for_user))
+    Router::new()
+        .route("/flag/{user}", get(default_flag))
+        .route("/flag/", get(empty_user))
+        .route("/flags/{flag}/users/{user}", get(flag_for_user))
+        .route("/flags/{flag}/users/", get(empty_user_of_flag))
+}
+
+/// An empty user id is a client mistake, not an unknown route.
+#[utoipa::path(get, path = "/flag/", tag = "evaluate", responses((status = 400, description = "the user id is empty", body = ErrorBody)))]
+pub async fn empty_user() -> ApiError {
+    ApiError::InvalidUser
+}
+
+/// An empty user id is a client mistake, not an unknown route.
+#[utoipa::path(get, path = "/flags/{flag}/users/", tag = "evaluate", params(("flag" = String, Path, description = "flag name")), responses((status = 400, description = "the user id is empty", body = ErrorBody)))]
+pub async fn empty_user_of_flag() -> ApiError {
+    ApiError::InvalidUser
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -97,6 +97,8 @@ impl Modify for Security {
         document,
         super::evaluate::default_flag,
         super::evaluate::flag_for_user,
+        super::evaluate::empty_user,
+        super::evaluate::empty_user_of_flag,
         super::admin::list,
         super::admin::show,
         super::admin::put,

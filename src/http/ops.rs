@@ -6,6 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use super::openapi::ReadErrors;
+use super::signals::HealthReader;
 use super::{AppState, json_response};
 
 pub fn routes() -> Router<AppState> {
@@ -46,9 +48,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text exposition of this replica's metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus text exposition of this replica's metrics (a metrics, read or admin token: it
+/// names every flag).
+#[utoipa::path(get, path = "/metrics", tag = "ops", security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String), ReadErrors))]
+pub async fn metrics(_: HealthReader, State(state): State<AppState>) -> Response {
     let text = state.rollouts.telemetry.render(&state.rollouts.snapshot);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

@@ -159,6 +159,8 @@ async fn every_error_code_comes_as_json() {
         (app.http.get(app.url(&format!("/flags/f/users/{}", "u".repeat(513)))), 400, "invalid_user"),
         (app.http.get(app.url("/flags/f/users/%FF%FE")), 400, "invalid_user"),
         (app.http.get(app.url("/flag/%C3%28")), 400, "invalid_user"),
+        (app.http.get(app.url("/flag/")), 400, "invalid_user"),
+        (app.http.get(app.url("/flags/f/users/")), 400, "invalid_user"),
         (app.http.get(app.url("/flags/nope/users/u")), 404, "flag_not_found"),
         (app.http.get(app.url("/flags/nope")).bearer_auth(ADMIN), 404, "flag_not_found"),
         (app.http.post(app.url("/flags/nope/start")).bearer_auth(ADMIN), 404, "flag_not_found"),

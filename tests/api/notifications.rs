@@ -105,7 +105,16 @@ async fn dead_or_hanging_receivers_never_delay_transitions_and_failures_are_coun
 
     // The refused receiver fails after its retries (200 + 400 + 800 ms of backoff) and is counted.
     eventually(Duration::from_secs(10), || async {
-        let text = app.http.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        let text = app
+            .http
+            .get(app.url("/metrics"))
+            .bearer_auth(crate::helpers::ADMIN)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
         metric(&text, "rollout_notification_failures_total", &[]).is_some_and(|v| v >= 1.0)
     })
     .await;
@@ -137,7 +146,7 @@ async fn metrics_parse_as_prometheus_text_and_move_with_the_state() {
         app.evaluate("f", &format!("user-{i}")).await;
     }
     let scrape = || async {
-        let r = app.http.get(app.url("/metrics")).send().await.expect("metrics");
+        let r = app.http.get(app.url("/metrics")).bearer_auth(crate::helpers::ADMIN).send().await.expect("metrics");
         assert!(r.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain"));
         r.text().await.expect("text")
     };
@@ -154,6 +163,8 @@ async fn metrics_parse_as_prometheus_text_and_move_with_the_state() {
     assert_eq!(evaluated, 20.0);
     assert!(text.contains("rollout_evaluation_duration_seconds_bucket{le=\""), "a histogram, not a summary");
     assert!(text.contains("# TYPE rollout_evaluation_duration_seconds histogram"));
+    let anonymous = app.http.get(app.url("/metrics")).send().await.expect("metrics");
+    assert_eq!(anonymous.status(), 401, "/metrics names every flag: it needs a token");
 
     app.push("f", json!({"requests": 200, "errors": 100})).await;
     let text = scrape().await;

@@ -17,6 +17,8 @@ use axum::routing::post;
 use serde::Serialize;
 
 use super::auth::Reader;
+use super::error::ApiError;
+use super::extract::{body_rejection, check_json_content_type};
 use super::{AppState, json_response};
 use crate::domain::plan::{MAX_USER_LEN, valid_flag_name};
 use crate::domain::rollout::Reason;
@@ -61,6 +63,17 @@ fn failure(status: StatusCode, key: Option<&str>, code: &'static str, details: i
     let body =
         Failure { key: key.map(|k| k.chars().take(128).collect()), error_code: code, error_details: details.into() };
     (status, json_response(&body)).into_response()
+}
+
+/// The body, or OFREP's answer to one that is too large (413), cut off (400) or not JSON (415).
+fn ofrep_body(
+    key: Option<&str>,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, Response> {
+    let refuse = |e: ApiError| failure(e.status(), key, "PARSE_ERROR", e.to_string());
+    check_json_content_type(headers).map_err(refuse)?;
+    body.map_err(|r| refuse(body_rejection(r)))
 }
 
 /// A 400 in OFREP's terms: its error code and details.
@@ -118,10 +131,15 @@ async fn evaluate_one(
     _: Reader,
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let Ok(Path(key)) = key else {
         return failure(StatusCode::NOT_FOUND, None, "FLAG_NOT_FOUND", "the flag key is not valid UTF-8");
+    };
+    let body = match ofrep_body(Some(&key), &headers, body) {
+        Ok(body) => body,
+        Err(refused) => return refused,
     };
     let user = match targeting_key(&body) {
         Ok(user) => user,
@@ -142,7 +160,16 @@ struct Bulk<'a> {
     flags: Vec<Success<'a>>,
 }
 
-async fn evaluate_all(_: Reader, State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn evaluate_all(
+    _: Reader,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match ofrep_body(None, &headers, body) {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     let user = match targeting_key(&body) {
         Ok(user) => user,
         Err(BadRequest(code, details)) => return failure(StatusCode::BAD_REQUEST, None, code, details),

@@ -11,7 +11,7 @@ use axum::routing::post;
 use serde::Serialize;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{BODY_LIMIT, parse_json};
+use super::extract::{body_rejection, check_json_content_type, parse_json};
 use super::signals::ingest;
 use super::{AppState, json_response};
 use crate::sources::customerio::{Event, verify};
@@ -53,11 +53,7 @@ async fn customerio(
     stats.received(SOURCE, now);
     let body = body.map_err(|r| {
         stats.rejected(SOURCE, "body");
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(BODY_LIMIT)
-        } else {
-            ApiError::MalformedJson(r.body_text())
-        }
+        body_rejection(r)
     })?;
     // Verified over the raw bytes, before anything is parsed.
     if let Err(rejection) = verify(
@@ -71,6 +67,7 @@ async fn customerio(
         let body = ErrorBody { error: rejection.code(), message: rejection.to_string() };
         return Ok((StatusCode::UNAUTHORIZED, json_response(&body)).into_response());
     }
+    check_json_content_type(&headers).inspect_err(|e| stats.rejected(SOURCE, e.code()))?;
     let event: Event = parse_json(&body).inspect_err(|e| stats.rejected(SOURCE, e.code()))?;
     stats.accepted(SOURCE);
     let ignored = |detail: &'static str| {

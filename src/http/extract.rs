@@ -137,10 +137,35 @@ impl<S: Send + Sync> FromRequestParts<S> for FlagUserParams {
 /// Query parameters, with errors in our format.
 pub struct ApiQuery<T>(pub T);
 
+/// Whether the query string percent-decodes to UTF-8 (the decoder would otherwise replace broken
+/// bytes with U+FFFD and carry on, answering for a user id nobody sent).
+fn query_is_utf8(query: &str) -> bool {
+    let raw = query.as_bytes();
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = raw.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (raw[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        if !query_is_utf8(parts.uri.query().unwrap_or("")) {
+            return Err(ApiError::InvalidQuery("the query string is not valid UTF-8".into()));
+        }
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| ApiQuery(q.0))
             .map_err(|e| ApiError::InvalidQuery(e.body_text()))

@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 use crate::helpers::{RedisOptions, RedisServer};
-use crate::process::{FAST, ServiceProcess};
+use crate::process::{FAST, ServiceProcess, timed_test};
 
 /// What the in-test load client saw.
 #[derive(Default)]
@@ -29,6 +31,55 @@ impl Load {
     }
 }
 
+/// One keep-alive HTTP/1.1 connection of the load client: a request written by hand, the answer's
+/// status and body read back. Cheap on purpose, so that the CPU goes to the replicas under test.
+struct LoadConnection {
+    addr: std::net::SocketAddr,
+    stream: Option<BufReader<TcpStream>>,
+}
+
+impl LoadConnection {
+    /// `(status, body)`, or an error when the connection failed (then the next call reconnects).
+    async fn get(&mut self, path: &str) -> std::io::Result<(u16, String)> {
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => self.stream.insert(BufReader::new(TcpStream::connect(self.addr).await?)),
+        };
+        let request = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", self.addr);
+        let answer = async {
+            stream.get_mut().write_all(request.as_bytes()).await?;
+            let mut line = String::new();
+            stream.read_line(&mut line).await?;
+            let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let mut length = 0;
+            loop {
+                line.clear();
+                if stream.read_line(&mut line).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            stream.read_exact(&mut body).await?;
+            Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        let result = tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+}
+
 /// `workers` loops evaluating `flag` for ever new users on the replicas in turn, each answer
 /// checked for status 200 and `"percent":<percent>`, until `load.stop`.
 fn start_load(
@@ -38,34 +89,24 @@ fn start_load(
     workers: usize,
     load: &Arc<Load>,
 ) -> tokio::task::JoinSet<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .pool_max_idle_per_host(workers)
-        .build()
-        .expect("client");
-    let bases: Vec<String> = replicas.iter().map(|r| r.url(&format!("/flags/{flag}/users/"))).collect();
     let expected = format!("\"percent\":{percent},");
     let mut set = tokio::task::JoinSet::new();
     for worker in 0..workers {
-        let (client, load, expected) = (client.clone(), Arc::clone(load), expected.clone());
-        let base = bases[worker % bases.len()].clone();
+        let (load, expected) = (Arc::clone(load), expected.clone());
+        let mut connection = LoadConnection { addr: replicas[worker % replicas.len()].addr, stream: None };
+        let base = format!("/flags/{flag}/users/");
         set.spawn(async move {
             let mut n = 0u64;
             while !load.stop.load(Ordering::Relaxed) {
                 n += 1;
                 let started = Instant::now();
-                match client.get(format!("{base}user-{worker}-{n}")).send().await {
-                    Ok(resp) if resp.status() == 200 => match resp.text().await {
-                        Ok(body) => {
-                            load.ok.fetch_add(1, Ordering::Relaxed);
-                            if !body.contains(&expected) {
-                                load.wrong.fetch_add(1, Ordering::Relaxed);
-                            }
+                match connection.get(&format!("{base}user-{worker}-{n}")).await {
+                    Ok((200, body)) => {
+                        load.ok.fetch_add(1, Ordering::Relaxed);
+                        if !body.contains(&expected) {
+                            load.wrong.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(_) => {
-                            load.failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    },
+                    }
                     Ok(_) => {
                         load.not_200.fetch_add(1, Ordering::Relaxed);
                     }
@@ -109,6 +150,7 @@ fn actions(events: &[Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_under_load_loses_no_evaluation_refuses_changes_and_recovers_by_itself() {
+    let _timed = timed_test().await;
     let mut redis = RedisServer::start_with(RedisOptions { persistent: true, ..RedisOptions::default() });
     let a = ServiceProcess::spawn(&redis.url(), &[], FAST).await;
     let b = ServiceProcess::spawn(&redis.url(), &[], FAST).await;
@@ -225,6 +267,7 @@ fn position(flag: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_resets_no_flag_and_the_leader_restores_each_as_it_was() {
+    let _timed = timed_test().await;
     let mut redis = RedisServer::start();
     let a = ServiceProcess::spawn(&redis.url(), &[], FAST).await;
     let b = ServiceProcess::spawn(&redis.url(), &[], FAST).await;
@@ -346,6 +389,7 @@ async fn redis_restarted_empty_resets_no_flag_and_the_leader_restores_each_as_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_killed_mid_soak_is_replaced_within_one_lease_and_the_soak_goes_on_from_the_stored_start() {
+    let _timed = timed_test().await;
     let redis = RedisServer::start();
     let mut a = ServiceProcess::spawn(&redis.url(), &[], FAST).await;
     let mut b = ServiceProcess::spawn(&redis.url(), &[], FAST).await;

@@ -1,6 +1,7 @@
 //! The one integration test binary: real redis-server processes, the app on port 0.
 
 mod automation;
+mod bad_input;
 mod bucketing;
 mod cli;
 mod dashboard;
@@ -12,6 +13,7 @@ mod leadership;
 mod notifications;
 mod ofrep;
 mod process;
+mod races;
 mod replicas;
 mod report;
 mod sources;

@@ -15,6 +15,15 @@ use crate::helpers::{ADMIN, Reply, free_port};
 pub const FAST: &[(&str, &str)] =
     &[("ROLLOUT_CONTROLLER_TICK_MS", "100"), ("ROLLOUT_LEASE_MS", "1000"), ("ROLLOUT_RESYNC_SECS", "1")];
 
+/// Taken by every test that times real processes, so that they do not run at the same time as
+/// each other (their figures are throughput and latencies on a small machine).
+static TIMED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits until no other timed test runs; hold the guard for the whole test.
+pub async fn timed_test() -> tokio::sync::MutexGuard<'static, ()> {
+    TIMED.lock().await
+}
+
 /// A running `rollout serve`, killed on drop.
 pub struct ServiceProcess {
     pub addr: SocketAddr,

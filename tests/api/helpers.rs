@@ -67,11 +67,6 @@ impl RedisServer {
         }
     }
 
-    /// The server's process id (while it runs).
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     fn client(&self) -> redis::Client {
         match &self.options.tls {
             Some(tls) => redis::Client::build_with_tls(

@@ -1,5 +1,6 @@
 //! The one integration test binary: real redis-server processes, the app on port 0.
 
+mod abuse;
 mod automation;
 mod bad_input;
 mod bucketing;
@@ -16,5 +17,6 @@ mod process;
 mod races;
 mod replicas;
 mod report;
+mod shutdown;
 mod sources;
 mod store_contract;

@@ -64,7 +64,12 @@ impl ServiceProcess {
         let child = command.spawn().expect("the rollout binary starts");
         Self {
             addr,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
+            // No idle keep-alive connections left behind: tests count the service's connections.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client"),
             child: Some(child),
             log,
             _dir: dir,

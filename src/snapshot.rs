@@ -312,3 +312,55 @@ pub async fn run_feed(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::plan::FlagDefinition;
+
+    fn flag(name: &str, version: u64) -> Flag {
+        let mut flag = Flag::new(name.into(), FlagDefinition::default(), 1);
+        flag.state.version = version;
+        flag
+    }
+
+    fn catalog(generation: &str, flags: &[Flag]) -> Catalog {
+        Catalog { generation: generation.into(), flags: flags.to_vec() }
+    }
+
+    fn names(snapshot: &Snapshot) -> Vec<String> {
+        snapshot.all().iter().map(|v| v.flag.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_flag_missing_from_the_same_store_was_deleted_and_goes() {
+        let s = Snapshot::new();
+        assert_eq!(s.replace_all(catalog("g1", &[flag("a", 1), flag("b", 1)])), 0);
+        assert_eq!(s.replace_all(catalog("g1", &[flag("a", 1)])), 0);
+        assert_eq!(names(&s), ["a"]);
+    }
+
+    #[test]
+    fn flags_missing_after_the_store_lost_its_data_stay_until_restored_or_deleted() {
+        let s = Snapshot::new();
+        s.replace_all(catalog("g1", &[flag("a", 3), flag("b", 5), flag("c", 2)]));
+        // Redis came back empty: a new generation, nothing in it.
+        assert_eq!(s.replace_all(catalog("g2", &[])), 3);
+        assert_eq!(names(&s), ["a", "b", "c"]);
+        assert_eq!(s.get("b").map(|v| v.flag.state.version), Some(5), "served as before");
+        // Later reads of the new generation keep the orphans too.
+        assert_eq!(s.replace_all(catalog("g2", &[])), 3);
+        // The leader restored `a` (version + 1): no longer an orphan.
+        s.upsert(flag("a", 4));
+        assert!(!s.is_orphan("a"));
+        // `b` was deleted through the API: the feed's deletion removes it.
+        assert!(s.remove("b"));
+        assert_eq!(s.replace_all(catalog("g2", &[flag("a", 4)])), 1);
+        assert_eq!(names(&s), ["a", "c"]);
+        assert_eq!(s.orphans().iter().map(|v| v.flag.name.clone()).collect::<Vec<_>>(), ["c"]);
+        // Restored by the leader: back to normal, and a later deletion in the same store goes.
+        assert_eq!(s.replace_all(catalog("g2", &[flag("a", 4), flag("c", 3)])), 0);
+        assert_eq!(s.replace_all(catalog("g2", &[flag("c", 3)])), 0);
+        assert_eq!(names(&s), ["c"]);
+    }
+}

@@ -432,3 +432,19 @@ impl Store for RedisStore {
         Ok(Some(secs.saturating_mul(1000).saturating_add(micros / 1000)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rediss_urls_with_a_password_are_accepted_and_connect_lazily() {
+        for url in ["rediss://:s3cret@redis.example.com:6380/0", "rediss://user:s3cret@10.0.0.9/", "redis://:pw@host/2"]
+        {
+            assert!(RedisStore::connect(url, "rollout").is_ok(), "{url}");
+        }
+        assert!(RedisStore::connect("http://host/", "rollout").is_err());
+        let pem = b"-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n".to_vec();
+        assert!(RedisStore::connect_with_ca("rediss://host/", "rollout", Some(pem)).is_err(), "a broken CA is refused");
+    }
+}

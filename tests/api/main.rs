@@ -17,6 +17,7 @@ mod process;
 mod races;
 mod replicas;
 mod report;
+mod secrets;
 mod shutdown;
 mod sources;
 mod store_contract;

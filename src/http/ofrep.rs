@@ -65,15 +65,18 @@ fn failure(status: StatusCode, key: Option<&str>, code: &'static str, details: i
     (status, json_response(&body)).into_response()
 }
 
-/// The body, or OFREP's answer to one that is too large (413), cut off (400) or not JSON (415).
+/// The body, or why it is refused: too large (413), cut off (400) or not JSON (415).
 fn ofrep_body(
-    key: Option<&str>,
     headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Bytes, Response> {
-    let refuse = |e: ApiError| failure(e.status(), key, "PARSE_ERROR", e.to_string());
-    check_json_content_type(headers).map_err(refuse)?;
-    body.map_err(|r| refuse(body_rejection(r)))
+) -> Result<Bytes, ApiError> {
+    check_json_content_type(headers)?;
+    body.map_err(body_rejection)
+}
+
+/// OFREP's answer to a refused body.
+fn refused(key: Option<&str>, e: &ApiError) -> Response {
+    failure(e.status(), key, "PARSE_ERROR", e.to_string())
 }
 
 /// A 400 in OFREP's terms: its error code and details.
@@ -137,9 +140,9 @@ async fn evaluate_one(
     let Ok(Path(key)) = key else {
         return failure(StatusCode::NOT_FOUND, None, "FLAG_NOT_FOUND", "the flag key is not valid UTF-8");
     };
-    let body = match ofrep_body(Some(&key), &headers, body) {
+    let body = match ofrep_body(&headers, body) {
         Ok(body) => body,
-        Err(refused) => return refused,
+        Err(e) => return refused(Some(&key), &e),
     };
     let user = match targeting_key(&body) {
         Ok(user) => user,
@@ -166,9 +169,9 @@ async fn evaluate_all(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let body = match ofrep_body(None, &headers, body) {
+    let body = match ofrep_body(&headers, body) {
         Ok(body) => body,
-        Err(refused) => return refused,
+        Err(e) => return refused(None, &e),
     };
     let user = match targeting_key(&body) {
         Ok(user) => user,

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 apt_packages=()
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
+# The fault tests: kill(1) signals the service binary; openssl(1) makes the rediss:// test's certificates.
+[[ -x /usr/bin/kill || -x /bin/kill ]] || apt_packages+=(procps)
+command -v openssl >/dev/null || apt_packages+=(openssl)
 [[ -x /usr/bin/prometheus ]] || apt_packages+=(prometheus)
 [[ -x /usr/bin/prometheus-alertmanager ]] || apt_packages+=(prometheus-alertmanager)
 if ((${#apt_packages[@]})); then

@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Redis URL (redis:// or rediss://); unset = the embedded in-memory store (not shared, not kept)
     #[arg(long, env = "ROLLOUT_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// PEM file of the CA that signed the Redis server's certificate (rediss:// with a private CA);
+    /// unset = the public web PKI roots
+    #[arg(long, env = "ROLLOUT_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key and channel [default: rollout]
     #[arg(long, env = "ROLLOUT_KEY_PREFIX")]
     pub key_prefix: Option<String>,
@@ -82,6 +86,13 @@ pub struct ServeArgs {
     /// On SIGTERM/Ctrl-C, in-flight requests get this long to finish [default: 10]
     #[arg(long, env = "ROLLOUT_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// A connection that has not sent a complete request head within this many seconds (idle
+    /// keep-alive connections included) is closed [default: 10]
+    #[arg(long, env = "ROLLOUT_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Open connections at most; over it a new connection is answered 503 and closed [default: 10000]
+    #[arg(long, env = "ROLLOUT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 /// What the config file may hold. Secrets stay out of it: pass them through the environment.
@@ -90,12 +101,15 @@ pub struct ServeArgs {
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub redis_url: Option<String>,
+    pub redis_ca_file: Option<PathBuf>,
     pub key_prefix: Option<String>,
     pub default_flag: Option<String>,
     pub log_format: Option<LogFormat>,
     pub resync_secs: Option<u64>,
     pub request_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
     pub controller_tick_ms: Option<u64>,
     pub lease_ms: Option<u64>,
     pub push_judge_gap_ms: Option<u64>,
@@ -137,6 +151,8 @@ pub struct NamedToken {
 pub struct Settings {
     pub listen: SocketAddr,
     pub redis_url: Option<SecretString>,
+    /// CA certificate (PEM) trusted for `rediss://`, instead of the public roots.
+    pub redis_ca_file: Option<PathBuf>,
     pub key_prefix: String,
     pub default_flag: String,
     pub log_format: LogFormat,
@@ -154,6 +170,10 @@ pub struct Settings {
     pub resync_every: Duration,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Slowloris guard: the whole request head must arrive within this (also ends idle connections).
+    pub header_read_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
     pub flags: BTreeMap<String, FlagDefinition>,
 }
 
@@ -162,6 +182,7 @@ impl Default for Settings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             redis_url: None,
+            redis_ca_file: None,
             key_prefix: "rollout".into(),
             default_flag: "default".into(),
             log_format: LogFormat::Pretty,
@@ -179,6 +200,8 @@ impl Default for Settings {
             resync_every: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
             flags: BTreeMap::new(),
         }
     }
@@ -220,6 +243,7 @@ impl Settings {
         let settings = Settings {
             listen: args.listen.or(file.listen).unwrap_or(d.listen),
             redis_url: args.redis_url.clone().or(file.redis_url).filter(|u| !u.is_empty()).map(SecretString::from),
+            redis_ca_file: args.redis_ca_file.clone().or(file.redis_ca_file),
             key_prefix: args.key_prefix.clone().or(file.key_prefix).unwrap_or(d.key_prefix),
             default_flag: args.default_flag.clone().or(file.default_flag).unwrap_or(d.default_flag),
             log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
@@ -258,6 +282,12 @@ impl Settings {
             resync_every: secs(args.resync_secs, file.resync_secs, d.resync_every),
             request_timeout: secs(args.request_timeout_secs, file.request_timeout_secs, d.request_timeout),
             shutdown_grace: secs(args.shutdown_grace_secs, file.shutdown_grace_secs, d.shutdown_grace),
+            header_read_timeout: secs(
+                args.header_read_timeout_secs,
+                file.header_read_timeout_secs,
+                d.header_read_timeout,
+            ),
+            max_connections: args.max_connections.or(file.max_connections).unwrap_or(d.max_connections),
             flags: file.flags,
         };
         settings.validate()?;
@@ -271,7 +301,7 @@ impl Settings {
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
             return Err(ConfigError::Invalid("key prefix must be non-empty and free of braces".into()));
         }
-        for d in [self.resync_every, self.request_timeout, self.shutdown_grace] {
+        for d in [self.resync_every, self.request_timeout, self.shutdown_grace, self.header_read_timeout] {
             if d.is_zero() || d > Duration::from_secs(3600) {
                 return Err(ConfigError::Invalid("durations must be between 1 s and 1 h".into()));
             }
@@ -281,6 +311,9 @@ impl Settings {
         }
         if self.lease < self.controller_tick * 2 || self.lease > Duration::from_secs(3600) {
             return Err(ConfigError::Invalid("the lease must last at least two controller ticks, at most 1 h".into()));
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(ConfigError::Invalid("max connections must be between 1 and 1000000".into()));
         }
         if self.push_judge_gap > Duration::from_secs(10) {
             return Err(ConfigError::Invalid("the push judge gap must be at most 10 s".into()));

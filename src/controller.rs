@@ -6,6 +6,11 @@
 //! the version (advance) or stage (rollback) they were made on, so two replicas ticking at once can
 //! never skip or double a stage. Time comes from the injected clock; [`Controller::tick`] is one
 //! step, which the tests call directly.
+//!
+//! The leader also repairs a store that lost its data (Redis restarted without persistence,
+//! flushed): every flag its snapshot still serves but the store no longer has is written back as
+//! the snapshot holds it — stage and stage start kept — only where the store has no flag of that
+//! name (create-if-absent), with an audit event `restored`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,7 +77,26 @@ impl Controller {
             tracing::info!(holder = %self.holder, leading, "controller leadership changed");
         }
         self.rollouts.telemetry.set_leader(leading);
-        if leading { self.step().await } else { Vec::new() }
+        if !leading {
+            return Vec::new();
+        }
+        self.restore_lost().await;
+        self.step().await
+    }
+
+    /// Writes back the flags the store lost that this replica's snapshot still serves.
+    pub async fn restore_lost(&self) -> usize {
+        let mut restored = 0;
+        for view in self.rollouts.snapshot.orphans() {
+            match self.rollouts.restore(&view.flag).await {
+                Ok(true) => restored += 1,
+                // The store has the flag again (another replica restored it, or it was created anew);
+                // the change feed brings it.
+                Ok(false) => {}
+                Err(e) => tracing::warn!(flag = %view.flag.name, error = %e, "could not restore a lost flag"),
+            }
+        }
+        restored
     }
 
     /// One pass over every running or paused flag.

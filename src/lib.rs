@@ -13,9 +13,10 @@
 //! - [`cli`]: the `rollout` command line: `serve`, and the operator commands (tables, `doctor`).
 //! - [`client`]: the typed HTTP client the operator commands talk to the service through.
 //! - [`config`]: typed settings: defaults → file → env → flags.
-//! - [`server`]: wires store, snapshot feed and HTTP; graceful shutdown.
+//! - [`server`]: wires store, snapshot feed and HTTP (header-read timeout, connection limit); graceful shutdown.
 //! - [`http`]: the axum edge, one file per concern.
-//! - [`controller`]: the leader-elected stepper: advance when soaked and healthy, roll back on breach.
+//! - [`controller`]: the leader-elected stepper: advance when soaked and healthy, roll back on breach,
+//!   restore flags the store lost.
 //! - [`notify`]: outbound webhooks and rollback hooks, off the transition path.
 //! - [`rollouts`]: read–transition–conditional write, shared by every caller.
 //! - [`telemetry`]: Prometheus metrics of this replica.

@@ -65,6 +65,8 @@ pub struct Rollouts {
     pub clock: Arc<dyn Clock>,
     pub telemetry: Arc<Telemetry>,
     notices: Option<mpsc::Sender<Notice>>,
+    /// This replica's name (in the lease and in audit reasons).
+    replica: Arc<str>,
 }
 
 impl Rollouts {
@@ -74,7 +76,13 @@ impl Rollouts {
         clock: Arc<dyn Clock>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
-        Self { store, snapshot, clock, telemetry, notices: None }
+        Self { store, snapshot, clock, telemetry, notices: None, replica: "this replica".into() }
+    }
+
+    /// Names this replica in the audit reasons of what it writes on its own (restores).
+    pub fn with_replica(mut self, replica: &str) -> Self {
+        self.replica = replica.into();
+        self
     }
 
     /// Sends every transition to the notifier from now on.
@@ -84,7 +92,37 @@ impl Rollouts {
     }
 
     async fn load(&self, name: &str) -> Result<Flag, RolloutError> {
-        self.store.get_flag(name).await?.ok_or_else(|| RolloutError::NotFound(name.to_owned()))
+        self.current(name).await?.ok_or_else(|| RolloutError::NotFound(name.to_owned()))
+    }
+
+    /// The flag as stored. One the store lost but this snapshot still serves is put back first,
+    /// so that a command (a rollback above all) is never refused because the store lost its data.
+    async fn current(&self, name: &str) -> Result<Option<Flag>, RolloutError> {
+        if let Some(flag) = self.store.get_flag(name).await? {
+            return Ok(Some(flag));
+        }
+        match self.snapshot.get(name).filter(|_| self.snapshot.is_orphan(name)) {
+            Some(view) => {
+                self.restore(&view.flag).await?;
+                Ok(self.store.get_flag(name).await?)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Writes back a flag the store lost, as this snapshot holds it (stage and stage start kept),
+    /// only if the store has no flag of that name: true when written, false when it already had
+    /// one (restored by another replica, or created anew).
+    pub async fn restore(&self, flag: &Flag) -> Result<bool, RolloutError> {
+        let reason = format!("restored from replica {}'s snapshot after the store lost it", self.replica);
+        let (next, event) = flag.restored("controller", &reason, self.clock.now_ms());
+        let req = Request::new("controller", reason);
+        let written = self.write(&next, 0, &event, &req).await?;
+        if written {
+            tracing::warn!(flag = %flag.name, version = next.state.version, status = flag.state.status.as_str(),
+                stage = flag.stage_name(), "restored a flag the store had lost");
+        }
+        Ok(written)
     }
 
     /// Creates the flag or replaces its definition. Returns the flag and whether it was created.
@@ -97,7 +135,7 @@ impl Rollouts {
         definition.validate()?;
         for _ in 0..MAX_ATTEMPTS {
             let now = self.clock.now_ms();
-            let current = self.store.get_flag(name).await?;
+            let current = self.current(name).await?;
             let (next, event, expected) = match &current {
                 None => {
                     let flag = Flag::new(name.to_owned(), definition.clone(), now);
@@ -153,11 +191,13 @@ impl Rollouts {
         Err(RolloutError::Contended)
     }
 
+    /// Deletes a flag everywhere: the store publishes the deletion (version 0) even when it had
+    /// lost the flag already, so replicas drop their copies too.
     pub async fn delete(&self, name: &str) -> Result<(), RolloutError> {
-        if !self.store.delete_flag(name).await? {
+        let removed = self.store.delete_flag(name).await?;
+        if !self.snapshot.remove(name) && !removed {
             return Err(RolloutError::NotFound(name.to_owned()));
         }
-        self.snapshot.remove(name);
         Ok(())
     }
 

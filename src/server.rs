@@ -1,13 +1,24 @@
 //! Wires the store, the snapshot and its feed, the controller, the notifier and the HTTP server;
 //! runs until shut down.
+//!
+//! The HTTP server is our own accept loop over hyper's HTTP/1.1 connections, for the limits
+//! `axum::serve` does not have: a header-read timeout (a client trickling its request head —
+//! slowloris — or idling on a keep-alive connection is cut off), and a cap on open connections
+//! (over it a new connection gets a canned 503 `too_many_connections` and is closed at once, so a
+//! load balancer tries another replica instead of queueing behind a full one). On shutdown it stops
+//! accepting and lets open connections finish their requests (bounded by the grace period).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::{Clock, SystemClock};
@@ -28,14 +39,18 @@ use crate::telemetry::Telemetry;
 pub enum ServerError {
     #[error("cannot use the Redis URL")]
     Redis(#[source] redis::RedisError),
+    #[error("cannot read the Redis CA certificate {path}")]
+    RedisCa {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("the HTTP server failed")]
-    Serve(#[source] std::io::Error),
 }
 
 /// A started service: its address, its state, and the handle that stops it.
@@ -64,7 +79,15 @@ fn generated_token() -> String {
 pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ServerError> {
     match &settings.redis_url {
         Some(url) => {
-            Ok(Arc::new(RedisStore::connect(url.expose_secret(), &settings.key_prefix).map_err(ServerError::Redis)?))
+            let ca = match &settings.redis_ca_file {
+                Some(path) => {
+                    Some(std::fs::read(path).map_err(|source| ServerError::RedisCa { path: path.clone(), source })?)
+                }
+                None => None,
+            };
+            let store = RedisStore::connect_with_ca(url.expose_secret(), &settings.key_prefix, ca)
+                .map_err(ServerError::Redis)?;
+            Ok(Arc::new(store))
         }
         None => {
             tracing::warn!(
@@ -101,7 +124,10 @@ pub async fn start_with_store(
         let _ = notifier.await;
         ("notifier", Ok(()))
     });
-    let rollouts = Rollouts::new(Arc::clone(&store), Arc::clone(&snapshot), clock, telemetry).with_notices(notices);
+    let replica = controller::replica_id();
+    let rollouts = Rollouts::new(Arc::clone(&store), Arc::clone(&snapshot), clock, telemetry)
+        .with_notices(notices)
+        .with_replica(&replica);
 
     let mut admin = settings.admin_tokens.clone();
     let mut generated = None;
@@ -131,7 +157,7 @@ pub async fn start_with_store(
             cio_mapping: settings.cio_mapping.clone(),
         }),
         ops: Arc::new(OpsInfo {
-            replica: controller::replica_id(),
+            replica,
             token_generated: generated.is_some(),
             admin_tokens: admin.len(),
             read_tokens: settings.read_tokens.len(),
@@ -169,18 +195,76 @@ pub async fn start_with_store(
         .map_err(|source| ServerError::Bind { addr: settings.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: settings.listen, source })?;
     let app = http::router(state.clone(), settings.request_timeout);
-    let mut stop = shutdown_rx;
+    let limits =
+        Limits { header_read_timeout: settings.header_read_timeout, max_connections: settings.max_connections };
     tasks.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(ServerError::Serve);
-        ("http server", served)
+        serve(listener, app, limits, shutdown_rx).await;
+        ("http server", Ok(()))
     });
     tracing::info!(%addr, store = store.kind(), "listening");
     Ok(Running { addr, state, controller, generated_token: generated, shutdown, tasks, grace: settings.shutdown_grace })
+}
+
+/// What one replica's HTTP server allows its clients.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_read_timeout: Duration,
+    max_connections: usize,
+}
+
+/// The body of the answer to a connection over the limit.
+const TOO_MANY_CONNECTIONS: &str =
+    r#"{"error":"too_many_connections","message":"this replica has all the connections it takes; try again"}"#;
+
+/// Serves `app` until `stop` flips, then drains the open connections.
+async fn serve(listener: TcpListener, app: Router, limits: Limits, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refuse(&stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                // Header-read timeouts, resets and clients going away: theirs, not ours.
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Answers a connection over the limit with a 503, written once without waiting; dropping the
+/// stream then closes it.
+fn refuse(stream: &TcpStream) {
+    tracing::debug!("connection limit reached; refusing a connection");
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{TOO_MANY_CONNECTIONS}",
+        TOO_MANY_CONNECTIONS.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
 }
 
 /// Creates the config file's flags that do not exist yet, retrying while the store is down.

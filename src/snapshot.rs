@@ -4,6 +4,12 @@
 //! applies change messages one at a time (so reads of the store are never applied out of order)
 //! and re-reads everything periodically to repair missed messages. If the store is unreachable the
 //! snapshot keeps serving what it has (fail-static) and readiness reports why.
+//!
+//! A full re-read never drops a flag just because the store came back without it: each read
+//! carries the store's generation, which changes only when the store lost its data. A flag missing
+//! from a read of the generation the snapshot knows was deleted, and goes; one missing after the
+//! generation changed was lost, and stays (an *orphan*) — served as before — until the leader
+//! writes it back (see [`crate::controller`]) or a delete of it comes through the change feed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::domain::bucket;
 use crate::domain::rollout::{Evaluation, Flag, evaluate};
-use crate::store::{Store, StoreError};
+use crate::store::{Catalog, Store, StoreError};
 
 /// A flag prepared for evaluation: what the hot path needs, computed once per change.
 #[derive(Debug)]
@@ -56,8 +62,17 @@ impl FlagView {
     }
 }
 
+/// The flags, and which of them the store lost (kept from before, waiting to be restored).
+#[derive(Default)]
+struct Flags {
+    by_name: HashMap<String, Arc<FlagView>>,
+    orphans: HashSet<String>,
+}
+
 pub struct Snapshot {
-    flags: RwLock<HashMap<String, Arc<FlagView>>>,
+    flags: RwLock<Flags>,
+    /// The store generation of the last full read (`None` before the first).
+    generation: Mutex<Option<String>>,
     store_ok: AtomicBool,
     /// Wall time of the last full re-read (real time, not the injected clock: readiness is operational).
     last_sync: Mutex<Option<Instant>>,
@@ -73,7 +88,8 @@ impl Default for Snapshot {
 impl Snapshot {
     pub fn new() -> Self {
         Self {
-            flags: RwLock::new(HashMap::new()),
+            flags: RwLock::new(Flags::default()),
+            generation: Mutex::new(None),
             store_ok: AtomicBool::new(false),
             last_sync: Mutex::new(None),
             last_error: Mutex::new(Some("the first read of the store has not completed".into())),
@@ -81,17 +97,29 @@ impl Snapshot {
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<FlagView>> {
-        self.read().get(name).cloned()
+        self.read().by_name.get(name).cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<FlagView>> {
-        let mut flags: Vec<_> = self.read().values().cloned().collect();
+        let mut flags: Vec<_> = self.read().by_name.values().cloned().collect();
         flags.sort_by(|a, b| a.flag.name.cmp(&b.flag.name));
         flags
     }
 
+    /// Flags the store lost that this snapshot still serves, by name.
+    pub fn orphans(&self) -> Vec<Arc<FlagView>> {
+        let flags = self.read();
+        let mut lost: Vec<_> = flags.orphans.iter().filter_map(|n| flags.by_name.get(n).cloned()).collect();
+        lost.sort_by(|a, b| a.flag.name.cmp(&b.flag.name));
+        lost
+    }
+
+    pub fn is_orphan(&self, name: &str) -> bool {
+        self.read().orphans.contains(name)
+    }
+
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().by_name.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,35 +129,61 @@ impl Snapshot {
     /// Takes a flag just read from or written to the store, unless the snapshot already holds a newer one.
     pub fn upsert(&self, flag: Flag) {
         let mut flags = self.write();
-        if flags.get(&flag.name).is_none_or(|v| v.superseded_by(&flag)) {
-            flags.insert(flag.name.clone(), Arc::new(FlagView::new(flag)));
+        // The store has it (again): no longer an orphan, whichever copy is newer.
+        flags.orphans.remove(&flag.name);
+        if flags.by_name.get(&flag.name).is_none_or(|v| v.superseded_by(&flag)) {
+            flags.by_name.insert(flag.name.clone(), Arc::new(FlagView::new(flag)));
         }
     }
 
-    pub fn remove(&self, name: &str) {
-        self.write().remove(name);
+    /// Drops a flag (deleted); true when the snapshot had it.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut flags = self.write();
+        flags.orphans.remove(name);
+        flags.by_name.remove(name).is_some()
     }
 
-    /// Replaces the whole snapshot with a full read of the store.
-    pub fn replace_all(&self, all: Vec<Flag>) {
-        let mut next = HashMap::with_capacity(all.len());
-        let current = self.read().clone();
-        for flag in all {
-            let view = match current.get(&flag.name) {
+    /// Takes a full read of the store. Flags missing from it go when the store's generation is the
+    /// one last seen (they were deleted); after a change of generation (the store lost its data)
+    /// they stay as orphans, as do orphans still missing. Returns how many flags are orphans now.
+    pub fn replace_all(&self, catalog: Catalog) -> usize {
+        let mut known = self.generation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let same_store = known.as_ref().is_none_or(|g| *g == catalog.generation);
+        let mut flags = self.write();
+        let mut next = HashMap::with_capacity(catalog.flags.len());
+        for flag in catalog.flags {
+            let view = match flags.by_name.get(&flag.name) {
                 Some(v) if !v.superseded_by(&flag) => Arc::clone(v),
                 _ => Arc::new(FlagView::new(flag)),
             };
             next.insert(view.flag.name.clone(), view);
         }
-        *self.write() = next;
+        let mut orphans = HashSet::new();
+        for (name, view) in &flags.by_name {
+            if !next.contains_key(name) && (!same_store || flags.orphans.contains(name)) {
+                orphans.insert(name.clone());
+                next.insert(name.clone(), Arc::clone(view));
+            }
+        }
+        let lost = orphans.len();
+        if lost > flags.orphans.len() {
+            tracing::warn!(
+                lost,
+                generation = %catalog.generation,
+                "the store came back without flags this replica serves; serving them from the snapshot until the leader restores them"
+            );
+        }
+        *flags = Flags { by_name: next, orphans };
+        *known = Some(catalog.generation);
+        lost
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<FlagView>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Flags> {
         // Writers replace whole entries, so a poisoned map is still consistent.
         self.flags.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<FlagView>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Flags> {
         self.flags.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -164,7 +218,7 @@ impl Snapshot {
 
     /// Sum of versions: changes whenever any flag changes (for cheap ETags).
     pub fn fingerprint(&self) -> u64 {
-        self.read().values().fold(0u64, |acc, v| {
+        self.read().by_name.values().fold(0u64, |acc, v| {
             acc.wrapping_mul(31).wrapping_add(v.flag.state.version ^ (v.flag.state.created_at as u64))
         })
     }
@@ -182,9 +236,9 @@ fn describe(e: &StoreError) -> String {
 }
 
 async fn full_reload(store: &dyn Store, snapshot: &Snapshot) -> bool {
-    match store.list_flags().await {
-        Ok(all) => {
-            snapshot.replace_all(all);
+    match store.load_all().await {
+        Ok(catalog) => {
+            snapshot.replace_all(catalog);
             snapshot.mark_ok();
             true
         }
@@ -231,7 +285,9 @@ pub async fn run_feed(
                 change = changes.next() => match change {
                     Some(change) => match store.get_flag(&change.flag).await {
                         Ok(Some(flag)) => snapshot.upsert(flag),
-                        Ok(None) => snapshot.remove(&change.flag),
+                        Ok(None) => {
+                            snapshot.remove(&change.flag);
+                        }
                         Err(e) => {
                             snapshot.mark_failed(describe(&e));
                             break;
@@ -254,5 +310,57 @@ pub async fn run_feed(
             _ = tokio::time::sleep(retry) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::plan::FlagDefinition;
+
+    fn flag(name: &str, version: u64) -> Flag {
+        let mut flag = Flag::new(name.into(), FlagDefinition::default(), 1);
+        flag.state.version = version;
+        flag
+    }
+
+    fn catalog(generation: &str, flags: &[Flag]) -> Catalog {
+        Catalog { generation: generation.into(), flags: flags.to_vec() }
+    }
+
+    fn names(snapshot: &Snapshot) -> Vec<String> {
+        snapshot.all().iter().map(|v| v.flag.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_flag_missing_from_the_same_store_was_deleted_and_goes() {
+        let s = Snapshot::new();
+        assert_eq!(s.replace_all(catalog("g1", &[flag("a", 1), flag("b", 1)])), 0);
+        assert_eq!(s.replace_all(catalog("g1", &[flag("a", 1)])), 0);
+        assert_eq!(names(&s), ["a"]);
+    }
+
+    #[test]
+    fn flags_missing_after_the_store_lost_its_data_stay_until_restored_or_deleted() {
+        let s = Snapshot::new();
+        s.replace_all(catalog("g1", &[flag("a", 3), flag("b", 5), flag("c", 2)]));
+        // Redis came back empty: a new generation, nothing in it.
+        assert_eq!(s.replace_all(catalog("g2", &[])), 3);
+        assert_eq!(names(&s), ["a", "b", "c"]);
+        assert_eq!(s.get("b").map(|v| v.flag.state.version), Some(5), "served as before");
+        // Later reads of the new generation keep the orphans too.
+        assert_eq!(s.replace_all(catalog("g2", &[])), 3);
+        // The leader restored `a` (version + 1): no longer an orphan.
+        s.upsert(flag("a", 4));
+        assert!(!s.is_orphan("a"));
+        // `b` was deleted through the API: the feed's deletion removes it.
+        assert!(s.remove("b"));
+        assert_eq!(s.replace_all(catalog("g2", &[flag("a", 4)])), 1);
+        assert_eq!(names(&s), ["a", "c"]);
+        assert_eq!(s.orphans().iter().map(|v| v.flag.name.clone()).collect::<Vec<_>>(), ["c"]);
+        // Restored by the leader: back to normal, and a later deletion in the same store goes.
+        assert_eq!(s.replace_all(catalog("g2", &[flag("a", 4), flag("c", 3)])), 0);
+        assert_eq!(s.replace_all(catalog("g2", &[flag("c", 3)])), 0);
+        assert_eq!(names(&s), ["c"]);
     }
 }

@@ -149,7 +149,7 @@ pub fn timeline(events: &[AuditEvent], status: Status, now_ms: i64) -> Timeline 
             Action::Rollback => Some(Outcome::RolledBack),
             Action::Pause => Some(Outcome::Paused),
             Action::Start | Action::Resume => Some(Outcome::Restarted),
-            Action::Create | Action::Update | Action::AlertResolved => None,
+            Action::Create | Action::Update | Action::AlertResolved | Action::Restored => None,
         };
         if let (Some(outcome), Some(mut visit)) = (ends, open.take()) {
             visit.left_at = Some(event.at);
@@ -161,6 +161,8 @@ pub fn timeline(events: &[AuditEvent], status: Status, now_ms: i64) -> Timeline 
         let enters = match event.action {
             Action::Start | Action::Resume => true,
             Action::Advance => event.to.status == Status::Running,
+            // The history before a restore was lost with the store: the stage goes on from here.
+            Action::Restored => open.is_none() && matches!(event.to.status, Status::Running | Status::Paused),
             _ => false,
         };
         if enters {

@@ -81,6 +81,9 @@ pub enum Action {
     Rollback,
     /// A resolved alert, recorded for the audit; it changes nothing.
     AlertResolved,
+    /// The store lost the flag (restarted empty, flushed) and the leader wrote back the copy its
+    /// snapshot held: same status, stage and stage start, the version bumped.
+    Restored,
 }
 
 impl Action {
@@ -94,6 +97,7 @@ impl Action {
             Action::Resume => "resume",
             Action::Rollback => "rollback",
             Action::AlertResolved => "alert_resolved",
+            Action::Restored => "restored",
         }
     }
 }
@@ -271,6 +275,26 @@ impl Flag {
         };
         let event = self.event_to(&next, Action::Update, actor, reason, now_ms);
         Ok((next, event))
+    }
+
+    /// The same flag written back after the store lost it: status, stage, stage start and metric
+    /// series kept (its soak goes on), the version bumped so that every replica takes it.
+    pub fn restored(&self, actor: &str, reason: &str, now_ms: i64) -> (Flag, AuditEvent) {
+        let next = Flag {
+            name: self.name.clone(),
+            definition: self.definition.clone(),
+            state: RolloutState { version: self.state.version + 1, updated_at: now_ms, ..self.state.clone() },
+        };
+        let event = AuditEvent {
+            version: next.state.version,
+            at: now_ms,
+            action: Action::Restored,
+            from: None,
+            to: next.position(),
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+        };
+        (next, event)
     }
 
     /// The audit event recording the creation of this flag.

@@ -24,21 +24,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        if let Some(ct) = req.headers().get(CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or("");
-            let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            if mime != "application/json" && !mime.ends_with("+json") {
-                return Err(ApiError::UnsupportedMediaType(ct.chars().take(100).collect()));
-            }
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(BODY_LIMIT)
-            } else {
-                ApiError::MalformedJson(r.body_text())
-            }
-        })?;
+        check_json_content_type(req.headers())?;
+        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
         parse_json(if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes }).map(JsonBody)
+    }
+}
+
+/// A body sent with a content type other than JSON is refused (415); none at all is taken as JSON.
+pub fn check_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    if let Some(ct) = headers.get(CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if mime != "application/json" && !mime.ends_with("+json") {
+            return Err(ApiError::UnsupportedMediaType(ct.chars().take(100).collect()));
+        }
+    }
+    Ok(())
+}
+
+/// A body that could not be read: too large (413) or broken off (400).
+pub fn body_rejection(r: axum::extract::rejection::BytesRejection) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(BODY_LIMIT)
+    } else {
+        ApiError::MalformedJson(r.body_text())
     }
 }
 
@@ -48,7 +57,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        let out_of_range = matches!(inner.classify(), serde_json::error::Category::Syntax)
+            && inner.to_string().starts_with("number out of range");
         match inner.classify() {
+            // Well-formed JSON whose number no type here holds (1e400): a value to refuse, not a syntax error.
+            _ if out_of_range && (path == "." || path.is_empty()) => ApiError::InvalidBody(inner.to_string()),
+            _ if out_of_range => ApiError::InvalidBody(format!("{path}: {inner}")),
             serde_json::error::Category::Data if path == "." || path.is_empty() => {
                 ApiError::InvalidBody(inner.to_string())
             }
@@ -123,10 +137,35 @@ impl<S: Send + Sync> FromRequestParts<S> for FlagUserParams {
 /// Query parameters, with errors in our format.
 pub struct ApiQuery<T>(pub T);
 
+/// Whether the query string percent-decodes to UTF-8 (the decoder would otherwise replace broken
+/// bytes with U+FFFD and carry on, answering for a user id nobody sent).
+fn query_is_utf8(query: &str) -> bool {
+    let raw = query.as_bytes();
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = raw.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (raw[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        if !query_is_utf8(parts.uri.query().unwrap_or("")) {
+            return Err(ApiError::InvalidQuery("the query string is not valid UTF-8".into()));
+        }
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| ApiQuery(q.0))
             .map_err(|e| ApiError::InvalidQuery(e.body_text()))

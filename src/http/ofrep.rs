@@ -18,6 +18,8 @@ use axum::routing::post;
 use serde::Serialize;
 
 use super::auth::Reader;
+use super::error::ApiError;
+use super::extract::{body_rejection, check_json_content_type};
 use super::{AppState, json_response};
 use crate::domain::plan::{MAX_USER_LEN, valid_flag_name};
 use crate::domain::rollout::Reason;
@@ -79,6 +81,20 @@ fn failure(status: StatusCode, key: Option<&str>, code: &'static str, details: i
     (status, json_response(&body)).into_response()
 }
 
+/// The body, or why it is refused: too large (413), cut off (400) or not JSON (415).
+fn ofrep_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    check_json_content_type(headers)?;
+    body.map_err(body_rejection)
+}
+
+/// OFREP's answer to a refused body.
+fn refused(key: Option<&str>, e: &ApiError) -> Response {
+    failure(e.status(), key, "PARSE_ERROR", e.to_string())
+}
+
 /// A 400 in OFREP's terms: its error code and details.
 struct BadRequest(&'static str, String);
 
@@ -130,15 +146,20 @@ fn evaluate_view<'a>(view: &'a FlagView, user: &str) -> (Success<'a>, Reason) {
     (success, answer.evaluation.reason)
 }
 
-#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{key}", tag = "openfeature", params(("key" = String, Path, description = "flag key")), request_body(content = OfrepRequest), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the evaluation", body = Success), (status = 400, description = "TARGETING_KEY_MISSING, PARSE_ERROR or INVALID_CONTEXT", body = Failure), (status = 401, description = "missing or unknown token", body = ErrorBody), (status = 403, description = "a token of another scope", body = ErrorBody), (status = 404, description = "FLAG_NOT_FOUND", body = Failure), (status = 408, description = "the request took too long", body = ErrorBody)))]
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{key}", tag = "openfeature", params(("key" = String, Path, description = "flag key")), request_body(content = OfrepRequest), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the evaluation", body = Success), (status = 400, description = "TARGETING_KEY_MISSING, PARSE_ERROR or INVALID_CONTEXT", body = Failure), (status = 401, description = "missing or unknown token", body = ErrorBody), (status = 403, description = "a token of another scope", body = ErrorBody), (status = 404, description = "FLAG_NOT_FOUND", body = Failure), (status = 408, description = "the request took too long", body = ErrorBody), (status = 413, description = "body over 64 KiB", body = Failure), (status = 415, description = "a body that is not JSON by its content type", body = Failure)))]
 pub async fn evaluate_one(
     _: Reader,
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let Ok(Path(key)) = key else {
         return failure(StatusCode::NOT_FOUND, None, "FLAG_NOT_FOUND", "the flag key is not valid UTF-8");
+    };
+    let body = match ofrep_body(&headers, body) {
+        Ok(body) => body,
+        Err(e) => return refused(Some(&key), &e),
     };
     let user = match targeting_key(&body) {
         Ok(user) => user,
@@ -159,8 +180,17 @@ struct Bulk<'a> {
     flags: Vec<Success<'a>>,
 }
 
-#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "openfeature", params(("If-None-Match" = Option<String>, Header, description = "the ETag of a previous answer")), request_body(content = OfrepRequest), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "every flag for this context", body = Bulk, headers(("ETag" = String, description = "changes when any flag changes"))), (status = 304, description = "unchanged since the ETag sent", headers(("ETag" = String))), (status = 400, description = "TARGETING_KEY_MISSING, PARSE_ERROR or INVALID_CONTEXT", body = Failure), (status = 401, description = "missing or unknown token", body = ErrorBody), (status = 403, description = "a token of another scope", body = ErrorBody), (status = 408, description = "the request took too long", body = ErrorBody)))]
-pub async fn evaluate_all(_: Reader, State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "openfeature", params(("If-None-Match" = Option<String>, Header, description = "the ETag of a previous answer")), request_body(content = OfrepRequest), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "every flag for this context", body = Bulk, headers(("ETag" = String, description = "changes when any flag changes"))), (status = 304, description = "unchanged since the ETag sent", headers(("ETag" = String))), (status = 400, description = "TARGETING_KEY_MISSING, PARSE_ERROR or INVALID_CONTEXT", body = Failure), (status = 401, description = "missing or unknown token", body = ErrorBody), (status = 403, description = "a token of another scope", body = ErrorBody), (status = 408, description = "the request took too long", body = ErrorBody), (status = 413, description = "body over 64 KiB", body = Failure), (status = 415, description = "a body that is not JSON by its content type", body = Failure)))]
+pub async fn evaluate_all(
+    _: Reader,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match ofrep_body(&headers, body) {
+        Ok(body) => body,
+        Err(e) => return refused(None, &e),
+    };
     let user = match targeting_key(&body) {
         Ok(user) => user,
         Err(BadRequest(code, details)) => return failure(StatusCode::BAD_REQUEST, None, code, details),

@@ -11,7 +11,7 @@ use axum::routing::post;
 use serde::Serialize;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{BODY_LIMIT, parse_json};
+use super::extract::{body_rejection, check_json_content_type, parse_json};
 use super::signals::ingest;
 use super::{AppState, json_response};
 use crate::sources::customerio::{Event, verify};
@@ -39,7 +39,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-#[utoipa::path(post, path = "/webhooks/customerio", tag = "sources", request_body(content = Event, description = "one reporting-webhook event, signed"), params(("X-CIO-Timestamp" = Option<String>, Header, description = "Unix seconds"), ("X-CIO-Signature" = Option<String>, Header, description = "hex HMAC-SHA256")), security(("cio_signature" = [])), responses((status = 200, description = "counted, duplicate or ignored", body = Reply), (status = 400, description = "signed but not JSON", body = ErrorBody), (status = 401, description = "missing, forged or stale signature", body = ErrorBody), (status = 404, description = "no signing key configured", body = ErrorBody), (status = 408, description = "the request took too long", body = ErrorBody), (status = 413, description = "body over 64 KiB", body = ErrorBody), (status = 422, description = "JSON of the wrong shape", body = ErrorBody), (status = 503, description = "the store is unreachable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/webhooks/customerio", tag = "sources", request_body(content = Event, description = "one reporting-webhook event, signed"), params(("X-CIO-Timestamp" = Option<String>, Header, description = "Unix seconds"), ("X-CIO-Signature" = Option<String>, Header, description = "hex HMAC-SHA256")), security(("cio_signature" = [])), responses((status = 200, description = "counted, duplicate or ignored", body = Reply), (status = 400, description = "signed but not JSON", body = ErrorBody), (status = 401, description = "missing, forged or stale signature", body = ErrorBody), (status = 404, description = "no signing key configured", body = ErrorBody), (status = 408, description = "the request took too long", body = ErrorBody), (status = 413, description = "body over 64 KiB", body = ErrorBody), (status = 415, description = "a body that is not JSON by its content type", body = ErrorBody), (status = 422, description = "JSON of the wrong shape", body = ErrorBody), (status = 503, description = "the store is unreachable", body = ErrorBody)))]
 pub async fn customerio(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -54,11 +54,7 @@ pub async fn customerio(
     stats.received(SOURCE, now);
     let body = body.map_err(|r| {
         stats.rejected(SOURCE, "body");
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(BODY_LIMIT)
-        } else {
-            ApiError::MalformedJson(r.body_text())
-        }
+        body_rejection(r)
     })?;
     // Verified over the raw bytes, before anything is parsed.
     if let Err(rejection) = verify(
@@ -72,6 +68,7 @@ pub async fn customerio(
         let body = ErrorBody { error: rejection.code(), message: rejection.to_string() };
         return Ok((StatusCode::UNAUTHORIZED, json_response(&body)).into_response());
     }
+    check_json_content_type(&headers).inspect_err(|e| stats.rejected(SOURCE, e.code()))?;
     let event: Event = parse_json(&body).inspect_err(|e| stats.rejected(SOURCE, e.code()))?;
     stats.accepted(SOURCE);
     let ignored = |detail: &'static str| {

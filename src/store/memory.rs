@@ -10,7 +10,10 @@ use tokio::sync::broadcast;
 
 use std::time::{Duration, Instant};
 
-use super::{Change, HISTORY_CAP, Store, StoreResult, Written, add_bucket, pulled_count_field, pulled_field};
+use super::{
+    Catalog, Change, HISTORY_CAP, Store, StoreResult, Written, add_bucket, new_generation, pulled_count_field,
+    pulled_field,
+};
 use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
 use crate::domain::rollout::{AuditEvent, Flag};
 
@@ -33,6 +36,8 @@ pub struct MemoryStore {
     metrics: Mutex<HashMap<BucketKey, Bucket>>,
     lease: Mutex<Option<(String, Instant)>>,
     seen: Mutex<HashMap<String, Instant>>,
+    /// The process's map is never lost while it runs: one generation for its lifetime.
+    generation: String,
 }
 
 impl Default for MemoryStore {
@@ -43,6 +48,7 @@ impl Default for MemoryStore {
             metrics: Mutex::new(HashMap::new()),
             lease: Mutex::new(None),
             seen: Mutex::new(HashMap::new()),
+            generation: new_generation(),
         }
     }
 }
@@ -77,6 +83,10 @@ impl Store for MemoryStore {
         Ok(self.lock().values().map(|e| e.flag.clone()).collect())
     }
 
+    async fn load_all(&self) -> StoreResult<Catalog> {
+        Ok(Catalog { generation: self.generation.clone(), flags: self.list_flags().await? })
+    }
+
     async fn get_flag(&self, name: &str) -> StoreResult<Option<Flag>> {
         Ok(self.lock().get(name).map(|e| e.flag.clone()))
     }
@@ -101,9 +111,7 @@ impl Store for MemoryStore {
 
     async fn delete_flag(&self, name: &str) -> StoreResult<bool> {
         let removed = self.lock().remove(name).is_some();
-        if removed {
-            self.publish(name, 0);
-        }
+        self.publish(name, 0);
         Ok(removed)
     }
 

@@ -20,6 +20,27 @@ pub struct Change {
     pub version: u64,
 }
 
+/// A full read of the store: every flag, and the store's generation.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    /// Names the store's data set: set once when absent, so it changes exactly when the store lost
+    /// its data (restarted without persistence, flushed). A flag missing from a read of the same
+    /// generation was deleted; one missing from a new generation was lost.
+    pub generation: String,
+    pub flags: Vec<Flag>,
+}
+
+/// A fresh random generation id.
+pub fn new_generation() -> String {
+    let mut bytes = [0u8; 12];
+    // Without the OS random source the id is still the time, which tells stores apart well enough.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        return format!("t{nanos:x}");
+    }
+    hex::encode(bytes)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the store is unreachable")]
@@ -60,13 +81,18 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_flags(&self) -> StoreResult<Vec<Flag>>;
 
+    /// Every flag and the store's generation (set first when absent). The snapshot's periodic
+    /// re-read uses it to tell a deleted flag from a lost one.
+    async fn load_all(&self) -> StoreResult<Catalog>;
+
     async fn get_flag(&self, name: &str) -> StoreResult<Option<Flag>>;
 
     /// Atomically: if the stored version is `expected` (0 = the flag must not exist), store `flag`,
     /// append `event` to its history and publish a [`Change`].
     async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written>;
 
-    /// Removes a flag and its history; false when there was none.
+    /// Removes a flag and its history and publishes the deletion (version 0) in any case; false
+    /// when there was none.
     async fn delete_flag(&self, name: &str) -> StoreResult<bool>;
 
     /// Audit events, newest first.

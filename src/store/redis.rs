@@ -4,6 +4,7 @@
 //! - `<prefix>:{<flag>}:flag`    hash `version`, `doc` (the flag as JSON)
 //! - `<prefix>:{<flag>}:history` stream of `event` (audit events as JSON), trimmed to ~HISTORY_CAP
 //! - `<prefix>:flags`            set of flag names (the index)
+//! - `<prefix>:generation`       random id set when absent: changes when Redis lost its data
 //! - channel `<prefix>:changes`  `{"flag","version"}` after every write
 
 use std::future::Future;
@@ -16,7 +17,8 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{
-    Change, HISTORY_CAP, Store, StoreError, StoreResult, Written, add_bucket, pulled_count_field, pulled_field,
+    Catalog, Change, HISTORY_CAP, Store, StoreError, StoreResult, Written, add_bucket, new_generation,
+    pulled_count_field, pulled_field,
 };
 use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
 use crate::domain::rollout::{AuditEvent, Flag};
@@ -34,9 +36,10 @@ redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 'OK'
 ";
 
+/// Published even when nothing was there: replicas may still serve a flag the store had lost.
 const DELETE_SCRIPT: &str = r"
 local n = redis.call('DEL', KEYS[1], KEYS[2])
-if n > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
 return n
 ";
 
@@ -89,7 +92,19 @@ async fn bounded<T>(fut: impl Future<Output = redis::RedisResult<T>>) -> StoreRe
 impl RedisStore {
     /// Connects lazily: the service starts (and serves nothing stale) even while Redis is down.
     pub fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+        Self::connect_with_ca(url, prefix, None)
+    }
+
+    /// Like [`RedisStore::connect`]; for `rediss://`, `ca_pem` (a PEM certificate) replaces the
+    /// public roots the server's certificate is checked against.
+    pub fn connect_with_ca(url: &str, prefix: &str, ca_pem: Option<Vec<u8>>) -> Result<Self, redis::RedisError> {
+        let client = match ca_pem {
+            Some(root_cert) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) },
+            )?,
+            None => redis::Client::open(url)?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(COMMAND_TIMEOUT))
@@ -128,8 +143,31 @@ impl RedisStore {
         format!("{}:flags", self.prefix)
     }
 
+    fn generation_key(&self) -> String {
+        format!("{}:generation", self.prefix)
+    }
+
     fn channel(&self) -> String {
         format!("{}:changes", self.prefix)
+    }
+
+    /// The flags of these names (a name without a document is a flag deleted meanwhile).
+    async fn list_named(&self, conn: &mut ConnectionManager, names: &[String]) -> StoreResult<Vec<Flag>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.hget(self.flag_key(name), "doc");
+        }
+        let docs: Vec<Option<String>> = bounded(pipe.query_async(conn)).await?;
+        let mut flags = Vec::with_capacity(names.len());
+        for (name, doc) in names.iter().zip(docs) {
+            if let Some(doc) = doc {
+                flags.push(self.decode(name, &doc)?);
+            }
+        }
+        Ok(flags)
     }
 
     fn decode(&self, name: &str, doc: &str) -> StoreResult<Flag> {
@@ -152,22 +190,34 @@ impl Store for RedisStore {
     async fn list_flags(&self) -> StoreResult<Vec<Flag>> {
         let mut conn = self.conn.clone();
         let names: Vec<String> = bounded(conn.smembers(self.index_key())).await?;
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for name in &names {
-            pipe.hget(self.flag_key(name), "doc");
-        }
-        let docs: Vec<Option<String>> = bounded(pipe.query_async(&mut conn)).await?;
-        let mut flags = Vec::with_capacity(names.len());
-        for (name, doc) in names.iter().zip(docs) {
-            // A name without a document is a flag deleted between the two reads.
-            if let Some(doc) = doc {
-                flags.push(self.decode(name, &doc)?);
+        self.list_named(&mut conn, &names).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn load_all(&self) -> StoreResult<Catalog> {
+        let mut conn = self.conn.clone();
+        loop {
+            // Set when absent, then read, with the index in the same round trip: a restart between
+            // them would break the connection, never pair an old generation with new contents.
+            let (generation, names): (String, Vec<String>) = bounded(
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(self.generation_key())
+                    .arg(new_generation())
+                    .arg("NX")
+                    .ignore()
+                    .get(self.generation_key())
+                    .smembers(self.index_key())
+                    .query_async(&mut conn),
+            )
+            .await?;
+            let flags = self.list_named(&mut conn, &names).await?;
+            // Flushed between the two reads: read again rather than file flags under the wrong generation.
+            let after: Option<String> = bounded(conn.get(self.generation_key())).await?;
+            if after.as_deref() == Some(generation.as_str()) {
+                return Ok(Catalog { generation, flags });
             }
         }
-        Ok(flags)
     }
 
     #[tracing::instrument(skip_all, fields(flag = name))]
@@ -380,5 +430,21 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let (secs, micros): (i64, i64) = bounded(redis::cmd("TIME").query_async(&mut conn)).await?;
         Ok(Some(secs.saturating_mul(1000).saturating_add(micros / 1000)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rediss_urls_with_a_password_are_accepted_and_connect_lazily() {
+        for url in ["rediss://:s3cret@redis.example.com:6380/0", "rediss://user:s3cret@10.0.0.9/", "redis://:pw@host/2"]
+        {
+            assert!(RedisStore::connect(url, "rollout").is_ok(), "{url}");
+        }
+        assert!(RedisStore::connect("http://host/", "rollout").is_err());
+        let pem = b"-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n".to_vec();
+        assert!(RedisStore::connect_with_ca("rediss://host/", "rollout", Some(pem)).is_err(), "a broken CA is refused");
     }
 }

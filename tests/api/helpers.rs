@@ -20,28 +20,87 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
+/// How a test's `redis-server` runs.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// `requirepass`: clients must send it (it goes into [`RedisServer::url`]).
+    pub password: Option<String>,
+    /// Append-only file with fsync on every write: a restart keeps the data.
+    pub persistent: bool,
+    /// Serve TLS only (`rediss://`), with this certificate.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of a TLS server and the CA that signed it.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+}
+
 /// A `redis-server` of our own, killed on drop.
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    options: RedisOptions,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(RedisOptions::default())
+    }
+
+    pub fn start_with(options: RedisOptions) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut server = Self { port: free_port(), child: None, dir };
+        let mut server = Self { port: free_port(), child: None, dir, options };
         server.launch();
         server
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.options.tls.is_some() { "rediss" } else { "redis" };
+        match &self.options.password {
+            Some(password) => format!("{scheme}://:{password}@127.0.0.1:{}/", self.port),
+            None => format!("{scheme}://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    fn client(&self) -> redis::Client {
+        match &self.options.tls {
+            Some(tls) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates { client_tls: None, root_cert: Some(std::fs::read(&tls.ca).expect("CA file")) },
+            ),
+            None => redis::Client::open(self.url()),
+        }
+        .expect("url")
     }
 
     fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut command = Command::new("redis-server");
+        let port = self.port.to_string();
+        match &self.options.tls {
+            Some(tls) => {
+                command.args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"]);
+                command.arg("--tls-cert-file").arg(&tls.cert).arg("--tls-key-file").arg(&tls.key);
+                command.arg("--tls-ca-cert-file").arg(&tls.ca);
+            }
+            None => {
+                command.args(["--port", &port]);
+            }
+        }
+        command.args(["--bind", "127.0.0.1", "--save", ""]);
+        if self.options.persistent {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        if let Some(password) = &self.options.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -50,7 +109,7 @@ impl RedisServer {
             .expect("redis-server must be on PATH (apt-get install redis-server)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let client = redis::Client::open(self.url()).expect("url");
+        let client = self.client();
         while Instant::now() < deadline {
             if let Ok(mut c) = client.get_connection()
                 && redis::cmd("PING").query::<String>(&mut c).is_ok()
@@ -70,15 +129,20 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port: empty, unless it is persistent.
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
     }
 
+    /// Starts it again after [`RedisServer::stop`].
+    pub fn start_again(&mut self) {
+        self.launch();
+    }
+
     /// A plain connection for inspecting keys.
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url()).and_then(|c| c.get_connection()).expect("connect to test redis")
+        self.client().get_connection().expect("connect to test redis")
     }
 }
 

@@ -1,10 +1,13 @@
 //! The one integration test binary: real redis-server processes, the app on port 0.
 
+mod abuse;
 mod automation;
+mod bad_input;
 mod bucketing;
 mod cli;
 mod dashboard;
 mod doctor;
+mod faults;
 mod flags_api;
 mod fuzz;
 mod helpers;
@@ -12,7 +15,11 @@ mod leadership;
 mod notifications;
 mod ofrep;
 mod openapi;
+mod process;
+mod races;
 mod replicas;
 mod report;
+mod secrets;
+mod shutdown;
 mod sources;
 mod store_contract;

@@ -78,3 +78,42 @@ async fn replicas_keep_answering_while_redis_is_down_and_recover_by_themselves()
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_flushed_redis_is_noticed_at_the_next_resync_and_the_leader_writes_every_flag_back_where_it_was() {
+    let redis = RedisServer::start();
+    let a = spawn_app(Some(redis.url())).await;
+    let b = spawn_app(Some(redis.url())).await;
+    let plan = json!({"advance_without_data": true,
+                      "stages": [{"name": "ten", "percent": 10, "soak_secs": 60}, {"name": "all", "percent": 100}]});
+    a.create_flag("f", plan).await;
+    a.must("f", "start").await;
+    a.clock.advance_secs(30);
+    let before = a.admin_get("/flags/f").await.body;
+    eventually(Duration::from_secs(2), || async { b.evaluate("f", "u").await["version"] == 2 }).await;
+
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.connection()).expect("flush");
+    // Both replicas re-read everything within a resync (1 s here) and keep serving the flag.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for app in [&a, &b] {
+        assert_eq!(app.percent("f").await, 10);
+        assert_eq!(app.admin_get("/flags/f").await.status, 200);
+    }
+    // The leader's next tick writes it back as it was, version + 1, with an audit event.
+    assert!(a.tick().await.is_empty(), "nothing advanced: the soak is not over");
+    let restored = a.admin_get("/flags/f").await.body;
+    assert_eq!(restored["version"], 3);
+    for key in ["status", "stage", "percent", "stage_entered_at", "created_at", "definition"] {
+        assert_eq!(restored[key], before[key], "{key}");
+    }
+    let history = a.admin_get("/flags/f/history").await.body;
+    assert_eq!(history["events"].as_array().map(Vec::len), Some(1));
+    assert_eq!(history["events"][0]["action"], "restored");
+    assert_eq!(history["events"][0]["actor"], "controller");
+    eventually(Duration::from_secs(2), || async { b.evaluate("f", "u").await["version"] == 3 }).await;
+    // The soak goes on from the stored stage start: 30 s more and the leader advances.
+    a.clock.advance_secs(30);
+    let outcomes = a.tick().await;
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(a.percent("f").await, 100);
+}

@@ -51,6 +51,13 @@ pub async fn contract(store: Arc<dyn Store>) {
     let mut names: Vec<String> = store.list_flags().await.expect("list").into_iter().map(|f| f.name).collect();
     names.sort();
     assert_eq!(names, ["f", "g.2"]);
+    // A full read carries the store's generation, the same on every read while the data is there.
+    let catalog = store.load_all().await.expect("load all");
+    let mut loaded: Vec<String> = catalog.flags.into_iter().map(|f| f.name).collect();
+    loaded.sort();
+    assert_eq!(loaded, names);
+    assert!(!catalog.generation.is_empty());
+    assert_eq!(store.load_all().await.expect("load all").generation, catalog.generation);
 
     // Delete removes the flag and its history, once.
     assert!(store.delete_flag("f").await.expect("delete"));
@@ -161,4 +168,21 @@ async fn redis_keys_of_one_flag_share_a_hash_tag() {
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.connection()).expect("keys");
     keys.sort();
     assert_eq!(keys, ["rollout:flags", "rollout:{checkout}:flag", "rollout:{checkout}:history"]);
+}
+
+#[tokio::test]
+async fn the_redis_generation_changes_exactly_when_redis_loses_its_data() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "rollout").expect("url");
+    let flag = Flag::new("f".into(), FlagDefinition::default(), T0);
+    store.write_flag(&flag, 0, &flag.creation_event("a", "b")).await.expect("create");
+    let first = store.load_all().await.expect("load all");
+    assert_eq!(first.flags.len(), 1);
+    store.delete_flag("f").await.expect("delete");
+    let after_delete = store.load_all().await.expect("load all");
+    assert_eq!((after_delete.generation.as_str(), after_delete.flags.len()), (first.generation.as_str(), 0));
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.connection()).expect("flush");
+    let after_flush = store.load_all().await.expect("load all");
+    assert_ne!(after_flush.generation, first.generation, "a flushed Redis has a new generation");
+    assert_eq!(store.load_all().await.expect("load all").generation, after_flush.generation);
 }

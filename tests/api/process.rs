@@ -1,0 +1,180 @@
+//! The real `rollout serve` binary as a child process, for the fault tests: spawned with its
+//! arguments and environment, its logs captured to a file, stopped by signals like in production.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::{ADMIN, Reply, free_port};
+
+/// Settings that make the controller react within a second: 100 ms ticks, a 1 s lease, 1 s resync.
+pub const FAST: &[(&str, &str)] =
+    &[("ROLLOUT_CONTROLLER_TICK_MS", "100"), ("ROLLOUT_LEASE_MS", "1000"), ("ROLLOUT_RESYNC_SECS", "1")];
+
+/// Taken by every test that times real processes, so that they do not run at the same time as
+/// each other (their figures are throughput and latencies on a small machine).
+static TIMED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits until no other timed test runs; hold the guard for the whole test.
+pub async fn timed_test() -> tokio::sync::MutexGuard<'static, ()> {
+    TIMED.lock().await
+}
+
+/// A running `rollout serve`, killed on drop.
+pub struct ServiceProcess {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ServiceProcess {
+    /// `rollout serve --listen 127.0.0.1:<free port> [args]` on `redis_url` with the admin token
+    /// [`ADMIN`] and `env` (none of the test's own `ROLLOUT_*` variables); waits until it is ready.
+    pub async fn spawn(redis_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let service = Self::launch(redis_url, args, env);
+        service.wait_ready(Duration::from_secs(15)).await;
+        service
+    }
+
+    /// Like [`ServiceProcess::spawn`], without waiting for readiness.
+    pub fn launch(redis_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("service.log");
+        let out = File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rollout"));
+        command.args(["serve", "--listen", &addr.to_string()]).args(args).stdin(Stdio::null());
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("ROLLOUT_") || k == "RUST_LOG") {
+            command.env_remove(key);
+        }
+        command
+            .env("NO_COLOR", "1")
+            .env("ROLLOUT_REDIS_URL", redis_url)
+            .env("ROLLOUT_ADMIN_TOKENS", format!("ann:{ADMIN}"))
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let child = command.spawn().expect("the rollout binary starts");
+        Self {
+            addr,
+            // No idle keep-alive connections left behind: tests count the service's connections.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client"),
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the service did not become ready within {within:?}; its log:\n{}", self.logs());
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`) through kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").args(["-s", name, &self.pid().to_string()]).status().expect("kill(1) runs");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// Waits for the process to exit by itself; its exit status, or `None` if still running then.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.as_mut().expect("started").try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Kills it at once (SIGKILL), like a crash, and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Everything it wrote to stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn exec(&self, req: reqwest::RequestBuilder) -> Reply {
+        let resp = req.send().await.expect("request completes");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.exec(self.http.get(self.url(path))).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        self.exec(self.http.get(self.url(path)).bearer_auth(ADMIN)).await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> Reply {
+        self.exec(self.http.post(self.url(path)).bearer_auth(ADMIN).json(&body)).await
+    }
+
+    pub async fn admin_put(&self, path: &str, body: Value) -> Reply {
+        self.exec(self.http.put(self.url(path)).bearer_auth(ADMIN).json(&body)).await
+    }
+
+    /// A flag as this replica's snapshot holds it (`GET /flags/{flag}`).
+    pub async fn flag(&self, flag: &str) -> Value {
+        let r = self.admin_get(&format!("/flags/{flag}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    }
+
+    /// This replica's name in the lease, and who holds the lease (`GET /admin/status`).
+    pub async fn lease(&self) -> (String, Option<String>) {
+        let s = self.admin_get("/admin/status").await.body;
+        (s["this_replica"].as_str().unwrap_or_default().to_owned(), s["leader"].as_str().map(str::to_owned))
+    }
+
+    pub async fn is_leader(&self) -> bool {
+        let (me, leader) = self.lease().await;
+        leader.as_deref() == Some(me.as_str())
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -18,6 +18,7 @@
 //! - [`controller`]: the leader-elected stepper: advance when soaked and healthy, roll back on breach,
 //!   restore flags the store lost.
 //! - [`notify`]: outbound webhooks and rollback hooks, off the transition path.
+//! - [`sources`]: Alertmanager, Customer.io and Prometheus signals: parse and verify, nothing else.
 //! - [`rollouts`]: read–transition–conditional write, shared by every caller.
 //! - [`telemetry`]: Prometheus metrics of this replica.
 //! - [`snapshot`]: the hot path's in-process copy of all flags, fed by the change feed.

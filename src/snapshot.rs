@@ -30,6 +30,10 @@ pub struct FlagView {
     pub percent: u8,
     pub internal_enabled: bool,
     internal: HashSet<String>,
+    /// `{"flag":<name>,"user":` — the answer's JSON up to the user.
+    json_head: Box<[u8]>,
+    /// `,"percent":…,"stage":…,"status":…,"version":…,"reason":"` — the per-flag middle.
+    json_tail: Box<[u8]>,
 }
 
 /// One user's answer.
@@ -40,20 +44,60 @@ pub struct Answer {
     pub is_internal: bool,
 }
 
+/// Appends `text` as a JSON string, escaped exactly as `serde_json` escapes it.
+fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
 impl FlagView {
     pub fn new(flag: Flag) -> Self {
+        let percent = flag.percent();
+        let mut json_head = b"{\"flag\":".to_vec();
+        push_json_str(&mut json_head, &flag.name);
+        json_head.extend_from_slice(b",\"user\":");
+        let mut json_tail = format!(",\"percent\":{percent},\"stage\":").into_bytes();
+        push_json_str(&mut json_tail, flag.stage_name());
+        json_tail.extend_from_slice(b",\"status\":");
+        push_json_str(&mut json_tail, flag.state.status.as_str());
+        json_tail.extend_from_slice(format!(",\"version\":{},\"reason\":\"", flag.state.version).as_bytes());
         Self {
-            percent: flag.percent(),
+            percent,
             internal_enabled: flag.internal_enabled(),
             internal: flag.definition.internal_users.iter().cloned().collect(),
+            json_head: json_head.into(),
+            json_tail: json_tail.into(),
             flag,
         }
     }
 
     pub fn evaluate(&self, user: &str) -> Answer {
         let bucket = bucket::user_bucket(self.flag.definition.salt.as_deref(), user);
-        let is_internal = self.internal.contains(user);
+        let is_internal = !self.internal.is_empty() && self.internal.contains(user);
         Answer { evaluation: evaluate(self.percent, self.internal_enabled, is_internal, bucket), bucket, is_internal }
+    }
+
+    /// The answer of `GET /flags/{flag}/users/{user}` as JSON:
+    /// `{"flag","user","enabled","bucket","percent","stage","status","version","reason"}`.
+    /// Only the user, the outcome and the bucket vary per request; the rest was rendered with the view.
+    pub fn answer_json(&self, user: &str, answer: &Answer) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.json_head.len() + self.json_tail.len() + user.len() + 64);
+        out.extend_from_slice(&self.json_head);
+        push_json_str(&mut out, user);
+        out.extend_from_slice(if answer.evaluation.enabled { b",\"enabled\":true" } else { b",\"enabled\":false" });
+        out.extend_from_slice(b",\"bucket\":");
+        let b = answer.bucket;
+        if b >= 100 {
+            out.push(b'0' + b / 100);
+        }
+        if b >= 10 {
+            out.push(b'0' + b / 10 % 10);
+        }
+        out.push(b'0' + b % 10);
+        out.extend_from_slice(&self.json_tail);
+        out.extend_from_slice(answer.evaluation.reason.as_str().as_bytes());
+        out.extend_from_slice(b"\"}");
+        out
     }
 
     /// Whether `other` should replace this view: another incarnation of the flag, or a newer version.

@@ -2,14 +2,21 @@
 //!
 //! Each service instance owns its recorder (no global state), so several instances in one test
 //! process keep separate figures. Hot-path handles are registered once and only incremented.
+//! The recorder keeps every histogram sample until it is folded into the buckets, so
+//! [`Telemetry::run_upkeep`] runs every [`UPKEEP_EVERY`] (memory stays flat between scrapes).
 
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use metrics::{Counter, Gauge, Histogram, Recorder, with_local_recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::domain::rollout::{Reason, Status};
 use crate::snapshot::Snapshot;
+
+/// How often histogram samples are folded into their buckets.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Evaluation latency buckets, in seconds (1 µs … 10 ms).
 const LATENCY_BUCKETS: [f64; 10] = [1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2];
@@ -96,6 +103,22 @@ impl Telemetry {
 
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(if leading { 1.0 } else { 0.0 });
+    }
+
+    /// Folds the histogram samples recorded since the last upkeep into their buckets.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// Runs [`Self::run_upkeep`] every [`UPKEEP_EVERY`] until shut down.
+    pub async fn upkeep_loop(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut interval = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => self.run_upkeep(),
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 
     /// The exposition text, with per-flag gauges taken from the snapshot now.

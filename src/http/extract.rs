@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawPathParams, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
@@ -93,13 +93,6 @@ fn flag_from(params: &HashMap<String, String>) -> Result<String, ApiError> {
     }
 }
 
-fn user_from(params: &HashMap<String, String>) -> Result<String, ApiError> {
-    match params.get("user") {
-        Some(user) if valid_user(user) => Ok(user.clone()),
-        _ => Err(ApiError::InvalidUser),
-    }
-}
-
 /// The `{flag}` path parameter, validated.
 pub struct FlagParam(pub String);
 
@@ -111,26 +104,49 @@ impl<S: Send + Sync> FromRequestParts<S> for FlagParam {
     }
 }
 
-/// The `{user}` path parameter, validated.
-pub struct UserParam(pub String);
+/// The `{user}` and, on routes that have one, `{flag}` path parameters of an evaluation, validated
+/// and borrowed from the request: the hot path copies no string.
+pub struct EvalPath {
+    params: RawPathParams,
+    user: usize,
+    flag: Option<usize>,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for UserParam {
-    type Rejection = ApiError;
+impl EvalPath {
+    pub fn user(&self) -> &str {
+        self.nth(self.user)
+    }
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        user_from(&params(parts).await?).map(UserParam)
+    pub fn flag(&self) -> Option<&str> {
+        self.flag.map(|i| self.nth(i))
+    }
+
+    fn nth(&self, i: usize) -> &str {
+        self.params.iter().nth(i).map_or("", |(_, value)| value)
     }
 }
 
-/// The `{flag}` and `{user}` path parameters, validated.
-pub struct FlagUserParams(pub String, pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for FlagUserParams {
+impl<S: Send + Sync> FromRequestParts<S> for EvalPath {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let p = params(parts).await?;
-        Ok(FlagUserParams(flag_from(&p)?, user_from(&p)?))
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Ok(params) = RawPathParams::from_request_parts(parts, state).await else {
+            // Rare (invalid UTF-8): the general extractor tells which parameter is at fault.
+            params(parts).await?;
+            return Err(ApiError::InvalidUser);
+        };
+        let position = |key: &str| params.iter().position(|(k, _)| k == key);
+        let (flag, user) = (position("flag"), position("user"));
+        let value = |i: usize| params.iter().nth(i).map_or("", |(_, value)| value);
+        if let Some(i) = flag
+            && !valid_flag_name(value(i))
+        {
+            return Err(ApiError::InvalidFlagName);
+        }
+        match user {
+            Some(user) if valid_user(value(user)) => Ok(EvalPath { params, user, flag }),
+            _ => Err(ApiError::InvalidUser),
+        }
     }
 }
 

@@ -19,11 +19,15 @@ ENV CARGO_TERM_COLOR=never \
 
 # 1. Dependencies only, built against a stub crate; reused until Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src \
+# The manifest names its criterion benches, so they get stubs too.
+RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
+ && for bench in $(sed -n '/^\[\[bench\]\]/,/^$/s/^name = "\(.*\)"/\1/p' Cargo.toml); do \
+        echo 'fn main() {}' > "benches/$bench.rs"; \
+    done \
  && cargo build --release --locked \
- && rm -rf src \
+ && rm -rf src benches \
            target/release/rollout \
            target/release/.fingerprint/rollout-controller-* \
            target/release/deps/rollout-* \

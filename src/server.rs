@@ -177,13 +177,6 @@ pub async fn start_with_store(
             ("change feed", Ok(()))
         }
     });
-    tasks.spawn({
-        let (telemetry, rx) = (Arc::clone(&rollouts.telemetry), shutdown_rx.clone());
-        async move {
-            telemetry.upkeep_loop(rx).await;
-            ("telemetry upkeep", Ok(()))
-        }
-    });
     let controller =
         Arc::new(Controller::new(rollouts.clone(), state.ops.replica.clone(), settings.lease, Arc::clone(&signals)));
     tasks.spawn({

@@ -8,6 +8,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use rollout_controller::domain::plan::{FlagDefinition, Stage};
 use rollout_controller::domain::rollout::{Flag, Status};
 use rollout_controller::snapshot::Snapshot;
+use rollout_controller::store::Catalog;
 
 fn flag(name: String) -> Flag {
     let definition = FlagDefinition {
@@ -23,7 +24,8 @@ fn flag(name: String) -> Flag {
 
 fn snapshot_of(n: usize) -> Snapshot {
     let snapshot = Snapshot::new();
-    snapshot.replace_all((0..n).map(|i| flag(format!("flag-{i}"))).collect());
+    let flags = (0..n).map(|i| flag(format!("flag-{i}"))).collect();
+    snapshot.replace_all(Catalog { generation: "bench".into(), flags });
     snapshot
 }
 

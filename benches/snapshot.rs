@@ -8,7 +8,6 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use rollout_controller::domain::plan::{FlagDefinition, Stage};
 use rollout_controller::domain::rollout::{Flag, Status};
 use rollout_controller::snapshot::Snapshot;
-use rollout_controller::store::Catalog;
 
 fn flag(name: String) -> Flag {
     let definition = FlagDefinition {
@@ -25,7 +24,7 @@ fn flag(name: String) -> Flag {
 fn snapshot_of(n: usize) -> Snapshot {
     let snapshot = Snapshot::new();
     let flags = (0..n).map(|i| flag(format!("flag-{i}"))).collect();
-    snapshot.replace_all(Catalog { generation: "bench".into(), flags });
+    snapshot.replace_all("bench", flags);
     snapshot
 }
 

@@ -15,9 +15,10 @@ Cases (one line each, then "N passed, M failed"):
      Redis and an admin token are chosen;
   b. bundled Redis + ServiceMonitor + PrometheusRule;
   c. existingSecret + external Redis (URL in that Secret);
-  d. bad values are rejected (schema errors, and the chart's own guards), while a valid base and
-     other valid combinations (no Redis auth/persistence, existingSecret with bundled Redis, one
-     in-memory replica, digest-pinned image) render cleanly.
+  d. external Redis Cluster: redis.clusterUrls joined with commas into the chart's Secret;
+  e. bad values are rejected (schema errors, and the chart's own guards), while a valid base and
+     other valid combinations (no Redis auth/persistence, existingSecret with bundled Redis,
+     existingSecret holding cluster URLs, one in-memory replica, digest-pinned image) render cleanly.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ NOTES_TEMPLATE = "zz-lint-notes.yaml"
 ADMIN = "ann:an-admin-token-for-lint"
 ALERT = "alertmanager:an-alert-token-for-lint"
 METRICS = "prometheus:a-metrics-token-for-lint"
+CLUSTER_URLS = ["redis://:a-cluster-password@10.0.0.1:7000", "redis://:a-cluster-password@10.0.0.2:7000",
+                "rediss://:a-cluster-password@redis-cluster.example:7000"]
 
 SAMPLE_TOML = """\
 default_flag = "checkout"
@@ -389,6 +392,32 @@ def case_existing_secret(chart: Path, work: Path) -> list[str]:
     return problems + c.problems
 
 
+def case_cluster(chart: Path, work: Path) -> list[str]:
+    lint = run_lint(chart_copy(chart, work, "cluster", {
+        "secrets": {"adminTokens": [ADMIN]},
+        "redis": {"clusterUrls": CLUSTER_URLS},
+    }))
+    problems = [f"lint error in {p}" for p in lint.errors] + [f"render failed: {f}" for f in lint.fails]
+    c = rendered_checks(lint, problems)
+    if c is None:
+        return problems
+    check_secure_controller(c, replicas=3)
+    c.check(not c.find("StatefulSet"), "no bundled Redis")
+    secret = c.one("Secret", FULLNAME)
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    c.check(data.get("ROLLOUT_REDIS_CLUSTER_URLS") == ",".join(CLUSTER_URLS),
+            f"cluster seed URLs comma-joined in the Secret: {data.get('ROLLOUT_REDIS_CLUSTER_URLS')!r}")
+    c.check("ROLLOUT_REDIS_URL" not in data, "no single-node Redis URL in the Secret")
+    _, _, env = controller(c)
+    c.check(dig(env, "ROLLOUT_REDIS_CLUSTER_URLS", "valueFrom", "secretKeyRef")
+            == {"name": FULLNAME, "key": "ROLLOUT_REDIS_CLUSTER_URLS", "optional": False},
+            "ROLLOUT_REDIS_CLUSTER_URLS required from the chart's Secret")
+    c.check("ROLLOUT_REDIS_URL" not in env, "no ROLLOUT_REDIS_URL next to the cluster URLs (the service refuses both)")
+    c.check(f"Redis Cluster seed URLs from Secret {FULLNAME} (key ROLLOUT_REDIS_CLUSTER_URLS)" in lint.notes(),
+            "NOTES.txt names the Redis Cluster store")
+    return problems + c.problems
+
+
 # A valid base for the bad-values checks, so each one breaks exactly one thing.
 VALID = {"secrets": {"adminTokens": [ADMIN]}, "redis": {"url": "redis://redis.example:6379/0"}}
 BAD_VALUES: list[tuple[str, dict[str, Any], Callable[[Lint], bool]]] = [
@@ -406,6 +435,17 @@ BAD_VALUES: list[tuple[str, dict[str, Any], Callable[[Lint], bool]]] = [
      lambda lint: any("existingSecret is set" in f for f in lint.fails)),
     ("redis.url together with bundled Redis", {"redis": {"bundled": {"enabled": True}}},
      lambda lint: any("both set" in f for f in lint.fails)),
+    ("redis.clusterUrls scheme", {"redis": {"url": "", "clusterUrls": ["http://10.0.0.1:7000"]}},
+     lambda lint: bool(lint.errors)),
+    ("redis.existingSecretKey enum", {"redis": {"existingSecretKey": "REDIS_URL"}}, lambda lint: bool(lint.errors)),
+    ("redis.clusterUrls together with redis.url", {"redis": {"clusterUrls": CLUSTER_URLS}},
+     lambda lint: any("redis.url and redis.clusterUrls are both set" in f for f in lint.fails)),
+    ("redis.clusterUrls together with bundled Redis",
+     {"redis": {"url": "", "clusterUrls": CLUSTER_URLS, "bundled": {"enabled": True}}},
+     lambda lint: any("redis.clusterUrls and redis.bundled.enabled are both set" in f for f in lint.fails)),
+    ("existingSecret together with redis.clusterUrls",
+     {"existingSecret": "mine", "secrets": {"adminTokens": []}, "redis": {"url": "", "clusterUrls": CLUSTER_URLS}},
+     lambda lint: any("existingSecret is set" in f for f in lint.fails)),
 ]
 
 
@@ -422,6 +462,11 @@ GOOD_VALUES: list[tuple[str, dict[str, Any], Callable[[Checks], bool]]] = [
      {"existingSecret": "mine", "redis": {"bundled": {"enabled": True, "auth": {"password": "s3cret-pw"}}}},
      lambda c: dig(controller(c)[2], "ROLLOUT_REDIS_URL", "value").startswith("redis://:$(REDIS_PASSWORD)@")
      and base64.b64decode(dig(c.one("Secret", f"{FULLNAME}-redis"), "data", "redis-password")) == b"s3cret-pw"),
+    ("existingSecret holding Redis Cluster seed URLs",
+     {"existingSecret": "mine", "redis": {"existingSecretKey": "ROLLOUT_REDIS_CLUSTER_URLS"}},
+     lambda c: dig(controller(c)[2], "ROLLOUT_REDIS_CLUSTER_URLS", "valueFrom", "secretKeyRef")
+     == {"name": "mine", "key": "ROLLOUT_REDIS_CLUSTER_URLS", "optional": False}
+     and "ROLLOUT_REDIS_URL" not in controller(c)[2]),
     ("one replica on the in-memory store",
      {"replicaCount": 1, "redis": {"allowInMemory": True}, "secrets": {"adminTokens": [ADMIN]}},
      lambda c: "ROLLOUT_REDIS_URL" not in controller(c)[2] and dig(controller(c)[0], "spec", "replicas") == 1),
@@ -464,6 +509,7 @@ CASES = [
     ("chart as shipped", case_shipped),
     ("bundled Redis + ServiceMonitor + PrometheusRule", case_bundled),
     ("existingSecret + external Redis", case_existing_secret),
+    ("external Redis Cluster (redis.clusterUrls)", case_cluster),
     (f"bad values are rejected ({len(BAD_VALUES)} kinds; {len(GOOD_VALUES)} other valid sets render)",
      case_bad_values),
 ]

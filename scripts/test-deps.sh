@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the test suite's real peers need, when missing: redis-server, Prometheus and
+# Installs what the test suite's real peers need, when missing: redis-server and redis-cli, Prometheus and
 # Alertmanager (Debian), Chromium + playwright-core (dashboard test), the OpenFeature Python and
 # Node SDKs (OFREP tests). Idempotent: does nothing when everything is there.
 set -euo pipefail
@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 apt_packages=()
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
+# The Redis Cluster tests: redis-cli --cluster create joins three redis-servers.
+command -v redis-cli >/dev/null || apt_packages+=(redis-tools)
 # The fault tests: kill(1) signals the service binary; openssl(1) makes the rediss:// test's certificates.
 [[ -x /usr/bin/kill || -x /bin/kill ]] || apt_packages+=(procps)
 command -v openssl >/dev/null || apt_packages+=(openssl)

@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Redis URL (redis:// or rediss://); unset = the embedded in-memory store (not shared, not kept)
     #[arg(long, env = "ROLLOUT_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Redis Cluster seed node URLs, comma-separated (instead of --redis-url); any reachable one
+    /// finds the others
+    #[arg(long, env = "ROLLOUT_REDIS_CLUSTER_URLS", value_delimiter = ',', hide_env_values = true)]
+    pub redis_cluster_urls: Vec<String>,
     /// PEM file of the CA that signed the Redis server's certificate (rediss:// with a private CA);
     /// unset = the public web PKI roots
     #[arg(long, env = "ROLLOUT_REDIS_CA_FILE")]
@@ -101,6 +105,7 @@ pub struct ServeArgs {
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub redis_url: Option<String>,
+    pub redis_cluster_urls: Option<Vec<String>>,
     pub redis_ca_file: Option<PathBuf>,
     pub key_prefix: Option<String>,
     pub default_flag: Option<String>,
@@ -151,6 +156,8 @@ pub struct NamedToken {
 pub struct Settings {
     pub listen: SocketAddr,
     pub redis_url: Option<SecretString>,
+    /// Seed nodes of a Redis Cluster; empty = not a cluster.
+    pub redis_cluster_urls: Vec<SecretString>,
     /// CA certificate (PEM) trusted for `rediss://`, instead of the public roots.
     pub redis_ca_file: Option<PathBuf>,
     pub key_prefix: String,
@@ -182,6 +189,7 @@ impl Default for Settings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             redis_url: None,
+            redis_cluster_urls: Vec::new(),
             redis_ca_file: None,
             key_prefix: "rollout".into(),
             default_flag: "default".into(),
@@ -243,6 +251,15 @@ impl Settings {
         let settings = Settings {
             listen: args.listen.or(file.listen).unwrap_or(d.listen),
             redis_url: args.redis_url.clone().or(file.redis_url).filter(|u| !u.is_empty()).map(SecretString::from),
+            redis_cluster_urls: Some(args.redis_cluster_urls.clone())
+                .filter(|urls| !urls.is_empty())
+                .or(file.redis_cluster_urls)
+                .unwrap_or_default()
+                .iter()
+                .map(|u| u.trim())
+                .filter(|u| !u.is_empty())
+                .map(|u| SecretString::from(u.to_owned()))
+                .collect(),
             redis_ca_file: args.redis_ca_file.clone().or(file.redis_ca_file),
             key_prefix: args.key_prefix.clone().or(file.key_prefix).unwrap_or(d.key_prefix),
             default_flag: args.default_flag.clone().or(file.default_flag).unwrap_or(d.default_flag),
@@ -297,6 +314,9 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         if !valid_flag_name(&self.default_flag) {
             return Err(ConfigError::Invalid(format!("default flag {:?} is not a valid flag name", self.default_flag)));
+        }
+        if self.redis_url.is_some() && !self.redis_cluster_urls.is_empty() {
+            return Err(ConfigError::Invalid("give either a Redis URL or Redis Cluster URLs, not both".into()));
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
             return Err(ConfigError::Invalid("key prefix must be non-empty and free of braces".into()));
@@ -366,6 +386,19 @@ mod tests {
         assert_eq!(s.resync_every, Duration::from_secs(3));
         assert_eq!(s.flags["checkout"].salt.as_deref(), Some("s"));
         assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    }
+
+    #[test]
+    fn cluster_urls_come_comma_separated_and_exclude_a_single_url() {
+        let args = ServeArgs {
+            redis_cluster_urls: vec!["redis://10.0.0.1:7000".into(), " redis://10.0.0.2:7000 ".into(), String::new()],
+            ..ServeArgs::default()
+        };
+        let s = Settings::load(&args).expect("valid");
+        let urls: Vec<&str> = s.redis_cluster_urls.iter().map(|u| u.expose_secret()).collect();
+        assert_eq!(urls, ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
+        let both = ServeArgs { redis_url: Some("redis://10.0.0.3/".into()), ..args };
+        assert!(matches!(Settings::load(&both), Err(ConfigError::Invalid(_))));
     }
 
     #[test]

@@ -77,15 +77,20 @@ fn generated_token() -> String {
 }
 
 pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ServerError> {
+    let ca = || match &settings.redis_ca_file {
+        Some(path) => {
+            std::fs::read(path).map(Some).map_err(|source| ServerError::RedisCa { path: path.clone(), source })
+        }
+        None => Ok(None),
+    };
+    if !settings.redis_cluster_urls.is_empty() {
+        let seeds: Vec<&str> = settings.redis_cluster_urls.iter().map(|u| u.expose_secret()).collect();
+        let store = RedisStore::connect_cluster(&seeds, &settings.key_prefix, ca()?).map_err(ServerError::Redis)?;
+        return Ok(Arc::new(store));
+    }
     match &settings.redis_url {
         Some(url) => {
-            let ca = match &settings.redis_ca_file {
-                Some(path) => {
-                    Some(std::fs::read(path).map_err(|source| ServerError::RedisCa { path: path.clone(), source })?)
-                }
-                None => None,
-            };
-            let store = RedisStore::connect_with_ca(url.expose_secret(), &settings.key_prefix, ca)
+            let store = RedisStore::connect_with_ca(url.expose_secret(), &settings.key_prefix, ca()?)
                 .map_err(ServerError::Redis)?;
             Ok(Arc::new(store))
         }

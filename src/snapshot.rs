@@ -2,8 +2,10 @@
 //!
 //! Evaluations never touch the store: they look a flag up here, hash and compare. A feed task
 //! applies change messages one at a time (so reads of the store are never applied out of order)
-//! and re-reads everything periodically to repair missed messages. If the store is unreachable the
-//! snapshot keeps serving what it has (fail-static) and readiness reports why.
+//! and re-reads everything periodically to repair missed messages: every flag's version first,
+//! then the documents of only those that differ, so a resync that finds nothing new allocates and
+//! rebuilds nothing. If the store is unreachable the snapshot keeps serving what it has
+//! (fail-static) and readiness reports why.
 //!
 //! A full re-read never drops a flag just because the store came back without it: each read
 //! carries the store's generation, which changes only when the store lost its data. A flag missing
@@ -21,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::domain::bucket;
 use crate::domain::rollout::{Evaluation, Flag, evaluate};
-use crate::store::{Catalog, Store, StoreError};
+use crate::store::{Catalog, Stamp, Store, StoreError};
 
 /// A flag prepared for evaluation: what the hot path needs, computed once per change.
 #[derive(Debug)]
@@ -104,6 +106,12 @@ impl FlagView {
     fn superseded_by(&self, other: &Flag) -> bool {
         other.state.created_at != self.flag.state.created_at || other.state.version >= self.flag.state.version
     }
+
+    /// Whether the store's `stamp` says this view is out of date (another incarnation, a newer
+    /// version, or the store cannot tell).
+    fn outdated_by(&self, stamp: &Stamp) -> bool {
+        stamp.created_at != Some(self.flag.state.created_at) || stamp.version > self.flag.state.version
+    }
 }
 
 /// The flags, and which of them the store lost (kept from before, waiting to be restored).
@@ -111,6 +119,8 @@ impl FlagView {
 struct Flags {
     by_name: HashMap<String, Arc<FlagView>>,
     orphans: HashSet<String>,
+    /// Flags the store's index listed without the flag at the last full read, kept meanwhile.
+    missing: HashSet<String>,
 }
 
 pub struct Snapshot {
@@ -175,6 +185,7 @@ impl Snapshot {
         let mut flags = self.write();
         // The store has it (again): no longer an orphan, whichever copy is newer.
         flags.orphans.remove(&flag.name);
+        flags.missing.remove(&flag.name);
         if flags.by_name.get(&flag.name).is_none_or(|v| v.superseded_by(&flag)) {
             flags.by_name.insert(flag.name.clone(), Arc::new(FlagView::new(flag)));
         }
@@ -184,25 +195,71 @@ impl Snapshot {
     pub fn remove(&self, name: &str) -> bool {
         let mut flags = self.write();
         flags.orphans.remove(name);
+        flags.missing.remove(name);
         flags.by_name.remove(name).is_some()
     }
 
-    /// Takes a full read of the store. Flags missing from it go when the store's generation is the
-    /// one last seen (they were deleted); after a change of generation (the store lost its data)
-    /// they stay as orphans, as do orphans still missing. Returns how many flags are orphans now.
-    pub fn replace_all(&self, catalog: Catalog) -> usize {
+    /// The flags of a full read of the store that this snapshot must fetch: new or outdated.
+    pub fn outdated(&self, stamps: &[Stamp]) -> Vec<String> {
+        let flags = self.read();
+        stamps
+            .iter()
+            .filter(|stamp| flags.by_name.get(&stamp.name).is_none_or(|v| v.outdated_by(stamp)))
+            .map(|stamp| stamp.name.clone())
+            .collect()
+    }
+
+    /// Takes a full read of the store: `catalog` stamps every flag it holds, `fresh` holds the ones
+    /// fetched because [`Self::outdated`] named them. Current views are kept as they are. Flags
+    /// missing from the read go when the store's generation is the one last seen (they were
+    /// deleted); after a change of generation (the store lost its data) they stay as orphans, as do
+    /// orphans still missing. A flag the index still lists without the flag itself is kept; listed
+    /// so at two reads in a row it was lost (a cluster node came back empty) and becomes an orphan,
+    /// for the leader to write back (a deletion or creation in flight takes microseconds, and a
+    /// deletion's change message drops the flag first). When nothing changed, nothing is rebuilt.
+    /// Returns how many flags are orphans now.
+    pub fn sync(&self, catalog: Catalog, fresh: Vec<Flag>) -> usize {
+        let Catalog { generation, stamps, missing } = catalog;
         let mut known = self.generation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let same_store = known.as_ref().is_none_or(|g| *g == catalog.generation);
+        let same_store = known.as_ref().is_none_or(|g| *g == generation);
+        {
+            let flags = self.read();
+            if same_store
+                && fresh.is_empty()
+                && missing.is_empty()
+                && flags.orphans.is_empty()
+                && flags.missing.is_empty()
+                && stamps.len() == flags.by_name.len()
+                && stamps.iter().all(|s| flags.by_name.get(&s.name).is_some_and(|v| !v.outdated_by(s)))
+            {
+                *known = Some(generation);
+                return 0;
+            }
+        }
+        let mut fresh: HashMap<String, Flag> = fresh.into_iter().map(|f| (f.name.clone(), f)).collect();
         let mut flags = self.write();
-        let mut next = HashMap::with_capacity(catalog.flags.len());
-        for flag in catalog.flags {
-            let view = match flags.by_name.get(&flag.name) {
-                Some(v) if !v.superseded_by(&flag) => Arc::clone(v),
-                _ => Arc::new(FlagView::new(flag)),
+        let mut next = HashMap::with_capacity(stamps.len());
+        for stamp in stamps {
+            let view = match (flags.by_name.get(&stamp.name), fresh.remove(&stamp.name)) {
+                (Some(v), Some(flag)) if !v.superseded_by(&flag) => Arc::clone(v),
+                (_, Some(flag)) => Arc::new(FlagView::new(flag)),
+                (Some(v), None) if !v.outdated_by(&stamp) => Arc::clone(v),
+                // Outdated but not fetched: gone between the two reads.
+                _ => continue,
             };
-            next.insert(view.flag.name.clone(), view);
+            next.insert(stamp.name, view);
         }
         let mut orphans = HashSet::new();
+        let mut still_missing = HashSet::new();
+        for name in missing {
+            let Some(view) = flags.by_name.get(&name) else { continue };
+            if !same_store || flags.missing.contains(&name) || flags.orphans.contains(&name) {
+                orphans.insert(name.clone());
+            } else {
+                still_missing.insert(name.clone());
+            }
+            next.insert(name, Arc::clone(view));
+        }
         for (name, view) in &flags.by_name {
             if !next.contains_key(name) && (!same_store || flags.orphans.contains(name)) {
                 orphans.insert(name.clone());
@@ -213,13 +270,23 @@ impl Snapshot {
         if lost > flags.orphans.len() {
             tracing::warn!(
                 lost,
-                generation = %catalog.generation,
+                generation = %generation,
                 "the store came back without flags this replica serves; serving them from the snapshot until the leader restores them"
             );
         }
-        *flags = Flags { by_name: next, orphans };
-        *known = Some(catalog.generation);
+        *flags = Flags { by_name: next, orphans, missing: still_missing };
+        *known = Some(generation);
         lost
+    }
+
+    /// Takes every flag of a store of `generation` at once (what [`Self::sync`] does after fetching
+    /// them all).
+    pub fn replace_all(&self, generation: &str, all: Vec<Flag>) -> usize {
+        let stamps = all
+            .iter()
+            .map(|f| Stamp { name: f.name.clone(), version: f.state.version, created_at: Some(f.state.created_at) })
+            .collect();
+        self.sync(Catalog { generation: generation.to_owned(), stamps, missing: Vec::new() }, all)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Flags> {
@@ -279,10 +346,24 @@ fn describe(e: &StoreError) -> String {
     text
 }
 
+/// Reads the store's stamps, then the flags this snapshot lacks or holds older, then the
+/// generation again: a store that lost its data between the reads is read again rather than
+/// having its flags filed under the wrong generation.
+async fn read_changes(store: &dyn Store, snapshot: &Snapshot) -> Result<(Catalog, Vec<Flag>), StoreError> {
+    loop {
+        let catalog = store.load_stamps().await?;
+        let outdated = snapshot.outdated(&catalog.stamps);
+        let fresh = if outdated.is_empty() { Vec::new() } else { store.get_flags(&outdated).await? };
+        if store.generation().await?.as_deref() == Some(catalog.generation.as_str()) {
+            return Ok((catalog, fresh));
+        }
+    }
+}
+
 async fn full_reload(store: &dyn Store, snapshot: &Snapshot) -> bool {
-    match store.load_all().await {
-        Ok(catalog) => {
-            snapshot.replace_all(catalog);
+    match read_changes(store, snapshot).await {
+        Ok((catalog, fresh)) => {
+            snapshot.sync(catalog, fresh);
             snapshot.mark_ok();
             true
         }
@@ -368,8 +449,14 @@ mod tests {
         flag
     }
 
-    fn catalog(generation: &str, flags: &[Flag]) -> Catalog {
-        Catalog { generation: generation.into(), flags: flags.to_vec() }
+    fn flag_at(name: &str, version: u64, created_at: i64) -> Flag {
+        let mut flag = Flag::new(name.into(), FlagDefinition::default(), created_at);
+        flag.state.version = version;
+        flag
+    }
+
+    fn stamp(name: &str, version: u64, created_at: Option<i64>) -> Stamp {
+        Stamp { name: name.into(), version, created_at }
     }
 
     fn names(snapshot: &Snapshot) -> Vec<String> {
@@ -379,32 +466,125 @@ mod tests {
     #[test]
     fn a_flag_missing_from_the_same_store_was_deleted_and_goes() {
         let s = Snapshot::new();
-        assert_eq!(s.replace_all(catalog("g1", &[flag("a", 1), flag("b", 1)])), 0);
-        assert_eq!(s.replace_all(catalog("g1", &[flag("a", 1)])), 0);
+        assert_eq!(s.replace_all("g1", vec![flag("a", 1), flag("b", 1)]), 0);
+        assert_eq!(s.replace_all("g1", vec![flag("a", 1)]), 0);
         assert_eq!(names(&s), ["a"]);
     }
 
     #[test]
     fn flags_missing_after_the_store_lost_its_data_stay_until_restored_or_deleted() {
         let s = Snapshot::new();
-        s.replace_all(catalog("g1", &[flag("a", 3), flag("b", 5), flag("c", 2)]));
+        s.replace_all("g1", vec![flag("a", 3), flag("b", 5), flag("c", 2)]);
         // Redis came back empty: a new generation, nothing in it.
-        assert_eq!(s.replace_all(catalog("g2", &[])), 3);
+        assert_eq!(s.replace_all("g2", vec![]), 3);
         assert_eq!(names(&s), ["a", "b", "c"]);
         assert_eq!(s.get("b").map(|v| v.flag.state.version), Some(5), "served as before");
         // Later reads of the new generation keep the orphans too.
-        assert_eq!(s.replace_all(catalog("g2", &[])), 3);
+        assert_eq!(s.replace_all("g2", vec![]), 3);
         // The leader restored `a` (version + 1): no longer an orphan.
         s.upsert(flag("a", 4));
         assert!(!s.is_orphan("a"));
         // `b` was deleted through the API: the feed's deletion removes it.
         assert!(s.remove("b"));
-        assert_eq!(s.replace_all(catalog("g2", &[flag("a", 4)])), 1);
+        assert_eq!(s.replace_all("g2", vec![flag("a", 4)]), 1);
         assert_eq!(names(&s), ["a", "c"]);
         assert_eq!(s.orphans().iter().map(|v| v.flag.name.clone()).collect::<Vec<_>>(), ["c"]);
         // Restored by the leader: back to normal, and a later deletion in the same store goes.
-        assert_eq!(s.replace_all(catalog("g2", &[flag("a", 4), flag("c", 3)])), 0);
-        assert_eq!(s.replace_all(catalog("g2", &[flag("c", 3)])), 0);
+        assert_eq!(s.replace_all("g2", vec![flag("a", 4), flag("c", 3)]), 0);
+        assert_eq!(s.replace_all("g2", vec![flag("c", 3)]), 0);
         assert_eq!(names(&s), ["c"]);
+    }
+
+    #[test]
+    fn a_sync_fetches_and_replaces_only_what_changed() {
+        let snapshot = Snapshot::new();
+        snapshot.replace_all(
+            "g1",
+            vec![flag_at("same", 3, 1), flag_at("newer", 3, 1), flag_at("reborn", 3, 1), flag_at("gone", 1, 1)],
+        );
+        let kept = snapshot.get("same").expect("present");
+        let stamps = vec![
+            stamp("same", 3, Some(1)),
+            stamp("newer", 4, Some(1)),
+            stamp("reborn", 1, Some(2)),
+            stamp("unknown-age", 1, None),
+            stamp("added", 1, Some(5)),
+        ];
+        let mut outdated = snapshot.outdated(&stamps);
+        outdated.sort();
+        assert_eq!(outdated, ["added", "newer", "reborn", "unknown-age"]);
+
+        // `unknown-age` was deleted between the two reads: it is not fetched, so not kept.
+        let fresh = vec![flag_at("newer", 4, 1), flag_at("reborn", 1, 2), flag_at("added", 1, 5)];
+        assert_eq!(snapshot.sync(Catalog { generation: "g1".into(), stamps, missing: Vec::new() }, fresh), 0);
+        let version = |name: &str| snapshot.get(name).map(|v| (v.flag.state.version, v.flag.state.created_at));
+        assert!(Arc::ptr_eq(&kept, &snapshot.get("same").expect("present")), "an unchanged view is reused");
+        assert_eq!(version("newer"), Some((4, 1)));
+        assert_eq!(version("reborn"), Some((1, 2)));
+        assert_eq!(version("added"), Some((1, 5)));
+        assert_eq!((version("gone"), version("unknown-age")), (None, None));
+        assert_eq!(snapshot.len(), 4);
+
+        // Nothing new: every view stays the very same.
+        let stamps = ["same", "newer", "reborn", "added"]
+            .iter()
+            .filter_map(|n| snapshot.get(n))
+            .map(|v| stamp(&v.flag.name, v.flag.state.version, Some(v.flag.state.created_at)))
+            .collect::<Vec<_>>();
+        assert!(snapshot.outdated(&stamps).is_empty());
+        let before: Vec<_> = snapshot.all();
+        snapshot.sync(Catalog { generation: "g1".into(), stamps, missing: Vec::new() }, Vec::new());
+        assert!(before.iter().zip(snapshot.all()).all(|(a, b)| Arc::ptr_eq(a, &b)));
+    }
+
+    #[test]
+    fn a_sync_never_goes_back_to_an_older_version() {
+        let snapshot = Snapshot::new();
+        snapshot.upsert(flag_at("f", 5, 1));
+        // A write through this replica landed after the store was read.
+        snapshot.sync(
+            Catalog { generation: "g1".into(), stamps: vec![stamp("f", 4, Some(1))], missing: Vec::new() },
+            Vec::new(),
+        );
+        assert_eq!(snapshot.get("f").map(|v| v.flag.state.version), Some(5));
+    }
+
+    #[test]
+    fn a_sync_of_a_new_generation_keeps_what_its_stamps_lack_as_orphans() {
+        let snapshot = Snapshot::new();
+        snapshot.replace_all("g1", vec![flag_at("a", 2, 1), flag_at("b", 2, 1)]);
+        // The store came back with only `a` (restored by another leader), at the same version.
+        let lost = snapshot.sync(
+            Catalog { generation: "g2".into(), stamps: vec![stamp("a", 2, Some(1))], missing: Vec::new() },
+            Vec::new(),
+        );
+        assert_eq!(lost, 1);
+        assert!(snapshot.is_orphan("b") && !snapshot.is_orphan("a"));
+        assert_eq!(snapshot.len(), 2);
+    }
+
+    #[test]
+    fn a_flag_listed_without_its_data_is_kept_and_after_two_reads_becomes_an_orphan() {
+        let catalog = |stamps: Vec<Stamp>, missing: &[&str]| Catalog {
+            generation: "g1".into(),
+            stamps,
+            missing: missing.iter().map(|m| (*m).to_owned()).collect(),
+        };
+        let s = Snapshot::new();
+        s.replace_all("g1", vec![flag_at("a", 2, 1), flag_at("b", 3, 1), flag_at("d", 1, 1)]);
+        // `b` is listed without its hash (its cluster node came back empty); `new` is being created.
+        assert_eq!(s.sync(catalog(vec![stamp("a", 2, Some(1)), stamp("d", 1, Some(1))], &["b", "new"]), Vec::new()), 0);
+        assert_eq!(s.get("b").map(|v| v.flag.state.version), Some(3), "served as before");
+        assert!(!s.is_orphan("b") && s.get("new").is_none());
+        // `d` is being deleted: its change message drops it first, the read after finds it listed.
+        assert!(s.remove("d"));
+        assert_eq!(s.sync(catalog(vec![stamp("a", 2, Some(1))], &["b", "d"]), Vec::new()), 1);
+        assert!(s.is_orphan("b"), "listed without data twice: lost, for the leader to restore");
+        assert!(s.get("d").is_none(), "a deleted flag does not come back");
+        // Restored by the leader: an ordinary flag again.
+        s.upsert(flag_at("b", 4, 1));
+        assert_eq!(s.sync(catalog(vec![stamp("a", 2, Some(1)), stamp("b", 4, Some(1))], &[]), Vec::new()), 0);
+        assert!(!s.is_orphan("b"));
+        assert_eq!(s.len(), 2);
     }
 }

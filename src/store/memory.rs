@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use std::time::{Duration, Instant};
 
 use super::{
-    Catalog, Change, HISTORY_CAP, Store, StoreResult, Written, add_bucket, new_generation, pulled_count_field,
+    Catalog, Change, HISTORY_CAP, Stamp, Store, StoreResult, Written, add_bucket, new_generation, pulled_count_field,
     pulled_field,
 };
 use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
@@ -79,16 +79,30 @@ impl Store for MemoryStore {
         "memory"
     }
 
-    async fn list_flags(&self) -> StoreResult<Vec<Flag>> {
-        Ok(self.lock().values().map(|e| e.flag.clone()).collect())
+    async fn load_stamps(&self) -> StoreResult<Catalog> {
+        let stamps = self
+            .lock()
+            .values()
+            .map(|e| Stamp {
+                name: e.flag.name.clone(),
+                version: e.flag.state.version,
+                created_at: Some(e.flag.state.created_at),
+            })
+            .collect();
+        Ok(Catalog { generation: self.generation.clone(), stamps, missing: Vec::new() })
     }
 
-    async fn load_all(&self) -> StoreResult<Catalog> {
-        Ok(Catalog { generation: self.generation.clone(), flags: self.list_flags().await? })
+    async fn generation(&self) -> StoreResult<Option<String>> {
+        Ok(Some(self.generation.clone()))
     }
 
     async fn get_flag(&self, name: &str) -> StoreResult<Option<Flag>> {
         Ok(self.lock().get(name).map(|e| e.flag.clone()))
+    }
+
+    async fn get_flags(&self, names: &[String]) -> StoreResult<Vec<Flag>> {
+        let flags = self.lock();
+        Ok(names.iter().filter_map(|name| flags.get(name).map(|e| e.flag.clone())).collect())
     }
 
     async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written> {

@@ -20,14 +20,28 @@ pub struct Change {
     pub version: u64,
 }
 
-/// A full read of the store: every flag, and the store's generation.
+/// Which version of a flag the store holds, without its document: what a replica compares with
+/// its snapshot so that a full re-read fetches only the flags that changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub name: String,
+    pub version: u64,
+    /// When this incarnation of the flag was created; `None` when the store does not say (re-read it).
+    pub created_at: Option<i64>,
+}
+
+/// A full read of the store's index: every flag's [`Stamp`], and the store's generation.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     /// Names the store's data set: set once when absent, so it changes exactly when the store lost
     /// its data (restarted without persistence, flushed). A flag missing from a read of the same
     /// generation was deleted; one missing from a new generation was lost.
     pub generation: String,
-    pub flags: Vec<Flag>,
+    pub stamps: Vec<Stamp>,
+    /// Names the index lists whose flag is not there: being deleted or created at this instant,
+    /// or lost with the one cluster node that held them (its slots came back empty while the
+    /// index's node kept its data, so the generation did not change).
+    pub missing: Vec<String>,
 }
 
 /// A fresh random generation id.
@@ -76,16 +90,28 @@ pub enum Written {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// `"redis"` or `"memory"`.
+    /// `"redis"`, `"redis-cluster"` or `"memory"`.
     fn kind(&self) -> &'static str;
 
-    async fn list_flags(&self) -> StoreResult<Vec<Flag>>;
+    /// Every flag's [`Stamp`] and the store's generation (set first when absent): cheap, no
+    /// documents. The snapshot's periodic re-read starts here, then fetches only what changed, and
+    /// uses the generation to tell a deleted flag from a lost one.
+    async fn load_stamps(&self) -> StoreResult<Catalog>;
 
-    /// Every flag and the store's generation (set first when absent). The snapshot's periodic
-    /// re-read uses it to tell a deleted flag from a lost one.
-    async fn load_all(&self) -> StoreResult<Catalog>;
+    /// The store's generation now (`None` when the store holds none: it lost its data since the
+    /// last [`Store::load_stamps`]).
+    async fn generation(&self) -> StoreResult<Option<String>>;
 
     async fn get_flag(&self, name: &str) -> StoreResult<Option<Flag>>;
+
+    /// The named flags that exist, in no particular order.
+    async fn get_flags(&self, names: &[String]) -> StoreResult<Vec<Flag>>;
+
+    /// Every flag.
+    async fn list_flags(&self) -> StoreResult<Vec<Flag>> {
+        let names: Vec<String> = self.load_stamps().await?.stamps.into_iter().map(|s| s.name).collect();
+        self.get_flags(&names).await
+    }
 
     /// Atomically: if the stored version is `expected` (0 = the flag must not exist), store `flag`,
     /// append `event` to its history and publish a [`Change`].

@@ -1,23 +1,38 @@
 //! Redis store: one hash per flag, a capped stream of audit events per flag, a pub/sub change feed.
+//! The same store runs on one Redis or on a Redis Cluster.
 //!
-//! Layout (every key of one flag shares the hash tag `{<flag>}`, so it works on Redis Cluster):
-//! - `<prefix>:{<flag>}:flag`    hash `version`, `doc` (the flag as JSON)
-//! - `<prefix>:{<flag>}:history` stream of `event` (audit events as JSON), trimmed to ~HISTORY_CAP
-//! - `<prefix>:flags`            set of flag names (the index)
-//! - `<prefix>:generation`       random id set when absent: changes when Redis lost its data
-//! - channel `<prefix>:changes`  `{"flag","version"}` after every write
+//! Layout (every key of one flag shares the hash tag `{<flag>}`, so a flag's keys live in one
+//! cluster slot and its scripts and pipelines never cross slots):
+//! - `<prefix>:{<flag>}:flag`        hash `version`, `created` (ms), `doc` (the flag as JSON)
+//! - `<prefix>:{<flag>}:history`     stream of `event` (audit events as JSON), trimmed to ~HISTORY_CAP
+//! - `<prefix>:{<flag>}:m:<series>:<bucket>` metric buckets (hashes with a TTL)
+//! - `<prefix>:flags`                set of flag names (the index); `<prefix>:{catalog}:flags` on a cluster
+//! - `<prefix>:generation`           random id set when absent: changes when Redis lost its data;
+//!   `<prefix>:{catalog}:generation` on a cluster, where it shares the index's slot, so both live
+//!   (and are lost) on the same node and one pipeline reads them together.
+//! - `<prefix>:leader`               the controller lease
+//! - channel `<prefix>:changes`      `{"flag","version"}` after every write
+//!
+//! On a cluster the change feed is classic pub/sub: a cluster forwards every `PUBLISH` to every
+//! node, so one subscription on any node sees all changes. The subscriber connects to the seed
+//! nodes in turn, then to the nodes the cluster reports; when its node dies the stream ends and
+//! the feed subscribes again through the next one.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use futures::stream::BoxStream;
-use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use futures::{StreamExt, TryStreamExt};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use super::{
-    Catalog, Change, HISTORY_CAP, Store, StoreError, StoreResult, Written, add_bucket, new_generation,
+    Catalog, Change, HISTORY_CAP, Stamp, Store, StoreError, StoreResult, Written, add_bucket, new_generation,
     pulled_count_field, pulled_field,
 };
 use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
@@ -30,7 +45,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const WRITE_SCRIPT: &str = r"
 local found = redis.call('HGET', KEYS[1], 'version') or '0'
 if found ~= ARGV[1] then return found end
-redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3], 'created', ARGV[8])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[5])
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 'OK'
@@ -67,9 +82,105 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Reads of many flags on a cluster: one command per flag (their keys live in different slots),
+/// this many in flight.
+const CLUSTER_READ_CONCURRENCY: usize = 64;
+
+/// Where commands go: one Redis through a reconnecting manager, or a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(Arc<LazyCluster>),
+}
+
+/// A cluster connection made on first use (and again after a failed attempt), so the service
+/// starts, and serves its snapshot, while the cluster is unreachable.
+struct LazyCluster {
+    client: ClusterClient,
+    conn: tokio::sync::OnceCell<ClusterConnection>,
+}
+
+impl LazyCluster {
+    async fn connection(&self) -> redis::RedisResult<ClusterConnection> {
+        self.conn.get_or_try_init(|| self.client.get_async_connection()).await.cloned()
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(lazy) => Box::pin(async move { lazy.connection().await?.req_packed_command(cmd).await }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(lazy) => {
+                Box::pin(async move { lazy.connection().await?.req_packed_commands(pipeline, offset, count).await })
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            // A cluster has only database 0.
+            Conn::Cluster(_) => 0,
+        }
+    }
+}
+
+/// One read command per key (`command` builds it): pipelined on one Redis, concurrent on a
+/// cluster, where a pipeline may not cross slots. Replies in the order of `keys`.
+async fn read_each<T: redis::FromRedisValue + Send + 'static>(
+    conn: &Conn,
+    keys: Vec<String>,
+    command: fn(String) -> Cmd,
+) -> StoreResult<Vec<T>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut conn = conn.clone();
+    match &conn {
+        Conn::Single(_) => {
+            let mut pipe = redis::pipe();
+            for key in keys {
+                pipe.add_command(command(key));
+            }
+            bounded(pipe.query_async(&mut conn)).await
+        }
+        Conn::Cluster(_) => {
+            let reads = futures::stream::iter(keys.into_iter().map(|key| {
+                let (mut conn, cmd) = (conn.clone(), command(key));
+                async move { bounded(cmd.query_async::<T>(&mut conn)).await }
+            }));
+            reads.buffered(CLUSTER_READ_CONCURRENCY).try_collect().await
+        }
+    }
+}
+
+/// Where the change feed subscribes.
+enum Subscriber {
+    Single(redis::Client),
+    Cluster {
+        seeds: Vec<ConnectionInfo>,
+        /// The CA the nodes' certificates are checked against (`rediss://` with a private CA).
+        ca_pem: Option<Vec<u8>>,
+        /// Rotates the first node tried, so a dead node is not tried first forever.
+        next: AtomicUsize,
+    },
+}
+
 pub struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    conn: Conn,
+    subscriber: Subscriber,
     prefix: String,
     write_script: redis::Script,
     delete_script: redis::Script,
@@ -89,6 +200,45 @@ async fn bounded<T>(fut: impl Future<Output = redis::RedisResult<T>>) -> StoreRe
     }
 }
 
+/// The connection settings of `info` at another node's address (same credentials and TLS mode).
+fn at_node(info: &ConnectionInfo, host: &str, port: u16) -> ConnectionInfo {
+    let addr = match info.addr() {
+        ConnectionAddr::TcpTls { insecure, tls_params, .. } => {
+            ConnectionAddr::TcpTls { host: host.to_owned(), port, insecure: *insecure, tls_params: tls_params.clone() }
+        }
+        _ => ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    info.clone().set_addr(addr)
+}
+
+/// `host:port` of every reachable node in a `CLUSTER NODES` reply.
+fn cluster_node_addresses(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.nth(1)?;
+            let flags = fields.next()?;
+            if flags.split(',').any(|f| f.starts_with("fail") || f == "noaddr" || f == "handshake") {
+                return None;
+            }
+            // `ip:port@cport[,hostname]`
+            let (host, port) = address.split('@').next()?.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
+        })
+        .collect()
+}
+
+fn redis_client(info: impl IntoConnectionInfo, ca_pem: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
+    match ca_pem {
+        Some(root_cert) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert.to_vec()) },
+        ),
+        None => redis::Client::open(info),
+    }
+}
+
 impl RedisStore {
     /// Connects lazily: the service starts (and serves nothing stale) even while Redis is down.
     pub fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
@@ -98,29 +248,86 @@ impl RedisStore {
     /// Like [`RedisStore::connect`]; for `rediss://`, `ca_pem` (a PEM certificate) replaces the
     /// public roots the server's certificate is checked against.
     pub fn connect_with_ca(url: &str, prefix: &str, ca_pem: Option<Vec<u8>>) -> Result<Self, redis::RedisError> {
-        let client = match ca_pem {
-            Some(root_cert) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) },
-            )?,
-            None => redis::Client::open(url)?,
-        };
+        let client = redis_client(url, ca_pem.as_deref())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        Ok(Self {
-            client,
+        Ok(Self::with(Conn::Single(conn), Subscriber::Single(client), prefix))
+    }
+
+    /// A Redis Cluster, found through any of the `seeds` (`redis://` or `rediss://` URLs of its
+    /// nodes); `ca_pem` as in [`RedisStore::connect_with_ca`]. Connects lazily, like
+    /// [`RedisStore::connect`].
+    pub fn connect_cluster(seeds: &[&str], prefix: &str, ca_pem: Option<Vec<u8>>) -> Result<Self, redis::RedisError> {
+        let seeds = seeds.iter().map(|url| url.into_connection_info()).collect::<Result<Vec<_>, _>>()?;
+        if seeds.is_empty() {
+            return Err(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no cluster seed URL given")));
+        }
+        let mut builder = ClusterClientBuilder::new(seeds.clone())
+            .connection_timeout(Duration::from_secs(1))
+            .response_timeout(COMMAND_TIMEOUT)
+            .retries(2);
+        if let Some(root_cert) = &ca_pem {
+            // Checked here, as for one Redis, rather than on the first connection.
+            redis_client(seeds[0].clone(), Some(root_cert))?;
+            builder = builder.certs(redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert.clone()) });
+        }
+        let lazy = LazyCluster { client: builder.build()?, conn: tokio::sync::OnceCell::new() };
+        let subscriber = Subscriber::Cluster { seeds, ca_pem, next: AtomicUsize::new(0) };
+        Ok(Self::with(Conn::Cluster(Arc::new(lazy)), subscriber, prefix))
+    }
+
+    fn with(conn: Conn, subscriber: Subscriber, prefix: &str) -> Self {
+        Self {
             conn,
+            subscriber,
             prefix: prefix.to_owned(),
             write_script: redis::Script::new(WRITE_SCRIPT),
             delete_script: redis::Script::new(DELETE_SCRIPT),
             lead_script: redis::Script::new(LEAD_SCRIPT),
             resign_script: redis::Script::new(RESIGN_SCRIPT),
             append_script: redis::Script::new(APPEND_SCRIPT),
-        })
+        }
+    }
+
+    /// A subscription on the one Redis, or on the first cluster node that takes it.
+    async fn pubsub(&self) -> StoreResult<PubSub> {
+        let (seeds, ca_pem, next) = match &self.subscriber {
+            Subscriber::Single(client) => {
+                let mut pubsub = bounded(client.get_async_pubsub()).await?;
+                bounded(pubsub.subscribe(self.channel())).await?;
+                return Ok(pubsub);
+            }
+            Subscriber::Cluster { seeds, ca_pem, next } => (seeds, ca_pem, next),
+        };
+        let mut candidates = seeds.clone();
+        let first = next.fetch_add(1, Ordering::Relaxed) % candidates.len().max(1);
+        candidates.rotate_left(first);
+        // Beyond the seeds, every node the cluster reports (when it answers).
+        let mut conn = self.conn.clone();
+        if let Ok(Ok(nodes)) =
+            tokio::time::timeout(COMMAND_TIMEOUT, redis::cmd("CLUSTER").arg("NODES").query_async::<String>(&mut conn))
+                .await
+            && let Some(template) = seeds.first()
+        {
+            candidates.extend(cluster_node_addresses(&nodes).iter().map(|(host, port)| at_node(template, host, *port)));
+        }
+        let mut last = None;
+        for info in candidates {
+            let attempt = async {
+                let mut pubsub = redis_client(info, ca_pem.as_deref())?.get_async_pubsub().await?;
+                pubsub.subscribe(self.channel()).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            match bounded(attempt).await {
+                Ok(pubsub) => return Ok(pubsub),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(StoreError::Timeout(COMMAND_TIMEOUT)))
     }
 
     fn flag_key(&self, flag: &str) -> String {
@@ -139,35 +346,26 @@ impl RedisStore {
         format!("{}:leader", self.prefix)
     }
 
+    /// The index and the generation: on a cluster they share the `{catalog}` hash tag (one slot,
+    /// one pipeline); on one Redis they keep the names they had before clusters were supported, so
+    /// an existing deployment finds its flags after an upgrade.
+    fn catalog_key(&self, name: &str) -> String {
+        match self.conn {
+            Conn::Single(_) => format!("{}:{name}", self.prefix),
+            Conn::Cluster(_) => format!("{}:{{catalog}}:{name}", self.prefix),
+        }
+    }
+
     fn index_key(&self) -> String {
-        format!("{}:flags", self.prefix)
+        self.catalog_key("flags")
     }
 
     fn generation_key(&self) -> String {
-        format!("{}:generation", self.prefix)
+        self.catalog_key("generation")
     }
 
     fn channel(&self) -> String {
         format!("{}:changes", self.prefix)
-    }
-
-    /// The flags of these names (a name without a document is a flag deleted meanwhile).
-    async fn list_named(&self, conn: &mut ConnectionManager, names: &[String]) -> StoreResult<Vec<Flag>> {
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for name in names {
-            pipe.hget(self.flag_key(name), "doc");
-        }
-        let docs: Vec<Option<String>> = bounded(pipe.query_async(conn)).await?;
-        let mut flags = Vec::with_capacity(names.len());
-        for (name, doc) in names.iter().zip(docs) {
-            if let Some(doc) = doc {
-                flags.push(self.decode(name, &doc)?);
-            }
-        }
-        Ok(flags)
     }
 
     fn decode(&self, name: &str, doc: &str) -> StoreResult<Flag> {
@@ -183,41 +381,51 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 #[async_trait]
 impl Store for RedisStore {
     fn kind(&self) -> &'static str {
-        "redis"
+        match self.conn {
+            Conn::Single(_) => "redis",
+            Conn::Cluster(_) => "redis-cluster",
+        }
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_flags(&self) -> StoreResult<Vec<Flag>> {
+    async fn load_stamps(&self) -> StoreResult<Catalog> {
         let mut conn = self.conn.clone();
-        let names: Vec<String> = bounded(conn.smembers(self.index_key())).await?;
-        self.list_named(&mut conn, &names).await
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn load_all(&self) -> StoreResult<Catalog> {
-        let mut conn = self.conn.clone();
-        loop {
-            // Set when absent, then read, with the index in the same round trip: a restart between
-            // them would break the connection, never pair an old generation with new contents.
-            let (generation, names): (String, Vec<String>) = bounded(
-                redis::pipe()
-                    .cmd("SET")
-                    .arg(self.generation_key())
-                    .arg(new_generation())
-                    .arg("NX")
-                    .ignore()
-                    .get(self.generation_key())
-                    .smembers(self.index_key())
-                    .query_async(&mut conn),
-            )
-            .await?;
-            let flags = self.list_named(&mut conn, &names).await?;
-            // Flushed between the two reads: read again rather than file flags under the wrong generation.
-            let after: Option<String> = bounded(conn.get(self.generation_key())).await?;
-            if after.as_deref() == Some(generation.as_str()) {
-                return Ok(Catalog { generation, flags });
+        // Set when absent, then read, with the index in the same round trip (one slot, also on a
+        // cluster): a restart between them would break the connection, never pair an old
+        // generation with new contents. The snapshot checks the generation again after reading
+        // the flags themselves.
+        let (generation, names): (String, Vec<String>) = bounded(
+            redis::pipe()
+                .cmd("SET")
+                .arg(self.generation_key())
+                .arg(new_generation())
+                .arg("NX")
+                .ignore()
+                .get(self.generation_key())
+                .smembers(self.index_key())
+                .query_async(&mut conn),
+        )
+        .await?;
+        let keys = names.iter().map(|name| self.flag_key(name)).collect();
+        let stamps: Vec<(Option<u64>, Option<i64>)> = read_each(&self.conn, keys, |key| {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(key).arg("version").arg("created");
+            cmd
+        })
+        .await?;
+        let mut catalog = Catalog { generation, stamps: Vec::with_capacity(names.len()), missing: Vec::new() };
+        for (name, (version, created_at)) in names.into_iter().zip(stamps) {
+            match version {
+                Some(version) => catalog.stamps.push(Stamp { name, version, created_at }),
+                None => catalog.missing.push(name),
             }
         }
+        Ok(catalog)
+    }
+
+    async fn generation(&self) -> StoreResult<Option<String>> {
+        let mut conn = self.conn.clone();
+        bounded(conn.get(self.generation_key())).await
     }
 
     #[tracing::instrument(skip_all, fields(flag = name))]
@@ -227,10 +435,36 @@ impl Store for RedisStore {
         doc.map(|d| self.decode(name, &d)).transpose()
     }
 
+    #[tracing::instrument(skip_all, fields(flags = names.len()))]
+    async fn get_flags(&self, names: &[String]) -> StoreResult<Vec<Flag>> {
+        let keys = names.iter().map(|name| self.flag_key(name)).collect();
+        let docs: Vec<Option<String>> = read_each(&self.conn, keys, |key| {
+            let mut cmd = redis::cmd("HGET");
+            cmd.arg(key).arg("doc");
+            cmd
+        })
+        .await?;
+        let mut flags = Vec::with_capacity(names.len());
+        for (name, doc) in names.iter().zip(docs) {
+            // A name without a document is a flag deleted meanwhile.
+            if let Some(doc) = doc {
+                flags.push(self.decode(name, &doc)?);
+            }
+        }
+        Ok(flags)
+    }
+
     #[tracing::instrument(skip_all, fields(flag = %flag.name))]
     async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written> {
         let mut conn = self.conn.clone();
         let change = Change { flag: flag.name.clone(), version: flag.state.version };
+        if expected == 0 {
+            // Indexed before it exists, never the other way round: a full read between the two
+            // must not miss a flag that replicas already serve (it would drop it as deleted). The
+            // index lives in its own hash slot, so it cannot join the script on a cluster; a name
+            // without a flag (the write below failed) is skipped by every read.
+            let _: i64 = bounded(conn.sadd(self.index_key(), &flag.name)).await?;
+        }
         let answer: String = bounded(
             self.write_script
                 .key(self.flag_key(&flag.name))
@@ -242,15 +476,12 @@ impl Store for RedisStore {
                 .arg(to_json(event))
                 .arg(self.channel())
                 .arg(to_json(&change))
+                .arg(flag.state.created_at)
                 .invoke_async(&mut conn),
         )
         .await?;
         if answer != "OK" {
             return Ok(Written::Conflict { found: answer.parse().unwrap_or(0) });
-        }
-        if expected == 0 {
-            // The index lives in its own hash slot, so it cannot join the script on a cluster.
-            let _: i64 = bounded(conn.sadd(self.index_key(), &flag.name)).await?;
         }
         Ok(Written::Yes)
     }
@@ -289,9 +520,9 @@ impl Store for RedisStore {
     }
 
     async fn subscribe(&self) -> StoreResult<BoxStream<'static, Change>> {
-        let mut pubsub = bounded(self.client.get_async_pubsub()).await?;
-        bounded(pubsub.subscribe(self.channel())).await?;
-        Ok(pubsub
+        Ok(self
+            .pubsub()
+            .await?
             .into_on_message()
             .filter_map(|msg| async move { serde_json::from_slice::<Change>(msg.get_payload_bytes()).ok() })
             .boxed())
@@ -445,6 +676,38 @@ mod tests {
         }
         assert!(RedisStore::connect("http://host/", "rollout").is_err());
         let pem = b"-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n".to_vec();
-        assert!(RedisStore::connect_with_ca("rediss://host/", "rollout", Some(pem)).is_err(), "a broken CA is refused");
+        assert!(
+            RedisStore::connect_with_ca("rediss://host/", "rollout", Some(pem.clone())).is_err(),
+            "a broken CA is refused"
+        );
+        assert!(
+            RedisStore::connect_cluster(&["rediss://h1:7000/"], "rollout", Some(pem)).is_err(),
+            "also on a cluster"
+        );
+        assert!(RedisStore::connect_cluster(&[], "rollout", None).is_err(), "a cluster needs a seed");
+        assert!(RedisStore::connect_cluster(&["redis://h1:7000/", "redis://h2:7000/"], "rollout", None).is_ok());
+    }
+
+    #[test]
+    fn cluster_nodes_lists_reachable_nodes_only() {
+        let reply = "\
+07c3 127.0.0.1:30004@31004 myself,master - 0 0 1 connected 0-5460
+67ed 127.0.0.1:30002@31002,node-b.example master - 0 1426238316232 2 connected 5461-10922
+292f 127.0.0.1:30003@31003 master,fail - 1426238317741 1426238316232 3 connected 10923-16383
+6ec2 :0@0 master,noaddr - 0 0 4 disconnected
+e7d1 10.0.0.7:6379@16379 slave 07c3 0 1426238317741 1 connected
+";
+        assert_eq!(
+            cluster_node_addresses(reply),
+            [("127.0.0.1".to_owned(), 30004), ("127.0.0.1".to_owned(), 30002), ("10.0.0.7".to_owned(), 6379)]
+        );
+    }
+
+    #[test]
+    fn another_node_keeps_the_credentials() {
+        let seed = "redis://:secret@seed.example:7000/".into_connection_info().expect("url");
+        let moved = at_node(&seed, "10.0.0.2", 7001);
+        assert!(matches!(moved.addr(), ConnectionAddr::Tcp(host, 7001) if host == "10.0.0.2"));
+        assert_eq!(moved.redis_settings().password(), Some("secret"));
     }
 }

@@ -152,6 +152,153 @@ impl Drop for RedisServer {
     }
 }
 
+/// A local Redis Cluster: three masters (no replicas) on free ports, each with its own directory
+/// in one temp dir; every node is killed on drop.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    bus_ports: Vec<u16>,
+    /// `requirepass` (and `masterauth`) of every node.
+    password: Option<String>,
+    children: Vec<Option<Child>>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        Self::start_with_password(None)
+    }
+
+    pub fn start_with_password(password: Option<String>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cluster = Self { ports: Vec::new(), bus_ports: Vec::new(), password, children: Vec::new(), _dir: dir };
+        for i in 0..3 {
+            let (port, bus_port) = (free_port(), free_port());
+            std::fs::create_dir(cluster._dir.path().join(format!("node-{i}"))).expect("node dir");
+            cluster.ports.push(port);
+            cluster.bus_ports.push(bus_port);
+            let child = cluster.spawn_node(i);
+            cluster.children.push(Some(child));
+        }
+        for port in &cluster.ports {
+            wait_for(Duration::from_secs(10), || cluster.ping(*port), "a cluster node to start");
+        }
+        let nodes: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let mut redis_cli = Command::new("redis-cli");
+        if let Some(password) = &cluster.password {
+            redis_cli.args(["-a", password, "--no-auth-warning"]);
+        }
+        let created = redis_cli
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .arg("--cluster-yes")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli must be on PATH (apt-get install redis-tools)");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// A node without persistence: its cluster config (`nodes.conf`, slots and node id) stays in
+    /// its directory, its data does not.
+    fn spawn_node(&self, node: usize) -> Child {
+        let mut command = Command::new("redis-server");
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password, "--masterauth", password]);
+        }
+        command
+            .args(["--port", &self.ports[node].to_string(), "--cluster-port", &self.bus_ports[node].to_string()])
+            .args(["--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self._dir.path().join(format!("node-{node}")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be on PATH (apt-get install redis-server)")
+    }
+
+    fn wait_healthy(&self) {
+        for port in &self.ports {
+            wait_for(Duration::from_secs(20), || self.cluster_ok(*port), "cluster_state:ok on every node");
+        }
+    }
+
+    /// Kills one node and starts it again on the same port: it rejoins with its slots, empty.
+    pub fn restart_empty(&mut self, node: usize) {
+        self.kill(node);
+        let child = self.spawn_node(node);
+        self.children[node] = Some(child);
+        wait_for(Duration::from_secs(10), || self.ping(self.ports[node]), "the node to start again");
+        self.wait_healthy();
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.ports.iter().map(|p| self.url(*p)).collect()
+    }
+
+    fn url(&self, port: u16) -> String {
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{port}/"),
+            None => format!("redis://127.0.0.1:{port}/"),
+        }
+    }
+
+    fn ping(&self, port: u16) -> bool {
+        redis::Client::open(self.url(port))
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    }
+
+    fn cluster_ok(&self, port: u16) -> bool {
+        redis::Client::open(self.url(port))
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+            .is_ok_and(|info| info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384"))
+    }
+
+    /// Kills one node (its slots become unreachable: there are no replicas).
+    pub fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.children[node].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The store of the service on this cluster (key prefix `rollout`).
+    pub fn store(&self) -> rollout_controller::store::RedisStore {
+        let urls = self.urls();
+        let seeds: Vec<&str> = urls.iter().map(String::as_str).collect();
+        rollout_controller::store::RedisStore::connect_cluster(&seeds, "rollout", None).expect("cluster URLs")
+    }
+
+    /// A plain connection to one node.
+    pub fn connection(&self, node: usize) -> redis::Connection {
+        redis::Client::open(self.urls()[node].as_str()).and_then(|c| c.get_connection()).expect("connect to node")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in 0..self.children.len() {
+            self.kill(node);
+        }
+    }
+}
+
+fn wait_for(within: Duration, mut check: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
@@ -399,7 +546,16 @@ impl TestApp {
 }
 
 /// Polls until `check` holds, up to `within`; returns how long it took.
-pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> Duration
+pub async fn eventually<F, Fut>(within: Duration, check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    within_named(within, "condition", check).await
+}
+
+/// Like [`eventually`], naming what was awaited when it fails.
+pub async fn within_named<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -409,7 +565,7 @@ where
         if check().await {
             return start.elapsed();
         }
-        assert!(start.elapsed() < within, "condition not met within {within:?}");
+        assert!(start.elapsed() < limit, "{what}: not met within {limit:?}");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{RedisServer, eventually, spawn_app};
+use rollout_controller::config::Settings;
+
+use crate::helpers::{RedisCluster, RedisServer, eventually, settings, spawn_app, spawn_with};
 
 #[tokio::test]
 async fn state_survives_a_restart_of_the_service() {
@@ -116,4 +118,93 @@ async fn a_flushed_redis_is_noticed_at_the_next_resync_and_the_leader_writes_eve
     let outcomes = a.tick().await;
     assert_eq!(outcomes.len(), 1, "{outcomes:?}");
     assert_eq!(a.percent("f").await, 100);
+}
+
+#[tokio::test]
+async fn two_replicas_on_a_redis_cluster_share_flags_and_changes() {
+    let cluster = RedisCluster::start();
+    let on_cluster =
+        || Settings { redis_cluster_urls: cluster.urls().into_iter().map(Into::into).collect(), ..settings(None) };
+    let a = spawn_with(on_cluster()).await;
+    let b = spawn_with(on_cluster()).await;
+    assert_eq!(b.get("/readyz").await.body["store"], "redis-cluster");
+    // Enough flags that their keys land on every node.
+    let flags: Vec<String> = (0..6).map(|i| format!("flag-{i}")).collect();
+    for f in &flags {
+        a.create_flag(f, json!({"stages": [{"name": "all", "percent": 100}]})).await;
+        a.must(f, "start").await;
+    }
+    for f in &flags {
+        eventually(Duration::from_secs(5), || async { b.percent(f).await == 100 }).await;
+    }
+    a.must("flag-3", "rollback").await;
+    eventually(Duration::from_secs(5), || async { b.percent("flag-3").await == 0 }).await;
+    assert_eq!(b.admin_get("/flags").await.body["flags"].as_array().map(Vec::len), Some(6));
+    assert_eq!(b.admin_get("/flags/flag-3/history").await.body["events"].as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test]
+async fn a_cluster_node_that_comes_back_empty_loses_no_flag_and_the_leader_writes_its_flags_back() {
+    let mut cluster = RedisCluster::start();
+    let on_cluster =
+        || Settings { redis_cluster_urls: cluster.urls().into_iter().map(Into::into).collect(), ..settings(None) };
+    let a = spawn_with(on_cluster()).await;
+    let b = spawn_with(on_cluster()).await;
+    assert!(a.is_leader());
+    let flags: Vec<String> = (0..12).map(|i| format!("flag-{i}")).collect();
+    for f in &flags {
+        a.create_flag(f, json!({"stages": [{"name": "half", "percent": 50}]})).await;
+        a.must(f, "start").await;
+    }
+    for f in &flags {
+        eventually(Duration::from_secs(5), || async { b.evaluate(f, "u").await["version"] == 2 }).await;
+    }
+    // A node holding flags but not the index: when it comes back empty, the generation (beside the
+    // index) does not change, yet its flags are gone.
+    let node = (0..3)
+        .find(|&n| {
+            let keys = keys_on(&cluster, n);
+            !keys.iter().any(|k| k.starts_with("rollout:{catalog}")) && keys.iter().any(|k| k.ends_with(":flag"))
+        })
+        .expect("12 flags over 3 nodes: a node with flags and without the index");
+    let mut lost: Vec<String> = keys_on(&cluster, node)
+        .iter()
+        .filter_map(|k| k.strip_prefix("rollout:{")?.strip_suffix("}:flag").map(str::to_owned))
+        .collect();
+    lost.sort();
+    assert!(!lost.is_empty());
+    cluster.restart_empty(node);
+    assert!(keys_on(&cluster, node).is_empty(), "the node came back without data");
+
+    // Two resyncs (1 s each) later, both replicas still serve every flag as before.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for app in [&a, &b] {
+        for f in &flags {
+            assert_eq!(app.percent(f).await, 50, "{f}");
+        }
+    }
+    // The leader's next tick writes the lost flags back, as they were, with an audit event.
+    eventually(Duration::from_secs(10), || async {
+        a.tick().await;
+        let mut back = true;
+        for f in &lost {
+            back &= a.admin_get(&format!("/flags/{f}/history")).await.body["events"][0]["action"] == "restored";
+        }
+        back
+    })
+    .await;
+    for f in &lost {
+        eventually(Duration::from_secs(5), || async { b.evaluate(f, "u").await["version"] == 3 }).await;
+        assert_eq!(b.percent(f).await, 50);
+    }
+    let mut on_node: Vec<String> = keys_on(&cluster, node)
+        .iter()
+        .filter_map(|k| k.strip_prefix("rollout:{")?.strip_suffix("}:flag").map(str::to_owned))
+        .collect();
+    on_node.sort();
+    assert_eq!(on_node, lost, "written back to the node that lost them");
+}
+
+fn keys_on(cluster: &RedisCluster, node: usize) -> Vec<String> {
+    redis::cmd("KEYS").arg("*").query(&mut cluster.connection(node)).expect("keys")
 }

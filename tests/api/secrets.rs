@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rollout_controller::sources::customerio::sign;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, RedisOptions, RedisServer, TlsFiles, free_port};
+use crate::helpers::{ADMIN, RedisCluster, RedisOptions, RedisServer, TlsFiles, free_port};
 use crate::process::{ServiceProcess, timed_test};
 
 /// A secret that cannot occur by chance: `<what>-<random hex>`.
@@ -329,4 +329,34 @@ async fn rediss_with_a_private_ca_and_a_password_works_and_an_unknown_ca_is_refu
         "FIGURES rediss: two replicas over TLS (private CA, password): a change reached the other replica in {feed_ms} ms; \
          without the CA: /readyz 503 ({reason})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_protected_redis_cluster_works_and_its_password_never_reaches_the_debug_logs() {
+    let _timed = timed_test().await;
+    let password = secret("cluster-password");
+    let mut cluster = RedisCluster::start_with_password(Some(password.clone()));
+    let seeds = cluster.urls().join(",");
+    let env = [("ROLLOUT_REDIS_CLUSTER_URLS", seeds.as_str()), ("RUST_LOG", "debug"), ("ROLLOUT_LOG_FORMAT", "json")];
+    // No single Redis URL: the cluster seeds instead.
+    let a = ServiceProcess::spawn("", &[], &env).await;
+    let b = ServiceProcess::spawn("", &[], &env).await;
+    assert_eq!(a.get("/readyz").await.body["store"], "redis-cluster");
+    assert_eq!(a.admin_put("/flags/c", json!({"stages": [{"name": "all", "percent": 100}]})).await.status, 201);
+    assert_eq!(a.admin_post("/flags/c/start", json!({})).await.status, 200);
+    let started = Instant::now();
+    while b.get("/flags/c/users/u").await.body["percent"] != 100 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the change did not reach B through the cluster");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A node dies: connection errors and the feed's move to another node are logged, never the password.
+    cluster.kill(0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let answers = [a.get("/readyz").await.body.to_string(), a.admin_get("/admin/status").await.body.to_string()];
+    for (name, text) in [("A's log", a.logs()), ("B's log", b.logs()), ("answers", answers.concat())] {
+        assert!(!text.is_empty(), "{name} is empty");
+        assert!(!text.contains(&password), "the cluster password leaked into {name}");
+    }
+    assert!(a.logs().lines().count() > 20, "debug logs were captured");
+    assert!(a.logs().contains("the change feed subscription was lost"), "the node's death was logged");
 }

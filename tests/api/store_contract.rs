@@ -8,9 +8,9 @@ use rollout_controller::clock::Clock;
 use rollout_controller::domain::guards::{MetricSample, MetricSeries, WindowTotals};
 use rollout_controller::domain::plan::FlagDefinition;
 use rollout_controller::domain::rollout::{Command, Flag, Status};
-use rollout_controller::store::{Change, MemoryStore, RedisStore, Store, Written};
+use rollout_controller::store::{Change, MemoryStore, RedisStore, Stamp, Store, Written};
 
-use crate::helpers::{RedisServer, T0};
+use crate::helpers::{RedisCluster, RedisServer, T0};
 
 pub async fn contract(store: Arc<dyn Store>) {
     let mut changes = store.subscribe().await.expect("subscribe");
@@ -51,13 +51,24 @@ pub async fn contract(store: Arc<dyn Store>) {
     let mut names: Vec<String> = store.list_flags().await.expect("list").into_iter().map(|f| f.name).collect();
     names.sort();
     assert_eq!(names, ["f", "g.2"]);
-    // A full read carries the store's generation, the same on every read while the data is there.
-    let catalog = store.load_all().await.expect("load all");
-    let mut loaded: Vec<String> = catalog.flags.into_iter().map(|f| f.name).collect();
-    loaded.sort();
-    assert_eq!(loaded, names);
+    // A full read: every flag's stamp (version and incarnation, no document) and the store's
+    // generation, the same on every read while the data is there.
+    let catalog = store.load_stamps().await.expect("stamps");
+    let mut stamps = catalog.stamps.clone();
+    stamps.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(
+        stamps,
+        [
+            Stamp { name: "f".into(), version: 2, created_at: Some(T0) },
+            Stamp { name: "g.2".into(), version: 1, created_at: Some(T0) }
+        ]
+    );
     assert!(!catalog.generation.is_empty());
-    assert_eq!(store.load_all().await.expect("load all").generation, catalog.generation);
+    assert_eq!(store.load_stamps().await.expect("stamps").generation, catalog.generation);
+    assert_eq!(store.generation().await.expect("generation"), Some(catalog.generation.clone()));
+    let mut some = store.get_flags(&["g.2".into(), "nope".into(), "f".into()]).await.expect("get several");
+    some.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(some, [started.clone(), other.clone()], "existing flags only");
 
     // Delete removes the flag and its history, once.
     assert!(store.delete_flag("f").await.expect("delete"));
@@ -99,7 +110,7 @@ pub async fn contract(store: Arc<dyn Store>) {
 async fn store_clock(store: &dyn Store) {
     let time = store.time_ms().await.expect("time");
     match store.kind() {
-        "redis" => {
+        "redis" | "redis-cluster" => {
             let now = rollout_controller::clock::SystemClock.now_ms();
             let t = time.expect("Redis has a clock");
             assert!((t - now).abs() < 1000, "Redis TIME {t} is not near the system clock {now}");
@@ -167,6 +178,8 @@ async fn redis_keys_of_one_flag_share_a_hash_tag() {
     store.write_flag(&flag, 0, &flag.creation_event("a", "b")).await.expect("create");
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.connection()).expect("keys");
     keys.sort();
+    // The index keeps the name it had before clusters were supported (on a cluster it is
+    // `rollout:{catalog}:flags`), so an upgraded deployment finds its flags.
     assert_eq!(keys, ["rollout:flags", "rollout:{checkout}:flag", "rollout:{checkout}:history"]);
 }
 
@@ -176,13 +189,99 @@ async fn the_redis_generation_changes_exactly_when_redis_loses_its_data() {
     let store = RedisStore::connect(&redis.url(), "rollout").expect("url");
     let flag = Flag::new("f".into(), FlagDefinition::default(), T0);
     store.write_flag(&flag, 0, &flag.creation_event("a", "b")).await.expect("create");
-    let first = store.load_all().await.expect("load all");
-    assert_eq!(first.flags.len(), 1);
+    let first = store.load_stamps().await.expect("stamps");
+    assert_eq!(first.stamps.len(), 1);
     store.delete_flag("f").await.expect("delete");
-    let after_delete = store.load_all().await.expect("load all");
-    assert_eq!((after_delete.generation.as_str(), after_delete.flags.len()), (first.generation.as_str(), 0));
+    let after_delete = store.load_stamps().await.expect("stamps");
+    assert_eq!((after_delete.generation.as_str(), after_delete.stamps.len()), (first.generation.as_str(), 0));
     let _: () = redis::cmd("FLUSHALL").query(&mut redis.connection()).expect("flush");
-    let after_flush = store.load_all().await.expect("load all");
+    assert_eq!(store.generation().await.expect("generation"), None, "a flushed Redis has no generation");
+    let after_flush = store.load_stamps().await.expect("stamps");
     assert_ne!(after_flush.generation, first.generation, "a flushed Redis has a new generation");
-    assert_eq!(store.load_all().await.expect("load all").generation, after_flush.generation);
+    assert_eq!(store.load_stamps().await.expect("stamps").generation, after_flush.generation);
+}
+
+#[tokio::test]
+async fn redis_cluster_store_meets_the_store_contract() {
+    let cluster = RedisCluster::start();
+    let store = cluster.store();
+    assert_eq!(store.kind(), "redis-cluster");
+    contract(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn a_flag_s_keys_share_a_node_of_the_cluster_and_flags_spread_over_all_nodes() {
+    let cluster = RedisCluster::start();
+    let store = cluster.store();
+    let names: Vec<String> = (0..12).map(|i| format!("flag-{i}")).collect();
+    for name in &names {
+        let flag = Flag::new(name.clone(), FlagDefinition::default(), T0);
+        store.write_flag(&flag, 0, &flag.creation_event("a", "b")).await.expect("create");
+        let series = MetricSeries { id: "s1".into(), bucket_ms: 10_000, ttl_secs: 60 };
+        let sample = MetricSample { requests: 1, ..MetricSample::default() };
+        store.record_metrics(name, &series, T0, &sample).await.expect("metrics");
+    }
+    // The first full read sets the generation.
+    let mut listed: Vec<String> = store.list_flags().await.expect("list").into_iter().map(|f| f.name).collect();
+    listed.sort();
+    let mut expected = names.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let mut nodes_with_flags = 0;
+    let mut index_on = Vec::new();
+    for node in 0..3 {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut cluster.connection(node)).expect("keys");
+        let flags: Vec<&String> = keys.iter().filter(|k| k.ends_with(":flag")).collect();
+        for flag_key in &flags {
+            let tag = flag_key.trim_end_matches(":flag");
+            for suffix in [":history", ":m:s1:"] {
+                assert!(
+                    keys.iter().any(|k| k.starts_with(&format!("{tag}{suffix}"))),
+                    "{tag}{suffix} on the same node"
+                );
+            }
+        }
+        if keys.iter().any(|k| k == "rollout:{catalog}:flags") {
+            assert!(keys.iter().any(|k| k == "rollout:{catalog}:generation"), "index and generation share a node");
+            index_on.push(node);
+        }
+        nodes_with_flags += usize::from(!flags.is_empty());
+    }
+    assert_eq!(nodes_with_flags, 3, "12 flags land on every node of 3");
+    assert_eq!(index_on.len(), 1, "one node holds the index");
+}
+
+#[tokio::test]
+async fn the_cluster_change_feed_moves_to_another_node_when_its_node_dies() {
+    let mut cluster = RedisCluster::start();
+    let store = cluster.store();
+    // The first subscription goes to the first seed.
+    let mut changes = store.subscribe().await.expect("subscribe");
+    cluster.kill(0);
+    let ended = tokio::time::timeout(Duration::from_secs(5), changes.next()).await.expect("the stream ends in time");
+    assert_eq!(ended, None, "losing the node ends the stream, so the feed re-reads and subscribes again");
+
+    // Every later subscription finds a live node, also when its turn starts at the dead one; a
+    // change published on any live node reaches it.
+    for version in 1..=3 {
+        let mut changes = store.subscribe().await.expect("subscribe through a live node");
+        let payload = format!(r#"{{"flag":"f","version":{version}}}"#);
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("rollout:changes")
+            .arg(payload)
+            .query(&mut cluster.connection(2))
+            .expect("publish");
+        // Skip earlier messages still crossing the cluster bus.
+        let expected = Change { flag: "f".into(), version };
+        let seen = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(change) = changes.next().await {
+                if change == expected {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(seen.ok(), Some(true), "version {version} arrives on the new subscription");
+    }
 }

@@ -77,7 +77,7 @@ app.kubernetes.io/component: redis
 {{- end }}
 
 {{/*
-Name of the Secret holding tokens, signing keys and the Redis URL.
+Name of the Secret holding tokens, signing keys and the Redis URL(s).
 */}}
 {{- define "rollout-controller.secretName" -}}
 {{- default (include "rollout-controller.fullname" .) .Values.existingSecret }}
@@ -104,16 +104,31 @@ redis-password
 {{- end }}
 
 {{/*
-Where the controller gets its Redis URL: "bundled", "secret" (redis.url or existingSecret) or
-"memory".
+Where the controller gets its Redis URL: "bundled", "secret" (redis.url, redis.clusterUrls or
+existingSecret) or "memory".
 */}}
 {{- define "rollout-controller.redisMode" -}}
 {{- if .Values.redis.bundled.enabled -}}
 bundled
-{{- else if or .Values.redis.url .Values.existingSecret -}}
+{{- else if or .Values.redis.url .Values.redis.clusterUrls .Values.existingSecret -}}
 secret
 {{- else -}}
 memory
+{{- end }}
+{{- end }}
+
+{{/*
+In "secret" mode, the Secret key (and env var) holding the Redis address: ROLLOUT_REDIS_URL or
+ROLLOUT_REDIS_CLUSTER_URLS. Only that one is referenced, so a missing key stops the pod instead of
+letting it fall back to the in-memory store.
+*/}}
+{{- define "rollout-controller.redisSecretKey" -}}
+{{- if .Values.existingSecret }}
+{{- .Values.redis.existingSecretKey }}
+{{- else if .Values.redis.clusterUrls -}}
+ROLLOUT_REDIS_CLUSTER_URLS
+{{- else -}}
+ROLLOUT_REDIS_URL
 {{- end }}
 {{- end }}
 
@@ -142,9 +157,9 @@ install renders it), so a bad combination fails the whole render with a clear me
 */}}
 {{- define "rollout-controller.validate" -}}
 {{- $v := .Values }}
-{{- $chartSecrets := or $v.secrets.adminTokens $v.secrets.readTokens $v.secrets.metricsTokens $v.secrets.alertTokens $v.secrets.cioSigningKeys $v.secrets.notifyUrls $v.redis.url }}
+{{- $chartSecrets := or $v.secrets.adminTokens $v.secrets.readTokens $v.secrets.metricsTokens $v.secrets.alertTokens $v.secrets.cioSigningKeys $v.secrets.notifyUrls $v.redis.url $v.redis.clusterUrls }}
 {{- if and $v.existingSecret $chartSecrets }}
-{{- fail "existingSecret is set: leave secrets.* and redis.url empty and put those values in the existing Secret (keys ROLLOUT_ADMIN_TOKENS, ROLLOUT_REDIS_URL, ...)" }}
+{{- fail "existingSecret is set: leave secrets.*, redis.url and redis.clusterUrls empty and put those values in the existing Secret (keys ROLLOUT_ADMIN_TOKENS, ROLLOUT_REDIS_URL or ROLLOUT_REDIS_CLUSTER_URLS, ...)" }}
 {{- end }}
 {{- if and (not $v.existingSecret) (not $v.secrets.adminTokens) }}
 {{- fail "no admin token: set secrets.adminTokens (e.g. --set 'secrets.adminTokens={ann:<a long random secret>}') or existingSecret with a ROLLOUT_ADMIN_TOKENS key. Without one every replica would generate its own." }}
@@ -152,11 +167,17 @@ install renders it), so a bad combination fails the whole render with a clear me
 {{- if and $v.redis.url $v.redis.bundled.enabled }}
 {{- fail "redis.url and redis.bundled.enabled are both set: choose one Redis" }}
 {{- end }}
+{{- if and $v.redis.url $v.redis.clusterUrls }}
+{{- fail "redis.url and redis.clusterUrls are both set: choose one Redis, a single node (redis.url) or a Redis Cluster (redis.clusterUrls); the service refuses to start with both" }}
+{{- end }}
+{{- if and $v.redis.clusterUrls $v.redis.bundled.enabled }}
+{{- fail "redis.clusterUrls and redis.bundled.enabled are both set: choose one Redis (the bundled Redis is a single node, not a cluster)" }}
+{{- end }}
 {{- if and $v.redis.allowInMemory (gt (int $v.replicaCount) 1) }}
-{{- fail (printf "redis.allowInMemory needs replicaCount=1 (got %d): the in-memory store is per pod, so replicas would disagree. Use redis.url, existingSecret or redis.bundled.enabled=true" (int $v.replicaCount)) }}
+{{- fail (printf "redis.allowInMemory needs replicaCount=1 (got %d): the in-memory store is per pod, so replicas would disagree. Use redis.url, redis.clusterUrls, existingSecret or redis.bundled.enabled=true" (int $v.replicaCount)) }}
 {{- end }}
 {{- if and (eq (include "rollout-controller.redisMode" .) "memory") (not $v.redis.allowInMemory) }}
-{{- fail "no Redis configured: set redis.url, existingSecret (with ROLLOUT_REDIS_URL) or redis.bundled.enabled=true; for a throw-away single replica set replicaCount=1 and redis.allowInMemory=true" }}
+{{- fail "no Redis configured: set redis.url, redis.clusterUrls, existingSecret (with ROLLOUT_REDIS_URL, or ROLLOUT_REDIS_CLUSTER_URLS and redis.existingSecretKey=ROLLOUT_REDIS_CLUSTER_URLS) or redis.bundled.enabled=true; for a throw-away single replica set replicaCount=1 and redis.allowInMemory=true" }}
 {{- end }}
 {{- if and $v.podDisruptionBudget.enabled (kindIs "invalid" $v.podDisruptionBudget.minAvailable) (kindIs "invalid" $v.podDisruptionBudget.maxUnavailable) }}
 {{- fail "podDisruptionBudget.enabled needs minAvailable or maxUnavailable" }}

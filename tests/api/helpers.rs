@@ -512,6 +512,22 @@ impl TestApp {
         self.evaluate(flag, "probe").await["percent"].as_u64().expect("percent")
     }
 
+    /// The answer for `user`, or `None` while this replica does not know the flag yet (404):
+    /// for polling a replica a change has not reached.
+    pub async fn try_evaluate(&self, flag: &str, user: &str) -> Option<Value> {
+        let r = self.get(&format!("/flags/{flag}/users/{user}")).await;
+        match r.status {
+            200 => Some(r.body),
+            404 => None,
+            status => panic!("{status}: {}", r.body),
+        }
+    }
+
+    /// The flag's percent, or `None` while this replica does not know the flag yet.
+    pub async fn try_percent(&self, flag: &str) -> Option<u64> {
+        Some(self.try_evaluate(flag, "probe").await?["percent"].as_u64().expect("percent"))
+    }
+
     /// One controller step (lease, then judge every flag), as the loop would do at its next tick.
     pub async fn tick(&self) -> Vec<rollout_controller::controller::Outcome> {
         self.running.as_ref().expect("running").controller.tick().await

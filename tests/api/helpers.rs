@@ -159,6 +159,8 @@ pub struct RedisCluster {
     bus_ports: Vec<u16>,
     /// `requirepass` (and `masterauth`) of every node.
     password: Option<String>,
+    /// Serve TLS only, clients and cluster bus alike (`rediss://` seeds).
+    tls: Option<TlsFiles>,
     children: Vec<Option<Child>>,
     _dir: tempfile::TempDir,
 }
@@ -169,8 +171,18 @@ impl RedisCluster {
     }
 
     pub fn start_with_password(password: Option<String>) -> Self {
+        Self::start_with(password, None)
+    }
+
+    /// Every node serves TLS only (`--port 0`), with `tls`'s certificate, on the cluster bus too.
+    pub fn start_tls(tls: TlsFiles) -> Self {
+        Self::start_with(None, Some(tls))
+    }
+
+    fn start_with(password: Option<String>, tls: Option<TlsFiles>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cluster = Self { ports: Vec::new(), bus_ports: Vec::new(), password, children: Vec::new(), _dir: dir };
+        let mut cluster =
+            Self { ports: Vec::new(), bus_ports: Vec::new(), password, tls, children: Vec::new(), _dir: dir };
         for i in 0..3 {
             let (port, bus_port) = (free_port(), free_port());
             std::fs::create_dir(cluster._dir.path().join(format!("node-{i}"))).expect("node dir");
@@ -186,6 +198,9 @@ impl RedisCluster {
         let mut redis_cli = Command::new("redis-cli");
         if let Some(password) = &cluster.password {
             redis_cli.args(["-a", password, "--no-auth-warning"]);
+        }
+        if let Some(tls) = &cluster.tls {
+            redis_cli.arg("--tls").arg("--cacert").arg(&tls.ca);
         }
         let created = redis_cli
             .args(["--cluster", "create"])
@@ -207,8 +222,19 @@ impl RedisCluster {
         if let Some(password) = &self.password {
             command.args(["--requirepass", password, "--masterauth", password]);
         }
+        let port = self.ports[node].to_string();
+        match &self.tls {
+            Some(tls) => {
+                command.args(["--port", "0", "--tls-port", &port, "--tls-cluster", "yes", "--tls-auth-clients", "no"]);
+                command.arg("--tls-cert-file").arg(&tls.cert).arg("--tls-key-file").arg(&tls.key);
+                command.arg("--tls-ca-cert-file").arg(&tls.ca);
+            }
+            None => {
+                command.args(["--port", &port]);
+            }
+        }
         command
-            .args(["--port", &self.ports[node].to_string(), "--cluster-port", &self.bus_ports[node].to_string()])
+            .args(["--cluster-port", &self.bus_ports[node].to_string()])
             .args(["--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -239,21 +265,37 @@ impl RedisCluster {
     }
 
     fn url(&self, port: u16) -> String {
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
         match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{port}/"),
-            None => format!("redis://127.0.0.1:{port}/"),
+            Some(password) => format!("{scheme}://:{password}@127.0.0.1:{port}/"),
+            None => format!("{scheme}://127.0.0.1:{port}/"),
+        }
+    }
+
+    /// The CA's PEM when the cluster serves TLS.
+    pub fn ca_pem(&self) -> Option<Vec<u8>> {
+        self.tls.as_ref().map(|tls| std::fs::read(&tls.ca).expect("CA file"))
+    }
+
+    fn client(&self, port: u16) -> redis::RedisResult<redis::Client> {
+        match self.ca_pem() {
+            Some(root_cert) => redis::Client::build_with_tls(
+                self.url(port),
+                redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) },
+            ),
+            None => redis::Client::open(self.url(port)),
         }
     }
 
     fn ping(&self, port: u16) -> bool {
-        redis::Client::open(self.url(port))
+        self.client(port)
             .and_then(|c| c.get_connection())
             .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
             .is_ok()
     }
 
     fn cluster_ok(&self, port: u16) -> bool {
-        redis::Client::open(self.url(port))
+        self.client(port)
             .and_then(|c| c.get_connection())
             .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
             .is_ok_and(|info| info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384"))
@@ -271,12 +313,12 @@ impl RedisCluster {
     pub fn store(&self) -> rollout_controller::store::RedisStore {
         let urls = self.urls();
         let seeds: Vec<&str> = urls.iter().map(String::as_str).collect();
-        rollout_controller::store::RedisStore::connect_cluster(&seeds, "rollout", None).expect("cluster URLs")
+        rollout_controller::store::RedisStore::connect_cluster(&seeds, "rollout", self.ca_pem()).expect("cluster URLs")
     }
 
     /// A plain connection to one node.
     pub fn connection(&self, node: usize) -> redis::Connection {
-        redis::Client::open(self.urls()[node].as_str()).and_then(|c| c.get_connection()).expect("connect to node")
+        self.client(self.ports[node]).and_then(|c| c.get_connection()).expect("connect to node")
     }
 }
 

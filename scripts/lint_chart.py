@@ -16,9 +16,12 @@ Cases (one line each, then "N passed, M failed"):
   b. bundled Redis + ServiceMonitor + PrometheusRule;
   c. existingSecret + external Redis (URL in that Secret);
   d. external Redis Cluster: redis.clusterUrls joined with commas into the chart's Secret;
-  e. bad values are rejected (schema errors, and the chart's own guards), while a valid base and
+  e. external Redis over TLS with a private CA (redis.caSecret): the Secret's key is mounted
+     read-only and ROLLOUT_REDIS_CA_FILE names that very file;
+  f. bad values are rejected (schema errors, and the chart's own guards), while a valid base and
      other valid combinations (no Redis auth/persistence, existingSecret with bundled Redis,
-     existingSecret holding cluster URLs, one in-memory replica, digest-pinned image) render cleanly.
+     existingSecret holding cluster URLs, a CA with Redis Cluster seeds or existingSecret, one
+     in-memory replica, digest-pinned image) render cleanly.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ ALERT = "alertmanager:an-alert-token-for-lint"
 METRICS = "prometheus:a-metrics-token-for-lint"
 CLUSTER_URLS = ["redis://:a-cluster-password@10.0.0.1:7000", "redis://:a-cluster-password@10.0.0.2:7000",
                 "rediss://:a-cluster-password@redis-cluster.example:7000"]
+CA_SECRET = "redis-private-ca"
+CA_DIR = "/etc/rollout-redis-ca"
 
 SAMPLE_TOML = """\
 default_flag = "checkout"
@@ -303,8 +308,11 @@ def case_shipped(chart: Path, work: Path) -> list[str]:
     check_secure_controller(c, replicas=3)
     c.check(not c.find("StatefulSet") and not c.find("ServiceMonitor") and not c.find("PrometheusRule"),
             "optional resources are off by default")
-    _, _, env = controller(c)
+    dep, _, env = controller(c)
     c.check("ROLLOUT_REDIS_URL" not in env, "no Redis URL by default")
+    c.check("ROLLOUT_REDIS_CA_FILE" not in env, "no Redis CA file by default")
+    c.check([v.get("name") for v in dig(dep, "spec", "template", "spec", "volumes") or []] == ["config", "tmp"],
+            "no volume beyond config and tmp by default")
     fails = rendered.fails
     c.check(any("no Redis configured" in f for f in fails), "the default render does not refuse a missing Redis")
     c.check(any("no admin token" in f for f in fails), "the default render does not refuse a missing admin token")
@@ -418,6 +426,49 @@ def case_cluster(chart: Path, work: Path) -> list[str]:
     return problems + c.problems
 
 
+def redis_ca_file(c: Checks) -> tuple[str | None, str | None, str | None]:
+    """Where the CA lands: the file ROLLOUT_REDIS_CA_FILE names, the file the redis-ca volume
+    mounts, and the Secret key it comes from (None where missing)."""
+    dep, ctr, env = controller(c)
+    volumes = {v["name"]: v for v in dig(dep, "spec", "template", "spec", "volumes") or []}
+    mounts = {m["name"]: m for m in ctr.get("volumeMounts") or []}
+    items = dig(volumes, "redis-ca", "secret", "items") or []
+    mount = mounts.get("redis-ca") or {}
+    mounted = None
+    if len(items) == 1 and mount.get("mountPath") and mount.get("readOnly") is True:
+        mounted = f"{mount['mountPath'].rstrip('/')}/{items[0].get('path')}"
+    return dig(env, "ROLLOUT_REDIS_CA_FILE", "value"), mounted, dig(items, 0, "key")
+
+
+def case_redis_ca(chart: Path, work: Path) -> list[str]:
+    lint = run_lint(chart_copy(chart, work, "redis-ca", {
+        "secrets": {"adminTokens": [ADMIN]},
+        "redis": {"url": "rediss://:a-password@redis.example.internal:6380/0",
+                  "caSecret": {"name": CA_SECRET, "key": "private-ca.pem"}},
+    }))
+    problems = [f"lint error in {p}" for p in lint.errors] + [f"render failed: {f}" for f in lint.fails]
+    c = rendered_checks(lint, problems)
+    if c is None:
+        return problems
+    check_secure_controller(c, replicas=3)
+    dep, ctr, env = controller(c)
+    volumes = {v["name"]: v for v in dig(dep, "spec", "template", "spec", "volumes") or []}
+    c.check(dig(volumes, "redis-ca", "secret") == {"secretName": CA_SECRET,
+                                                     "items": [{"key": "private-ca.pem", "path": "ca.crt"}]},
+            f"redis-ca volume holds only the CA key of {CA_SECRET}: {dig(volumes, 'redis-ca')}")
+    mounts = [m for m in ctr.get("volumeMounts") or [] if m.get("name") == "redis-ca"]
+    c.check(mounts == [{"name": "redis-ca", "mountPath": CA_DIR, "readOnly": True}],
+            f"redis-ca mounted read-only at {CA_DIR}: {mounts}")
+    named, mounted, key = redis_ca_file(c)
+    c.check(named is not None and named == mounted == f"{CA_DIR}/ca.crt",
+            f"ROLLOUT_REDIS_CA_FILE ({named}) is the mounted file ({mounted})")
+    c.check(key == "private-ca.pem", f"the CA comes from the key given: {key}")
+    c.check(dig(env, "ROLLOUT_REDIS_URL", "valueFrom", "secretKeyRef", "key") == "ROLLOUT_REDIS_URL",
+            "the Redis URL still comes from the Secret")
+    c.check(f"TLS CA from Secret {CA_SECRET} (key private-ca.pem)" in lint.notes(), "NOTES.txt names the CA")
+    return problems + c.problems
+
+
 # A valid base for the bad-values checks, so each one breaks exactly one thing.
 VALID = {"secrets": {"adminTokens": [ADMIN]}, "redis": {"url": "redis://redis.example:6379/0"}}
 BAD_VALUES: list[tuple[str, dict[str, Any], Callable[[Lint], bool]]] = [
@@ -446,6 +497,23 @@ BAD_VALUES: list[tuple[str, dict[str, Any], Callable[[Lint], bool]]] = [
     ("existingSecret together with redis.clusterUrls",
      {"existingSecret": "mine", "secrets": {"adminTokens": []}, "redis": {"url": "", "clusterUrls": CLUSTER_URLS}},
      lambda lint: any("existingSecret is set" in f for f in lint.fails)),
+    ("redis.caSecret.key empty", {"redis": {"url": "rediss://redis.example:6380/0", "caSecret": {"key": ""}}},
+     lambda lint: bool(lint.errors)),
+    ("unknown key under redis.caSecret", {"redis": {"caSecret": {"path": "/ca.crt"}}}, lambda lint: bool(lint.errors)),
+    ("redis.caSecret.name not a Secret name", {"redis": {"url": "rediss://redis.example:6380/0",
+                                                         "caSecret": {"name": "My_CA"}}},
+     lambda lint: bool(lint.errors)),
+    ("redis.caSecret with bundled Redis",
+     {"redis": {"url": "", "caSecret": {"name": CA_SECRET}, "bundled": {"enabled": True}}},
+     lambda lint: any("redis.caSecret.name and redis.bundled.enabled are both set" in f for f in lint.fails)),
+    ("redis.caSecret with the in-memory store",
+     {"replicaCount": 1, "redis": {"url": "", "allowInMemory": True, "caSecret": {"name": CA_SECRET}}},
+     lambda lint: any("no Redis is configured (in-memory store)" in f for f in lint.fails)),
+    ("redis.caSecret with a plain redis:// URL", {"redis": {"caSecret": {"name": CA_SECRET}}},
+     lambda lint: any("redis.url is not rediss://" in f for f in lint.fails)),
+    ("redis.caSecret with only redis:// cluster seeds",
+     {"redis": {"url": "", "clusterUrls": CLUSTER_URLS[:2], "caSecret": {"name": CA_SECRET}}},
+     lambda lint: any("no URL in redis.clusterUrls is rediss://" in f for f in lint.fails)),
 ]
 
 
@@ -467,6 +535,13 @@ GOOD_VALUES: list[tuple[str, dict[str, Any], Callable[[Checks], bool]]] = [
      lambda c: dig(controller(c)[2], "ROLLOUT_REDIS_CLUSTER_URLS", "valueFrom", "secretKeyRef")
      == {"name": "mine", "key": "ROLLOUT_REDIS_CLUSTER_URLS", "optional": False}
      and "ROLLOUT_REDIS_URL" not in controller(c)[2]),
+    ("Redis Cluster seeds with a CA (default key ca.crt)",
+     {"secrets": {"adminTokens": [ADMIN]}, "redis": {"clusterUrls": CLUSTER_URLS, "caSecret": {"name": CA_SECRET}}},
+     lambda c: redis_ca_file(c) == (f"{CA_DIR}/ca.crt", f"{CA_DIR}/ca.crt", "ca.crt")
+     and "ROLLOUT_REDIS_CLUSTER_URLS" in controller(c)[2]),
+    ("existingSecret with a CA (URL scheme not visible to the chart)",
+     {"existingSecret": "mine", "redis": {"caSecret": {"name": CA_SECRET}}},
+     lambda c: redis_ca_file(c)[0] == redis_ca_file(c)[1] == f"{CA_DIR}/ca.crt"),
     ("one replica on the in-memory store",
      {"replicaCount": 1, "redis": {"allowInMemory": True}, "secrets": {"adminTokens": [ADMIN]}},
      lambda c: "ROLLOUT_REDIS_URL" not in controller(c)[2] and dig(controller(c)[0], "spec", "replicas") == 1),
@@ -510,6 +585,7 @@ CASES = [
     ("bundled Redis + ServiceMonitor + PrometheusRule", case_bundled),
     ("existingSecret + external Redis", case_existing_secret),
     ("external Redis Cluster (redis.clusterUrls)", case_cluster),
+    ("external Redis over TLS with a private CA (redis.caSecret)", case_redis_ca),
     (f"bad values are rejected ({len(BAD_VALUES)} kinds; {len(GOOD_VALUES)} other valid sets render)",
      case_bad_values),
 ]

@@ -179,6 +179,28 @@ install renders it), so a bad combination fails the whole render with a clear me
 {{- if and (eq (include "rollout-controller.redisMode" .) "memory") (not $v.redis.allowInMemory) }}
 {{- fail "no Redis configured: set redis.url, redis.clusterUrls, existingSecret (with ROLLOUT_REDIS_URL, or ROLLOUT_REDIS_CLUSTER_URLS and redis.existingSecretKey=ROLLOUT_REDIS_CLUSTER_URLS) or redis.bundled.enabled=true; for a throw-away single replica set replicaCount=1 and redis.allowInMemory=true" }}
 {{- end }}
+{{- /* A CA only matters for rediss://; the service ignores it with redis://, so refuse it where
+the chart can see that it would be ignored instead of letting TLS look configured. */}}
+{{- if $v.redis.caSecret.name }}
+{{- if $v.redis.bundled.enabled }}
+{{- fail "redis.caSecret.name and redis.bundled.enabled are both set: the bundled Redis speaks plain redis:// (no TLS), so a CA would never be used. Use an external rediss:// Redis (redis.url, redis.clusterUrls or existingSecret) or unset redis.caSecret.name" }}
+{{- end }}
+{{- if eq (include "rollout-controller.redisMode" .) "memory" }}
+{{- fail "redis.caSecret.name is set but no Redis is configured (in-memory store): set redis.url, redis.clusterUrls or existingSecret with a rediss:// address, or unset redis.caSecret.name" }}
+{{- end }}
+{{- if and $v.redis.url (not (hasPrefix "rediss://" $v.redis.url)) }}
+{{- fail "redis.caSecret.name is set but redis.url is not rediss://: the CA is only used for TLS. Use a rediss:// URL or unset redis.caSecret.name" }}
+{{- end }}
+{{- $tlsSeeds := list }}
+{{- range $v.redis.clusterUrls }}
+{{- if hasPrefix "rediss://" . }}
+{{- $tlsSeeds = append $tlsSeeds . }}
+{{- end }}
+{{- end }}
+{{- if and $v.redis.clusterUrls (not $tlsSeeds) }}
+{{- fail "redis.caSecret.name is set but no URL in redis.clusterUrls is rediss://: the CA is only used for TLS. Use rediss:// seed URLs or unset redis.caSecret.name" }}
+{{- end }}
+{{- end }}
 {{- if and $v.podDisruptionBudget.enabled (kindIs "invalid" $v.podDisruptionBudget.minAvailable) (kindIs "invalid" $v.podDisruptionBudget.maxUnavailable) }}
 {{- fail "podDisruptionBudget.enabled needs minAvailable or maxUnavailable" }}
 {{- end }}

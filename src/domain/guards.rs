@@ -212,6 +212,34 @@ pub struct PulledReading {
 }
 
 impl WindowTotals {
+    /// Adds the totals of a later stretch of the window: counters add up, a gauge the later
+    /// stretch reported replaces the earlier one. Summing buckets one by one or merging their
+    /// per-bucket totals in order gives the same window.
+    pub fn merge(&mut self, later: &WindowTotals) {
+        self.requests += later.requests;
+        self.errors += later.errors;
+        self.sent += later.sent;
+        self.delivered += later.delivered;
+        self.bounced += later.bounced;
+        self.complaints += later.complaints;
+        self.webhooks += later.webhooks;
+        self.webhook_errors += later.webhook_errors;
+        if later.p99_latency_ms.is_some() {
+            self.p99_latency_ms = later.p99_latency_ms;
+        }
+        self.p99_latency_reports += later.p99_latency_reports;
+        if later.queue_depth.is_some() {
+            self.queue_depth = later.queue_depth;
+        }
+        self.queue_depth_reports += later.queue_depth_reports;
+        for (guard, reading) in &later.pulled {
+            let merged = self.pulled.entry(*guard).or_default();
+            // A read that failed replaces an earlier value too: the latest read is what counts.
+            merged.latest = reading.latest;
+            merged.reads += reading.reads;
+        }
+    }
+
     /// `(value, samples)` of a guard; the value is `None` without samples.
     pub fn measure(&self, guard: Guard) -> (Option<f64>, u64) {
         let ratio = |num: u64, den: u64| ((den > 0).then(|| num as f64 / den as f64), den);

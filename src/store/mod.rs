@@ -230,3 +230,56 @@ pub fn add_bucket<'a>(totals: &mut WindowTotals, fields: impl IntoIterator<Item 
 
 /// Most audit events kept per flag (the stream is trimmed beyond this).
 pub const HISTORY_CAP: usize = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::add_bucket;
+    use crate::domain::guards::{Guard, WindowTotals};
+
+    /// One bucket's fields as the stores write them: counters, gauges with their report counts,
+    /// pulled readings (a value, `NaN` for a failed read, with its count).
+    fn bucket() -> impl Strategy<Value = Vec<(String, f64)>> {
+        let counters =
+            ["requests", "errors", "sent", "delivered", "bounced", "complaints", "webhooks", "webhook_errors"];
+        let counter =
+            (0..counters.len(), 1u32..1000).prop_map(move |(i, n)| vec![(counters[i].to_owned(), f64::from(n))]);
+        let gauge = (prop::bool::ANY, 0u32..5000, 1u32..4).prop_map(|(p99, v, n)| {
+            let name = if p99 { "p99_latency_ms" } else { "queue_depth" };
+            vec![(name.to_owned(), f64::from(v)), (format!("{name}_n"), f64::from(n))]
+        });
+        let pulled = (0..Guard::ALL.len(), prop::option::of(0u32..100), 1u32..4).prop_map(|(g, v, n)| {
+            let g = Guard::ALL[g].as_str();
+            vec![(format!("pulled:{g}"), v.map_or(f64::NAN, f64::from)), (format!("pulled:{g}:n"), f64::from(n))]
+        });
+        // A field appears once per bucket, as in a Redis hash.
+        prop::collection::vec(prop_oneof![counter, gauge, pulled], 0..8).prop_map(|parts| {
+            let mut fields: Vec<(String, f64)> = Vec::new();
+            for (name, value) in parts.into_iter().flatten() {
+                match fields.iter_mut().find(|(n, _)| *n == name) {
+                    Some(field) => field.1 = value,
+                    None => fields.push((name, value)),
+                }
+            }
+            fields
+        })
+    }
+
+    proptest! {
+        /// The Redis store keeps per-bucket totals of sealed buckets and merges them: that must
+        /// give exactly the window summed field by field.
+        #[test]
+        fn merging_per_bucket_totals_equals_summing_the_buckets(buckets in prop::collection::vec(bucket(), 0..12)) {
+            let mut summed = WindowTotals::default();
+            let mut merged = WindowTotals::default();
+            for fields in &buckets {
+                add_bucket(&mut summed, fields.iter().map(|(k, v)| (k.as_str(), *v)));
+                let mut one = WindowTotals::default();
+                add_bucket(&mut one, fields.iter().map(|(k, v)| (k.as_str(), *v)));
+                merged.merge(&one);
+            }
+            prop_assert_eq!(merged, summed);
+        }
+    }
+}

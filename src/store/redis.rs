@@ -18,9 +18,10 @@
 //! nodes in turn, then to the nodes the cluster reports; when its node dies the stream ends and
 //! the feed subscribes again through the next one.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -178,15 +179,46 @@ enum Subscriber {
     },
 }
 
+/// How long after a metric bucket's end a push may still land in it: the pushing replica's clock
+/// a little behind the reader's, a push in flight. Past that the bucket is sealed, and the store
+/// reads it from Redis once.
+const SEAL_AFTER_MS: i64 = 10_000;
+
+/// How often, by the readers' clock, totals of expired buckets are dropped.
+const PRUNE_EVERY_MS: i64 = 60_000;
+
+/// Per-bucket totals of sealed metric buckets, by bucket key, each kept until its bucket's TTL is
+/// over. The leader re-reads every running flag's window at every tick: with these it fetches only
+/// the last few buckets (about 3 instead of up to 61).
+#[derive(Default)]
+struct SealedBuckets {
+    totals: HashMap<String, (Arc<WindowTotals>, i64)>,
+    pruned_at_ms: i64,
+}
+
+impl SealedBuckets {
+    fn prune(&mut self, now_ms: i64) {
+        if now_ms.saturating_sub(self.pruned_at_ms) >= PRUNE_EVERY_MS {
+            self.totals.retain(|_, (_, expires_at_ms)| *expires_at_ms > now_ms);
+            self.pruned_at_ms = now_ms;
+        }
+    }
+}
+
 pub struct RedisStore {
     conn: Conn,
     subscriber: Subscriber,
     prefix: String,
+    sealed: Mutex<SealedBuckets>,
     write_script: redis::Script,
     delete_script: redis::Script,
     lead_script: redis::Script,
     resign_script: redis::Script,
     append_script: redis::Script,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -285,6 +317,7 @@ impl RedisStore {
             conn,
             subscriber,
             prefix: prefix.to_owned(),
+            sealed: Mutex::default(),
             write_script: redis::Script::new(WRITE_SCRIPT),
             delete_script: redis::Script::new(DELETE_SCRIPT),
             lead_script: redis::Script::new(LEAD_SCRIPT),
@@ -571,15 +604,41 @@ impl Store for RedisStore {
         from_ms: i64,
         to_ms: i64,
     ) -> StoreResult<WindowTotals> {
-        let mut pipe = redis::pipe();
-        for bucket in series.bucket_of(from_ms)..=series.bucket_of(to_ms) {
-            pipe.hgetall(self.bucket_key(flag, series, bucket));
+        let buckets: Vec<(i64, String)> = (series.bucket_of(from_ms)..=series.bucket_of(to_ms))
+            .map(|bucket| (bucket, self.bucket_key(flag, series, bucket)))
+            .collect();
+        let mut parts: Vec<Option<Arc<WindowTotals>>> = {
+            let sealed = lock(&self.sealed);
+            buckets.iter().map(|(_, key)| sealed.totals.get(key).map(|(totals, _)| Arc::clone(totals))).collect()
+        };
+        let unread: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].is_none()).collect();
+        if !unread.is_empty() {
+            let mut pipe = redis::pipe();
+            for &i in &unread {
+                pipe.hgetall(&buckets[i].1);
+            }
+            let mut conn = self.conn.clone();
+            let read: Vec<Vec<(String, String)>> = bounded(pipe.query_async(&mut conn)).await?;
+            let sealed_below = series.bucket_of(to_ms.saturating_sub(SEAL_AFTER_MS));
+            let ttl_ms = i64::try_from(series.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let mut sealed = lock(&self.sealed);
+            for (&i, fields) in unread.iter().zip(&read) {
+                let mut one = WindowTotals::default();
+                add_bucket(&mut one, fields.iter().filter_map(|(k, v)| Some((k.as_str(), v.parse::<f64>().ok()?))));
+                let one = Arc::new(one);
+                let (bucket, key) = &buckets[i];
+                if *bucket < sealed_below {
+                    let expires_at_ms =
+                        bucket.saturating_add(1).saturating_mul(series.bucket_ms).saturating_add(ttl_ms);
+                    sealed.totals.insert(key.clone(), (Arc::clone(&one), expires_at_ms));
+                }
+                parts[i] = Some(one);
+            }
+            sealed.prune(to_ms);
         }
-        let mut conn = self.conn.clone();
-        let buckets: Vec<Vec<(String, String)>> = bounded(pipe.query_async(&mut conn)).await?;
         let mut totals = WindowTotals::default();
-        for fields in &buckets {
-            add_bucket(&mut totals, fields.iter().filter_map(|(k, v)| Some((k.as_str(), v.parse::<f64>().ok()?))));
+        for part in parts.iter().flatten() {
+            totals.merge(part);
         }
         Ok(totals)
     }

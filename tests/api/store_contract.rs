@@ -285,3 +285,46 @@ async fn the_cluster_change_feed_moves_to_another_node_when_its_node_dies() {
         assert_eq!(seen.ok(), Some(true), "version {version} arrives on the new subscription");
     }
 }
+
+/// `calls` of one command in the server's `INFO commandstats`.
+fn command_calls(redis: &RedisServer, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut redis.connection()).expect("INFO");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines().find_map(|line| line.strip_prefix(&prefix)?.split(',').next()?.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn redis_window_reads_fetch_each_sealed_bucket_once_and_add_up_as_a_fresh_read() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "rollout").expect("url");
+    // A 5-minute window: 5-second buckets, 61 of them in a window read.
+    let series = MetricSeries::new("1.1".into(), 300);
+    let sample =
+        |requests, errors, p99| MetricSample { requests, errors, p99_latency_ms: p99, ..MetricSample::default() };
+    for i in 0..60 {
+        store
+            .record_metrics("f", &series, T0 + i * 5000, &sample(10, (i % 3) as u64, Some(i as f64)))
+            .await
+            .expect("record");
+    }
+    let window = 300_000;
+    let mut now = T0 + window;
+    let before = command_calls(&redis, "hgetall");
+    let first = store.read_window("f", &series, now - window, now).await.expect("window");
+    assert_eq!(command_calls(&redis, "hgetall") - before, 61, "the first read fetches every bucket");
+    assert_eq!((first.requests, first.p99_latency_ms), (600, Some(59.0)));
+
+    // The next ticks, with pushes into the current bucket meanwhile: only the buckets that may
+    // still change are fetched again, and the totals are what a store without sealed buckets reads.
+    for tick in 1..=20 {
+        now += 1000;
+        store.record_metrics("f", &series, now, &sample(5, 5, Some(1000.0 + tick as f64))).await.expect("record");
+        let before = command_calls(&redis, "hgetall");
+        let cached = store.read_window("f", &series, now - window, now).await.expect("window");
+        let fetched = command_calls(&redis, "hgetall") - before;
+        assert!(fetched <= 4, "tick {tick}: {fetched} buckets fetched");
+        let fresh = RedisStore::connect(&redis.url(), "rollout").expect("url");
+        assert_eq!(cached, fresh.read_window("f", &series, now - window, now).await.expect("window"), "tick {tick}");
+        assert_eq!(cached.p99_latency_ms, Some(1000.0 + tick as f64));
+    }
+}

@@ -25,6 +25,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{NamedToken, Settings};
 use crate::controller::{self, Controller};
 use crate::http::auth::{Auth, Scope};
+use crate::http::evaluate::EvalState;
 use crate::http::signals::PushChecks;
 use crate::http::status::OpsInfo;
 use crate::http::{self, AppState};
@@ -152,7 +153,11 @@ pub async fn start_with_store(
     let state = AppState {
         rollouts: rollouts.clone(),
         auth: Arc::new(auth),
-        default_flag: settings.default_flag.as_str().into(),
+        evaluation: Arc::new(EvalState {
+            snapshot: Arc::clone(&rollouts.snapshot),
+            telemetry: Arc::clone(&rollouts.telemetry),
+            default_flag: settings.default_flag.as_str().into(),
+        }),
         max_snapshot_age: settings.resync_every * 3,
         push_checks: Arc::new(PushChecks::new(settings.push_judge_gap)),
         signals: Arc::clone(&signals),

@@ -3,6 +3,7 @@
 //! Per request: one map lookup, one MD5, and one buffer for the body (its per-flag parts were
 //! rendered when the flag entered the snapshot). Nothing waits on the store.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -17,8 +18,16 @@ use super::auth::Reader;
 use super::error::{ApiError, ErrorBody};
 use super::extract::EvalPath;
 use super::openapi::ReadErrors;
-use crate::snapshot::FlagView;
+use crate::snapshot::{FlagView, Snapshot};
 use crate::telemetry::Telemetry;
+
+/// What the evaluation routes read.
+pub struct EvalState {
+    pub snapshot: Arc<Snapshot>,
+    pub telemetry: Arc<Telemetry>,
+    /// The flag `GET /flag/{user}` answers for.
+    pub default_flag: Box<str>,
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -57,12 +66,12 @@ pub async fn empty_user_of_flag() -> ApiError {
 }
 
 #[utoipa::path(get, path = "/flag/{user}", tag = "evaluate", params(("user" = String, Path, description = "user id: 1–512 bytes of UTF-8")), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the default flag for this user", body = EvaluationBody), ReadErrors))]
-pub async fn default_flag(reader: Reader, state: State<AppState>, path: EvalPath) -> Result<Response, ApiError> {
+pub async fn default_flag(reader: Reader, state: State<Arc<EvalState>>, path: EvalPath) -> Result<Response, ApiError> {
     evaluate(reader, state, path).await
 }
 
 #[utoipa::path(get, path = "/flags/{flag}/users/{user}", tag = "evaluate", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user" = String, Path, description = "user id: 1–512 bytes of UTF-8")), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the flag for this user", body = EvaluationBody), ReadErrors))]
-pub async fn flag_for_user(reader: Reader, state: State<AppState>, path: EvalPath) -> Result<Response, ApiError> {
+pub async fn flag_for_user(reader: Reader, state: State<Arc<EvalState>>, path: EvalPath) -> Result<Response, ApiError> {
     evaluate(reader, state, path).await
 }
 
@@ -74,10 +83,10 @@ fn answer(telemetry: &Telemetry, view: &FlagView, user: &str) -> Response {
 }
 
 /// Both routes: the flag from the path, or the default flag on `/flag/{user}`.
-async fn evaluate(_: Reader, State(state): State<AppState>, path: EvalPath) -> Result<Response, ApiError> {
+async fn evaluate(_: Reader, State(state): State<Arc<EvalState>>, path: EvalPath) -> Result<Response, ApiError> {
     let name = path.flag().unwrap_or(&state.default_flag);
-    let view = state.rollouts.snapshot.get(name).ok_or_else(|| ApiError::FlagNotFound(name.to_owned()))?;
-    Ok(answer(&state.rollouts.telemetry, &view, path.user()))
+    let view = state.snapshot.get(name).ok_or_else(|| ApiError::FlagNotFound(name.to_owned()))?;
+    Ok(answer(&state.telemetry, &view, path.user()))
 }
 
 #[cfg(test)]

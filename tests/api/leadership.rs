@@ -63,6 +63,11 @@ async fn two_replicas_stepping_at_the_same_instant_advance_a_flag_exactly_once_1
         a.push("race", json!({"requests": 1000})).await;
         let (ra, rb) = tokio::join!(a.step(), b.step());
         assert_eq!(ra.len() + rb.len(), 1, "trial {trial}: {ra:?} {rb:?}");
+        // When B won, its write reaches A's snapshot through the change feed.
+        eventually(Duration::from_secs(2), || async {
+            a.admin_get("/flags/race").await.body["version"].as_u64() != Some(version)
+        })
+        .await;
         let after = a.admin_get("/flags/race").await.body;
         assert_eq!(after["version"].as_u64(), Some(version + 1), "trial {trial}");
         let expected = if index == 2 { ("completed", 2) } else { ("running", index + 1) };

@@ -140,7 +140,7 @@ done
 echo
 echo "Redis commands the Redis-store service sent (INFO commandstats): ${secs}s idle before the load, then"
 echo "during the load (the rounds of both stores; requests: those of the Redis store). Only the background tasks talk to Redis: the controller (lease script: EVALSHA, GET,"
-echo "PEXPIRE once a second; window reads: HGETALL per running flag and time bucket) and the resync"
+echo "PEXPIRE once a second; window reads: HGETALL per running flag and unsealed time bucket) and the resync"
 echo "(SMEMBERS, HMGET every 5 s). No command is per request."
 echo
 echo "| command | idle ${secs}s: calls | load ${load_secs}s: calls | per request ($total_requests requests) |"

@@ -2,8 +2,8 @@
 # Metrics ingestion against a Redis store: wrk (-t1 -c64 -d10s, then -c2 for a lower rate) POSTs
 # {"requests": 100, "errors": 1} to /flags/checkout/metrics. Prints pushes/s with p50/p99, and the
 # Redis commands of each run (INFO commandstats): a push is one pipeline (HINCRBY per non-zero
-# counter, EXPIRE), and the flag is judged (a window read: HGETALL per time bucket since the
-# stage began) at most once per --push-judge-gap-ms (50 ms), however many pushes arrive.
+# counter, EXPIRE), and the flag is judged (a window read: HGETALL per time bucket of the stage
+# that may still change; sealed buckets are fetched once) at most once per --push-judge-gap-ms (50 ms), however many pushes arrive.
 #
 # Needs wrk (apt-get install -y wrk), redis-server, redis-cli, curl, python3. Builds the release
 # binary; installs nothing.
@@ -53,7 +53,8 @@ measure "$CONNECTIONS"
 measure 2
 echo
 echo "HGETALL/s counts the window reads of the push judgements (at most one per 50 ms, one HGETALL per"
-echo "5-second bucket since the stage began) and of the controller tick (once a second): it does not"
-echo "follow the push rate."
+echo "5-second bucket of the stage that may still change: the stage is seconds old here, so that is"
+echo "every bucket since it began) and of the controller tick (once a second): it does not follow the"
+echo "push rate."
 echo
 echo "flag after the runs: $(curl -s "http://127.0.0.1:$PORT/flags/checkout/users/probe")"

@@ -18,7 +18,7 @@
 //! nodes in turn, then to the nodes the cluster reports; when its node dies the stream ends and
 //! the feed subscribes again through the next one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -187,20 +187,58 @@ const SEAL_AFTER_MS: i64 = 10_000;
 /// How often, by the readers' clock, totals of expired buckets are dropped.
 const PRUNE_EVERY_MS: i64 = 60_000;
 
-/// Per-bucket totals of sealed metric buckets, by bucket key, each kept until its bucket's TTL is
-/// over. The leader re-reads every running flag's window at every tick: with these it fetches only
-/// the last few buckets (about 3 instead of up to 61).
+/// Bucket totals of the sealed metric buckets, per series. The leader re-reads every running
+/// flag's window at every tick: with these it fetches only the last few buckets (3–4 instead of up
+/// to 61).
 #[derive(Default)]
 struct SealedBuckets {
-    totals: HashMap<String, (Arc<WindowTotals>, i64)>,
+    /// By `<flag>/<series id>` (flag names have no `/`).
+    series: HashMap<String, SealedSeries>,
     pruned_at_ms: i64,
 }
 
 impl SealedBuckets {
+    /// Drops the series whose newest sealed bucket has expired in Redis (its stage is over).
     fn prune(&mut self, now_ms: i64) {
         if now_ms.saturating_sub(self.pruned_at_ms) >= PRUNE_EVERY_MS {
-            self.totals.retain(|_, (_, expires_at_ms)| *expires_at_ms > now_ms);
+            self.series.retain(|_, s| s.expires_at_ms > now_ms);
             self.pruned_at_ms = now_ms;
+        }
+    }
+}
+
+/// Consecutive sealed buckets of one series, from bucket `first`.
+struct SealedSeries {
+    first: i64,
+    /// `None` for a bucket nobody pushed to, as most are: it costs one pointer.
+    buckets: VecDeque<Option<Arc<WindowTotals>>>,
+    /// When the newest of them expires in Redis.
+    expires_at_ms: i64,
+}
+
+impl SealedSeries {
+    fn get(&self, bucket: i64) -> Option<&Option<Arc<WindowTotals>>> {
+        self.buckets.get(usize::try_from(bucket.checked_sub(self.first)?).ok()?)
+    }
+
+    /// Forgets the buckets before `bucket`: the window has moved past them.
+    fn drop_before(&mut self, bucket: i64) {
+        while self.first < bucket && self.buckets.pop_front().is_some() {
+            self.first += 1;
+        }
+        if self.buckets.is_empty() {
+            self.first = bucket;
+        }
+    }
+
+    /// Keeps `bucket`'s totals when it follows the last one kept (the run stays consecutive).
+    fn push(&mut self, bucket: i64, totals: Option<Arc<WindowTotals>>, expires_at_ms: i64) {
+        if self.buckets.is_empty() {
+            self.first = bucket;
+        }
+        if i64::try_from(self.buckets.len()).is_ok_and(|n| self.first.saturating_add(n) == bucket) {
+            self.buckets.push_back(totals);
+            self.expires_at_ms = expires_at_ms;
         }
     }
 }
@@ -604,18 +642,24 @@ impl Store for RedisStore {
         from_ms: i64,
         to_ms: i64,
     ) -> StoreResult<WindowTotals> {
-        let buckets: Vec<(i64, String)> = (series.bucket_of(from_ms)..=series.bucket_of(to_ms))
-            .map(|bucket| (bucket, self.bucket_key(flag, series, bucket)))
-            .collect();
-        let mut parts: Vec<Option<Arc<WindowTotals>>> = {
-            let sealed = lock(&self.sealed);
-            buckets.iter().map(|(_, key)| sealed.totals.get(key).map(|(totals, _)| Arc::clone(totals))).collect()
+        let buckets: Vec<i64> = (series.bucket_of(from_ms)..=series.bucket_of(to_ms)).collect();
+        let id = format!("{flag}/{}", series.id);
+        // Per bucket: `Some(totals)` when known (`Some(None)`: known empty), `None` to fetch.
+        let mut parts: Vec<Option<Option<Arc<WindowTotals>>>> = {
+            let mut sealed = lock(&self.sealed);
+            match sealed.series.get_mut(&id) {
+                Some(kept) => {
+                    kept.drop_before(buckets[0]);
+                    buckets.iter().map(|&b| kept.get(b).cloned()).collect()
+                }
+                None => vec![None; buckets.len()],
+            }
         };
         let unread: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].is_none()).collect();
         if !unread.is_empty() {
             let mut pipe = redis::pipe();
             for &i in &unread {
-                pipe.hgetall(&buckets[i].1);
+                pipe.hgetall(self.bucket_key(flag, series, buckets[i]));
             }
             let mut conn = self.conn.clone();
             let read: Vec<Vec<(String, String)>> = bounded(pipe.query_async(&mut conn)).await?;
@@ -623,21 +667,28 @@ impl Store for RedisStore {
             let ttl_ms = i64::try_from(series.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
             let mut sealed = lock(&self.sealed);
             for (&i, fields) in unread.iter().zip(&read) {
-                let mut one = WindowTotals::default();
-                add_bucket(&mut one, fields.iter().filter_map(|(k, v)| Some((k.as_str(), v.parse::<f64>().ok()?))));
-                let one = Arc::new(one);
-                let (bucket, key) = &buckets[i];
-                if *bucket < sealed_below {
+                let totals = (!fields.is_empty()).then(|| {
+                    let mut one = WindowTotals::default();
+                    add_bucket(&mut one, fields.iter().filter_map(|(k, v)| Some((k.as_str(), v.parse::<f64>().ok()?))));
+                    Arc::new(one)
+                });
+                let bucket = buckets[i];
+                if bucket < sealed_below {
                     let expires_at_ms =
                         bucket.saturating_add(1).saturating_mul(series.bucket_ms).saturating_add(ttl_ms);
-                    sealed.totals.insert(key.clone(), (Arc::clone(&one), expires_at_ms));
+                    let kept = sealed.series.entry(id.clone()).or_insert_with(|| SealedSeries {
+                        first: bucket,
+                        buckets: VecDeque::new(),
+                        expires_at_ms,
+                    });
+                    kept.push(bucket, totals.clone(), expires_at_ms);
                 }
-                parts[i] = Some(one);
+                parts[i] = Some(totals);
             }
             sealed.prune(to_ms);
         }
         let mut totals = WindowTotals::default();
-        for part in parts.iter().flatten() {
+        for part in parts.iter().flatten().flatten() {
             totals.merge(part);
         }
         Ok(totals)

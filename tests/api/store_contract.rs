@@ -327,4 +327,25 @@ async fn redis_window_reads_fetch_each_sealed_bucket_once_and_add_up_as_a_fresh_
         assert_eq!(cached, fresh.read_window("f", &series, now - window, now).await.expect("window"), "tick {tick}");
         assert_eq!(cached.p99_latency_ms, Some(1000.0 + tick as f64));
     }
+
+    // A series nobody pushes to: its empty buckets are kept as such, not fetched again.
+    let quiet = MetricSeries::new("1.2".into(), 300);
+    let before = command_calls(&redis, "hgetall");
+    assert_eq!(store.read_window("f", &quiet, now - window, now).await.expect("window"), WindowTotals::default());
+    assert_eq!(command_calls(&redis, "hgetall") - before, 61);
+    let before = command_calls(&redis, "hgetall");
+    let later = now + 5000;
+    assert_eq!(store.read_window("f", &quiet, later - window, later).await.expect("window"), WindowTotals::default());
+    assert!(command_calls(&redis, "hgetall") - before <= 4);
+
+    // The clock jumps past the whole window: nothing kept applies, and the reads still agree.
+    now += 3 * window;
+    store.record_metrics("f", &series, now, &sample(1, 1, None)).await.expect("record");
+    for _ in 0..3 {
+        now += 5000;
+        let cached = store.read_window("f", &series, now - window, now).await.expect("window");
+        let fresh = RedisStore::connect(&redis.url(), "rollout").expect("url");
+        assert_eq!(cached, fresh.read_window("f", &series, now - window, now).await.expect("window"));
+        assert_eq!((cached.requests, cached.errors), (1, 1));
+    }
 }

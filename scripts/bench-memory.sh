@@ -5,12 +5,16 @@
 # memory store (which also holds the flags' state and history in process) and once on a Redis
 # store (a stateless replica: the snapshot only).
 #
+# HOLD_SECS=N adds a column: RSS after N more seconds with the flags running (330 fills their
+# 5-minute metric windows, whose sealed buckets the Redis store keeps per flag).
+#
 # Needs redis-server, redis-cli, curl, python3, wrk. Builds the release binary; installs nothing.
-# Usage: scripts/bench-memory.sh [flags, default 10000]
+# Usage: [HOLD_SECS=330] scripts/bench-memory.sh [flags, default 10000]
 set -euo pipefail
 source "$(dirname "$0")/lib/bench-common.sh"
 
 FLAGS=${1:-10000}
+HOLD_SECS=${HOLD_SECS:-0}
 need redis-server redis-cli curl python3 wrk
 build_release
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -43,14 +47,24 @@ measure() {
         wrk -t1 -c64 -d10s -s "$lua" "http://127.0.0.1:$port" -- /flag/ path >/dev/null
         after+=("$(rss_kb "$SERVICE_PID")")
     done
-    printf '| %s | %s | %s (created in %d s) | %s | %s |\n' "$label" "$(mib "$idle")" "$(mib "$loaded")" "$took" \
-        "$(mib "${after[0]}")" "$(mib "${after[1]}")"
+    local held=""
+    if ((HOLD_SECS > 0)); then
+        sleep "$HOLD_SECS"
+        held=" $(mib "$(rss_kb "$SERVICE_PID")") |"
+    fi
+    printf '| %s | %s | %s (created in %d s) | %s | %s |%s\n' "$label" "$(mib "$idle")" "$(mib "$loaded")" "$took" \
+        "$(mib "${after[0]}")" "$(mib "${after[1]}")" "$held"
     stop_pid "$SERVICE_PID"
 }
 
 echo
-echo "| store | RSS idle | RSS with $FLAGS flags | + 10 s of GET /flag load | + 10 s more |"
-echo "|---|---:|---:|---:|---:|"
+if ((HOLD_SECS > 0)); then
+    echo "| store | RSS idle | RSS with $FLAGS flags | + 10 s of GET /flag load | + 10 s more | + ${HOLD_SECS} s running |"
+    echo "|---|---:|---:|---:|---:|---:|"
+else
+    echo "| store | RSS idle | RSS with $FLAGS flags | + 10 s of GET /flag load | + 10 s more |"
+    echo "|---|---:|---:|---:|---:|"
+fi
 measure memory
 REDIS_PORT=$(free_port)
 start_redis "$REDIS_PORT"

@@ -643,13 +643,17 @@ impl Store for RedisStore {
         to_ms: i64,
     ) -> StoreResult<WindowTotals> {
         let buckets: Vec<i64> = (series.bucket_of(from_ms)..=series.bucket_of(to_ms)).collect();
+        let Some(&first) = buckets.first() else {
+            // A window that ends before it begins (a stage entered by a replica whose clock runs ahead).
+            return Ok(WindowTotals::default());
+        };
         let id = format!("{flag}/{}", series.id);
         // Per bucket: `Some(totals)` when known (`Some(None)`: known empty), `None` to fetch.
         let mut parts: Vec<Option<Option<Arc<WindowTotals>>>> = {
             let mut sealed = lock(&self.sealed);
             match sealed.series.get_mut(&id) {
                 Some(kept) => {
-                    kept.drop_before(buckets[0]);
+                    kept.drop_before(first);
                     buckets.iter().map(|&b| kept.get(b).cloned()).collect()
                 }
                 None => vec![None; buckets.len()],

@@ -320,6 +320,32 @@ impl RedisCluster {
     pub fn connection(&self, node: usize) -> redis::Connection {
         self.client(self.ports[node]).and_then(|c| c.get_connection()).expect("connect to node")
     }
+
+    /// Publishes `change` on the change channel through `node`; whether it comes through `changes`
+    /// within 5 s (earlier messages still crossing the cluster bus are skipped).
+    pub async fn published_change_arrives(
+        &self,
+        node: usize,
+        changes: &mut futures::stream::BoxStream<'static, rollout_controller::store::Change>,
+        change: &rollout_controller::store::Change,
+    ) -> bool {
+        use futures::StreamExt;
+        let payload = serde_json::to_string(change).expect("change JSON");
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("rollout:changes")
+            .arg(payload)
+            .query(&mut self.connection(node))
+            .expect("publish");
+        let arrives = async {
+            while let Some(seen) = changes.next().await {
+                if seen == *change {
+                    return true;
+                }
+            }
+            false
+        };
+        tokio::time::timeout(Duration::from_secs(5), arrives).await.unwrap_or(false)
+    }
 }
 
 impl Drop for RedisCluster {

@@ -19,6 +19,16 @@ fn secret(what: &str) -> String {
     format!("{what}-{}", hex::encode(bytes))
 }
 
+/// Polls `service` until it answers 100% for `flag`, up to `limit`; how long that took.
+async fn until_full(service: &ServiceProcess, flag: &str, limit: Duration, what: &str) -> Duration {
+    let started = Instant::now();
+    while service.get(&format!("/flags/{flag}/users/u")).await.body["percent"] != 100 {
+        assert!(started.elapsed() < limit, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Caller {
     Anonymous,
@@ -307,12 +317,8 @@ async fn rediss_with_a_private_ca_and_a_password_works_and_an_unknown_ca_is_refu
     let b = ServiceProcess::spawn(&redis.url(), &["--redis-ca-file", &ca], &[]).await;
     assert_eq!(a.admin_put("/flags/tls", json!({"stages": [{"name": "all", "percent": 100}]})).await.status, 201);
     assert_eq!(a.admin_post("/flags/tls/start", json!({})).await.status, 200);
-    let started = Instant::now();
-    while b.get("/flags/tls/users/u").await.body["percent"] != 100 {
-        assert!(started.elapsed() < Duration::from_secs(2), "the change did not reach B over TLS");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let feed_ms = started.elapsed().as_millis();
+    let feed_ms =
+        until_full(&b, "tls", Duration::from_secs(2), "the change did not reach B over TLS").await.as_millis();
     let doc: Option<String> =
         redis::cmd("HGET").arg("rollout:{tls}:flag").arg("doc").query(&mut redis.connection()).expect("HGET over TLS");
     assert!(doc.is_some_and(|d| d.contains("\"running\"")));
@@ -344,11 +350,7 @@ async fn a_password_protected_redis_cluster_works_and_its_password_never_reaches
     assert_eq!(a.get("/readyz").await.body["store"], "redis-cluster");
     assert_eq!(a.admin_put("/flags/c", json!({"stages": [{"name": "all", "percent": 100}]})).await.status, 201);
     assert_eq!(a.admin_post("/flags/c/start", json!({})).await.status, 200);
-    let started = Instant::now();
-    while b.get("/flags/c/users/u").await.body["percent"] != 100 {
-        assert!(started.elapsed() < Duration::from_secs(5), "the change did not reach B through the cluster");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_full(&b, "c", Duration::from_secs(5), "the change did not reach B through the cluster").await;
     // A node dies: connection errors and the feed's move to another node are logged, never the password.
     cluster.kill(0);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -388,10 +390,8 @@ async fn a_redis_cluster_over_tls_with_a_private_ca_works_end_to_end_and_an_unkn
     }
     let started = Instant::now();
     for f in &flags {
-        while b.get(&format!("/flags/{f}/users/u")).await.body["percent"] != 100 {
-            assert!(started.elapsed() < Duration::from_secs(5), "{f} did not reach B through the TLS cluster");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let left = Duration::from_secs(5).saturating_sub(started.elapsed());
+        until_full(&b, f, left, &format!("{f} did not reach B through the TLS cluster")).await;
     }
     let feed_ms = started.elapsed().as_millis();
     for node in 0..3 {

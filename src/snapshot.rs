@@ -351,11 +351,15 @@ fn describe(e: &StoreError) -> String {
     text
 }
 
+/// How many times in a row a full read starts over because the store lost its data meanwhile.
+const READ_ATTEMPTS: usize = 3;
+
 /// Reads the store's stamps, then the flags this snapshot lacks or holds older, then the
 /// generation again: a store that lost its data between the reads is read again rather than
-/// having its flags filed under the wrong generation.
+/// having its flags filed under the wrong generation. A store that keeps losing it is reported
+/// unavailable (the feed retries after its back-off).
 async fn read_changes(store: &dyn Store, snapshot: &Snapshot) -> Result<(Catalog, Vec<Flag>), StoreError> {
-    loop {
+    for _ in 0..READ_ATTEMPTS {
         let catalog = store.load_stamps().await?;
         let outdated = snapshot.outdated(&catalog.stamps);
         let fresh = if outdated.is_empty() { Vec::new() } else { store.get_flags(&outdated).await? };
@@ -363,6 +367,9 @@ async fn read_changes(store: &dyn Store, snapshot: &Snapshot) -> Result<(Catalog
             return Ok((catalog, fresh));
         }
     }
+    Err(StoreError::Unavailable(
+        format!("the store lost its data during each of {READ_ATTEMPTS} full reads in a row").into(),
+    ))
 }
 
 async fn full_reload(store: &dyn Store, snapshot: &Snapshot) -> bool {

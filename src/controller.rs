@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::domain::guards::Verdict;
+use crate::domain::guards::{Health, Verdict};
 use crate::domain::plan::OnBreach;
 use crate::domain::rollout::{Command, Flag, Status};
 use crate::rollouts::{Request, RolloutError, Rollouts};
@@ -177,33 +177,12 @@ pub async fn judge(rollouts: &Rollouts, flag: &Flag, may_advance: bool) -> Resul
             rollouts.telemetry.guard_value(&flag.name, reading.guard.as_str(), value);
         }
     }
-    let soak_over = flag.soak_remaining_ms(rollouts.clock.now_ms()) == Some(0);
-    let (command, reason, cause) = match health.verdict {
-        Verdict::Breach => {
-            let command = match (flag.definition.on_breach, flag.state.status) {
-                (OnBreach::Rollback, _) => Command::Rollback,
-                (OnBreach::Pause, Status::Running) => Command::Pause,
-                (OnBreach::Pause, _) => return Ok(None),
-            };
-            let cause = health.breaches().next().map(|g| g.guard.as_str().to_owned());
-            (command, health.summary(), cause)
+    let now = rollouts.clock.now_ms();
+    let Some((command, reason, cause)) = decide(flag, &health, may_advance, now) else {
+        if may_advance {
+            hold_for_evidence(rollouts, flag, &health, now).await;
         }
-        Verdict::Ok if may_advance && soak_over && flag.state.status == Status::Running => {
-            (Command::Advance, format!("soak of {} passed, healthy: {}", soak_text(flag), health.summary()), None)
-        }
-        Verdict::InsufficientData
-            if may_advance
-                && soak_over
-                && flag.state.status == Status::Running
-                && flag.definition.advance_without_data =>
-        {
-            (
-                Command::Advance,
-                format!("soak of {} passed, no guard data (advance_without_data)", soak_text(flag)),
-                None,
-            )
-        }
-        _ => return Ok(None),
+        return Ok(None);
     };
     let req = Request {
         actor: "controller".into(),
@@ -220,6 +199,60 @@ pub async fn judge(rollouts: &Rollouts, flag: &Flag, may_advance: bool) -> Resul
         }
         Err(e) => Err(e),
     }
+}
+
+/// What the verdicts call for: on a breach the flag's `on_breach`; on a sample-ratio mismatch a
+/// pause; when `may_advance`, an advance of a running flag whose soak is over and whose guards are
+/// all `ok` (or that has no data and `advance_without_data`). `None`: hold.
+fn decide(flag: &Flag, health: &Health, may_advance: bool, now_ms: i64) -> Option<(Command, String, Option<String>)> {
+    let running = flag.state.status == Status::Running;
+    let soak_over = flag.soak_remaining_ms(now_ms) == Some(0);
+    if health.verdict == Verdict::Breach {
+        let command = match (flag.definition.on_breach, flag.state.status) {
+            (OnBreach::Rollback, _) => Command::Rollback,
+            (OnBreach::Pause, Status::Running) => Command::Pause,
+            (OnBreach::Pause, _) => return None,
+        };
+        let cause = health.breaches().next().map(|g| g.guard.as_str().to_owned());
+        return Some((command, health.summary(), cause));
+    }
+    if let Some(ratio) = health.sample_ratio.as_ref().filter(|r| r.mismatch && running) {
+        return Some((Command::Pause, ratio.describe(), Some("sample_ratio_mismatch".into())));
+    }
+    if !(may_advance && soak_over && running) {
+        return None;
+    }
+    match health.verdict {
+        Verdict::Ok => {
+            Some((Command::Advance, format!("soak of {} passed, healthy: {}", soak_text(flag), health.summary()), None))
+        }
+        Verdict::InsufficientData if flag.definition.advance_without_data => Some((
+            Command::Advance,
+            format!("soak of {} passed, no guard data (advance_without_data)", soak_text(flag)),
+            None,
+        )),
+        _ => None,
+    }
+}
+
+/// A soak that ended without evidence either way: say so once (audit and notification).
+async fn hold_for_evidence(rollouts: &Rollouts, flag: &Flag, health: &Health, now_ms: i64) {
+    if waiting_for_evidence(flag, health, now_ms).is_empty() {
+        return;
+    }
+    let reason = format!("soak of {} passed, waiting for evidence: {}", soak_text(flag), health.summary());
+    if let Err(e) = rollouts.note_waiting_for_evidence(flag, &reason).await {
+        tracing::warn!(flag = %flag.name, error = %e, "could not record that the flag waits for evidence");
+    }
+}
+
+/// The guards a running flag whose soak is over waits on: inconclusive ones (empty otherwise).
+pub fn waiting_for_evidence(flag: &Flag, health: &Health, now_ms: i64) -> Vec<&'static str> {
+    let soak_over = flag.soak_remaining_ms(now_ms) == Some(0);
+    if !soak_over || flag.state.status != Status::Running || health.verdict != Verdict::Inconclusive {
+        return Vec::new();
+    }
+    health.inconclusive().map(|g| g.guard.as_str()).collect()
 }
 
 fn query_error_kind(e: &QueryError) -> &'static str {

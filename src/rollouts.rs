@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
-use crate::domain::guards::{Health, assess};
+use crate::domain::guards::{Cohort, Cohorts, Health, WindowTotals, assess};
 use crate::domain::plan::{DefinitionError, FlagDefinition};
 use crate::domain::rollout::{Action, AuditEvent, Command, Flag, TransitionError};
 use crate::notify::Notice;
@@ -209,8 +209,51 @@ impl Rollouts {
         let series = flag.metric_series();
         let window_ms = i64::try_from(def.window_secs * 1000).unwrap_or(i64::MAX);
         let from = (now - window_ms).max(flag.state.stage_entered_at);
-        let totals = self.store.read_window(&flag.name, &series, from, now).await?;
-        Ok(assess(&def.guard_config(flag.state.stage_index), &totals))
+        let config = def.guard_config(flag.state.stage_index);
+        let treatment = self.store.read_window(&flag.name, &series, from, now).await?;
+        // The control cohort matters only to comparisons and the sample-ratio check.
+        let control = if config.compare.is_empty() && config.expected_share.is_none_or(|s| s <= 0.0 || s >= 1.0) {
+            WindowTotals::default()
+        } else {
+            self.store.read_window(&flag.name, &series.of(Cohort::Control), from, now).await?
+        };
+        Ok(assess(&config, &Cohorts { treatment, control }))
+    }
+
+    /// Records, once per stage entry, that a flag whose soak is over holds for evidence: an audit
+    /// event and a notification, no change to the flag. True when this call recorded it.
+    pub async fn note_waiting_for_evidence(&self, flag: &Flag, reason: &str) -> Result<bool, StoreError> {
+        let key = format!("evidence:{}:{}.{}", flag.name, flag.state.created_at, flag.state.stage_version);
+        let ttl = std::time::Duration::from_secs(flag.definition.window_secs.max(86_400) * 2);
+        if !self.store.remember_once(&key, ttl).await? {
+            return Ok(false);
+        }
+        let event = AuditEvent {
+            version: flag.state.version,
+            at: self.clock.now_ms(),
+            action: Action::WaitingForEvidence,
+            from: None,
+            to: flag.position(),
+            actor: "controller".into(),
+            reason: reason.to_owned(),
+        };
+        if let Err(e) = self.store.append_history(&flag.name, &event).await {
+            let _ = self.store.forget(&key).await;
+            return Err(e);
+        }
+        tracing::info!(flag = %flag.name, reason, "soak over, waiting for evidence");
+        self.announce(flag, &event);
+        Ok(true)
+    }
+
+    fn announce(&self, flag: &Flag, event: &AuditEvent) {
+        let Some(notices) = &self.notices else { return };
+        let notice =
+            Notice { flag: flag.name.clone(), event: event.clone(), rollback_hooks: flag.definition.rollback_hooks.clone() };
+        if notices.try_send(notice).is_err() {
+            self.telemetry.notification_failed();
+            tracing::warn!(flag = %flag.name, "notification queue full; this event is not announced");
+        }
     }
 
     /// Writes conditionally; on success the local snapshot takes the new state at once, the
@@ -229,17 +272,7 @@ impl Rollouts {
         if event.action == Action::Rollback {
             self.telemetry.rollback(&next.name, req.cause.as_deref().unwrap_or("operator"));
         }
-        if let Some(notices) = &self.notices {
-            let notice = Notice {
-                flag: next.name.clone(),
-                event: event.clone(),
-                rollback_hooks: next.definition.rollback_hooks.clone(),
-            };
-            if notices.try_send(notice).is_err() {
-                self.telemetry.notification_failed();
-                tracing::warn!(flag = %next.name, "notification queue full; this transition is not announced");
-            }
-        }
+        self.announce(next, event);
         Ok(true)
     }
 }

@@ -2,6 +2,7 @@
 //! timeline. No I/O, no clock.
 
 pub mod bucket;
+pub mod evidence;
 pub mod guards;
 pub mod plan;
 pub mod report;

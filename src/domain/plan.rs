@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::guards::{Guard, ThresholdOverrides};
+use super::evidence::DEFAULT_CONFIDENCE;
+use super::guards::{CompareRules, Decision, Guard, ThresholdOverrides};
 
 /// Longest accepted user id, in bytes.
 pub const MAX_USER_LEN: usize = 512;
@@ -32,11 +33,25 @@ pub struct Stage {
     /// Guard thresholds for this stage only, over the flag's (`null` turns a guard off).
     #[serde(default, skip_serializing_if = "ThresholdOverrides::is_empty")]
     pub thresholds: ThresholdOverrides,
+    /// The flag's `confidence`, for this stage only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// The flag's `decision`, for this stage only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
 }
 
 impl Stage {
     pub fn new(name: &str, percent: u8, soak_secs: u64, internal_only: bool) -> Self {
-        Self { name: name.to_owned(), percent, soak_secs, internal_only, thresholds: ThresholdOverrides::new() }
+        Self {
+            name: name.to_owned(),
+            percent,
+            soak_secs,
+            internal_only,
+            thresholds: ThresholdOverrides::new(),
+            confidence: None,
+            decision: None,
+        }
     }
 }
 
@@ -57,6 +72,18 @@ fn default_min_samples() -> u64 {
 
 fn default_window_secs() -> u64 {
     300
+}
+
+fn default_confidence() -> f64 {
+    DEFAULT_CONFIDENCE
+}
+
+fn default_breach_reports() -> u64 {
+    2
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The runbook's plan: internal 1h → 10% 1h → 50% 1h → 100% 22h (review at T+24h).
@@ -99,6 +126,21 @@ pub struct FlagDefinition {
     /// Guards fed by PromQL queries, pulled by the leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusGuards>,
+    /// How sure a rate decision must be (0.5–0.9999): the confidence of its confidence sequence.
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// `sequential` (the default: act only on evidence) or `threshold` (the point estimate).
+    #[serde(default)]
+    pub decision: Decision,
+    /// Consecutive reports over its threshold before a gauge breaches (1–16).
+    #[serde(default = "default_breach_reports")]
+    pub breach_reports: u64,
+    /// Rates judged against the control cohort, e.g. `{"error_rate": {"max_increase": 0.005}}`.
+    #[serde(default, skip_serializing_if = "CompareRules::is_empty")]
+    pub compare: CompareRules,
+    /// Pause the flag when the cohorts' request counts do not match the share it serves.
+    #[serde(default = "default_true")]
+    pub sample_ratio_check: bool,
 }
 
 /// PromQL guards: the leader queries `url` every `interval_secs` and feeds each guard the result.
@@ -130,8 +172,39 @@ impl Default for FlagDefinition {
             on_breach: OnBreach::Rollback,
             rollback_hooks: Vec::new(),
             prometheus: None,
+            confidence: DEFAULT_CONFIDENCE,
+            decision: Decision::Sequential,
+            breach_reports: default_breach_reports(),
+            compare: CompareRules::new(),
+            sample_ratio_check: true,
         }
     }
+}
+
+fn validate_confidence(field: &str, confidence: f64) -> Result<(), DefinitionError> {
+    if !(0.5..=0.9999).contains(&confidence) {
+        return Err(invalid(field, "must be between 0.5 and 0.9999"));
+    }
+    Ok(())
+}
+
+fn validate_compare(rules: &CompareRules) -> Result<(), DefinitionError> {
+    for (guard, rule) in rules {
+        let field = |f: &str| format!("compare.{guard}{f}");
+        if guard.is_gauge() {
+            return Err(invalid(field(""), "only rates can be compared with the control cohort"));
+        }
+        if rule.max_increase.is_none() && rule.max_relative_increase.is_none() {
+            return Err(invalid(field(""), "set max_increase or max_relative_increase"));
+        }
+        if rule.max_increase.is_some_and(|m| !m.is_finite() || !(0.0..=1.0).contains(&m)) {
+            return Err(invalid(field(".max_increase"), "must be a number between 0 and 1"));
+        }
+        if rule.max_relative_increase.is_some_and(|m| !m.is_finite() || !(0.0..=100.0).contains(&m)) {
+            return Err(invalid(field(".max_relative_increase"), "must be a number between 0 and 100"));
+        }
+    }
+    Ok(())
 }
 
 fn validate_thresholds(field: &str, overrides: &ThresholdOverrides) -> Result<(), DefinitionError> {
@@ -200,6 +273,9 @@ impl FlagDefinition {
                 return Err(invalid(field("soak_secs"), format!("must be at most {MAX_SOAK_SECS}")));
             }
             validate_thresholds(&field("thresholds"), &stage.thresholds)?;
+            if let Some(confidence) = stage.confidence {
+                validate_confidence(&field("confidence"), confidence)?;
+            }
             previous = stage.percent;
         }
         if self.internal_users.len() > MAX_INTERNAL_USERS {
@@ -222,6 +298,11 @@ impl FlagDefinition {
         if !(10..=86_400).contains(&self.window_secs) {
             return Err(invalid("window_secs", "must be between 10 and 86400"));
         }
+        validate_confidence("confidence", self.confidence)?;
+        if !(1..=super::guards::RECENT_REPORTS as u64).contains(&self.breach_reports) {
+            return Err(invalid("breach_reports", format!("must be between 1 and {}", super::guards::RECENT_REPORTS)));
+        }
+        validate_compare(&self.compare)?;
         if self.rollback_hooks.len() > 10 {
             return Err(invalid("rollback_hooks", "at most 10 hooks"));
         }
@@ -252,7 +333,8 @@ impl FlagDefinition {
     /// The guard settings in force in a stage.
     pub fn guard_config(&self, stage_index: usize) -> super::guards::GuardConfig<'_> {
         static NONE: std::sync::OnceLock<ThresholdOverrides> = std::sync::OnceLock::new();
-        let stage_thresholds = match self.stages.get(stage_index) {
+        let stage = self.stages.get(stage_index);
+        let stage_thresholds = match stage {
             Some(stage) => &stage.thresholds,
             None => NONE.get_or_init(ThresholdOverrides::new),
         };
@@ -261,6 +343,13 @@ impl FlagDefinition {
             stage_thresholds,
             min_samples: self.min_samples,
             pulled: self.prometheus.as_ref().map(|p| p.queries.keys().copied().collect()).unwrap_or_default(),
+            decision: stage.and_then(|s| s.decision).unwrap_or(self.decision),
+            confidence: stage.and_then(|s| s.confidence).unwrap_or(self.confidence),
+            breach_reports: self.breach_reports,
+            compare: &self.compare,
+            expected_share: stage
+                .filter(|s| self.sample_ratio_check && !s.internal_only)
+                .map(|s| f64::from(s.percent) / 100.0),
         }
     }
 

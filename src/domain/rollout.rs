@@ -84,6 +84,9 @@ pub enum Action {
     /// The store lost the flag (restarted empty, flushed) and the leader wrote back the copy its
     /// snapshot held: same status, stage and stage start, the version bumped.
     Restored,
+    /// A stage's soak ended while a guard was still inconclusive: the flag holds for evidence.
+    /// Recorded once per stage entry; it changes nothing.
+    WaitingForEvidence,
 }
 
 impl Action {
@@ -98,6 +101,7 @@ impl Action {
             Action::Rollback => "rollback",
             Action::AlertResolved => "alert_resolved",
             Action::Restored => "restored",
+            Action::WaitingForEvidence => "waiting_for_evidence",
         }
     }
 }

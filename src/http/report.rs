@@ -325,7 +325,7 @@ pub fn markdown(r: &ReportBody<'_>) -> String {
                     "| {} | {} | {side} {} | {} of {} | {} |",
                     reading.guard,
                     reading.value.map_or_else(|| "—".to_owned(), number),
-                    number(reading.threshold),
+                    reading.threshold.map_or_else(|| "—".to_owned(), number),
                     reading.samples,
                     reading.min_samples,
                     reading.verdict.as_str()

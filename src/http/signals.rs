@@ -18,7 +18,7 @@ use super::extract::{FlagParam, JsonBody};
 use super::{AppState, json_response};
 use crate::clock::rfc3339;
 use crate::controller;
-use crate::domain::guards::{GuardReading, MetricSample};
+use crate::domain::guards::{GuardReading, MetricSample, SampleRatio};
 use crate::domain::rollout::Flag;
 use crate::rollouts::Rollouts;
 
@@ -121,7 +121,7 @@ pub async fn ingest(
     sample: &MetricSample,
 ) -> Result<Option<controller::Outcome>, ApiError> {
     let rollouts = &state.rollouts;
-    let series = flag.metric_series();
+    let series = flag.metric_series().of(sample.cohort);
     rollouts.store.record_metrics(&flag.name, &series, rollouts.clock.now_ms(), sample).await.inspect_err(|_| {
         rollouts.telemetry.store_error();
     })?;
@@ -179,32 +179,30 @@ struct HealthReply<'a> {
     window_secs: u64,
     verdict: &'static str,
     guards: Vec<GuardBody>,
+    /// Treatment's share of requests against the share the stage serves (both cohorts reported).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample_ratio: Option<SampleRatio>,
+    /// The soak is over but these guards are still inconclusive: the flag holds for evidence.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    waiting_for_evidence: Vec<&'static str>,
     on_breach: crate::domain::plan::OnBreach,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct GuardBody {
-    guard: &'static str,
-    value: Option<f64>,
-    threshold: f64,
-    samples: u64,
-    min_samples: u64,
-    verdict: &'static str,
+    #[serde(flatten)]
+    reading: GuardReading,
     breaches_when: &'static str,
-    source: &'static str,
+    /// `error_rate 0.034 [0.021, 0.052] > 0.01 at 95% over 1204 requests`
+    summary: String,
 }
 
 impl From<&GuardReading> for GuardBody {
     fn from(r: &GuardReading) -> Self {
         Self {
-            guard: r.guard.as_str(),
-            value: r.value,
-            threshold: r.threshold,
-            samples: r.samples,
-            min_samples: r.min_samples,
-            verdict: r.verdict.as_str(),
+            reading: r.clone(),
             breaches_when: if r.guard.breaches_below() { "below" } else { "above" },
-            source: r.source,
+            summary: r.describe(),
         }
     }
 }
@@ -228,6 +226,8 @@ pub async fn health(
         window_secs: flag.definition.window_secs,
         verdict: health.verdict.as_str(),
         guards: health.guards.iter().map(GuardBody::from).collect(),
+        waiting_for_evidence: controller::waiting_for_evidence(flag, &health, now),
+        sample_ratio: health.sample_ratio,
         on_breach: flag.definition.on_breach,
     }))
 }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
+use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals, push_recent};
 use crate::domain::rollout::{AuditEvent, Flag};
 
 pub mod memory;
@@ -206,9 +206,15 @@ pub fn add_bucket<'a>(totals: &mut WindowTotals, fields: impl IntoIterator<Item 
             "webhooks" => totals.webhooks += n,
             "webhook_errors" => totals.webhook_errors += n,
             // Buckets are read oldest first, so the last value seen is the latest.
-            "p99_latency_ms" => totals.p99_latency_ms = Some(value),
+            "p99_latency_ms" => {
+                totals.p99_latency_ms = Some(value);
+                push_recent(&mut totals.p99_latency_recent, &[value]);
+            }
             "p99_latency_ms_n" => totals.p99_latency_reports += n,
-            "queue_depth" => totals.queue_depth = Some(value),
+            "queue_depth" => {
+                totals.queue_depth = Some(value);
+                push_recent(&mut totals.queue_depth_recent, &[value]);
+            }
             "queue_depth_n" => totals.queue_depth_reports += n,
             other => {
                 let Some(pulled) = other.strip_prefix("pulled:") else { continue };

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::clock::Clock;
 use crate::domain::guards::{Cohort, Cohorts, Health, WindowTotals, assess};
 use crate::domain::plan::{DefinitionError, FlagDefinition};
-use crate::domain::rollout::{Action, AuditEvent, Command, Flag, TransitionError};
+use crate::domain::rollout::{Action, AuditEvent, Command, Flag, Status, TransitionError};
 use crate::notify::Notice;
 use crate::snapshot::Snapshot;
 use crate::store::{Store, StoreError, Written};
@@ -218,6 +218,23 @@ impl Rollouts {
             self.store.read_window(&flag.name, &series.of(Cohort::Control), from, now).await?
         };
         Ok(assess(&config, &Cohorts { treatment, control }))
+    }
+
+    /// The guards a running flag whose soak is over still waits on (empty otherwise, without a
+    /// store read). The flag is served from the snapshot even when the store is down, so a failed
+    /// read says nothing here; the health route reports it.
+    pub async fn waiting_for_evidence(&self, flag: &Flag) -> Vec<&'static str> {
+        let now = self.clock.now_ms();
+        if flag.state.status != Status::Running || flag.soak_remaining_ms(now) != Some(0) {
+            return Vec::new();
+        }
+        match self.health(flag).await {
+            Ok(health) => crate::controller::waiting_for_evidence(flag, &health, now),
+            Err(e) => {
+                tracing::debug!(flag = %flag.name, error = %e, "cannot read the guards for waiting_for_evidence");
+                Vec::new()
+            }
+        }
     }
 
     /// Records, once per stage entry, that a flag whose soak is over holds for evidence: an audit

@@ -30,11 +30,18 @@ fn header(title: &str) {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
 }
 
+fn rule(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Sequential => "sequential (95%)",
+        Decision::Threshold => "threshold (point estimate)",
+    }
+}
+
 fn main() {
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
     let traffic = Traffic::default();
     for decision in [Decision::Sequential, Decision::Threshold] {
-        header(&format!("error_rate > 0.01, rule: {}", sim::rule(decision)));
+        header(&format!("error_rate > 0.01, rule: {}", rule(decision)));
         for multiple in [0.5, 0.9, 1.5, 3.0, 10.0] {
             let mut def = FlagDefinition::default();
             def.decision = decision;

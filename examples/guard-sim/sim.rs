@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Binomial, Distribution};
 use rollout_controller::domain::guards::{
-    CompareRule, Cohorts, Decision, Guard, Verdict, WindowTotals, assess,
+    CompareRule, Cohorts, Guard, Verdict, WindowTotals, assess,
 };
 use rollout_controller::domain::plan::FlagDefinition;
 
@@ -212,13 +212,5 @@ pub fn simulate(scenario: &Scenario, traffic: Traffic, runs: usize, seed: u64) -
         held: count(End::Held),
         median_requests: at(0.5),
         p95_requests: at(0.95),
-    }
-}
-
-/// The decision rule a scenario is judged with, for the tables.
-pub fn rule(decision: Decision) -> &'static str {
-    match decision {
-        Decision::Sequential => "sequential (95%)",
-        Decision::Threshold => "threshold (point estimate)",
     }
 }

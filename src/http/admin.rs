@@ -47,6 +47,10 @@ pub struct FlagBody<'a> {
     pub in_stage_secs: i64,
     /// Seconds of soak left in the current stage while running.
     pub soak_remaining_secs: Option<i64>,
+    /// The soak is over but these guards are still inconclusive: the controller holds the flag
+    /// until the evidence decides (shown by `GET /flags/{flag}` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for_evidence: Vec<&'static str>,
     pub definition: &'a FlagDefinition,
 }
 
@@ -64,6 +68,7 @@ impl<'a> FlagBody<'a> {
             stage_entered_at: rfc3339(flag.state.stage_entered_at),
             in_stage_secs: (now_ms - flag.state.stage_entered_at).max(0) / 1000,
             soak_remaining_secs: flag.soak_remaining_ms(now_ms).map(|ms| (ms + 999) / 1000),
+            waiting_for_evidence: Vec::new(),
             definition: &flag.definition,
         }
     }
@@ -129,7 +134,9 @@ pub async fn list(_: Admin, State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/flags/{flag}", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the flag", body = FlagBody), ReadErrors))]
 pub async fn show(_: Admin, State(state): State<AppState>, FlagParam(flag): FlagParam) -> Result<Response, ApiError> {
     let view = state.rollouts.snapshot.get(&flag).ok_or(ApiError::FlagNotFound(flag))?;
-    Ok(json_response(&FlagBody::new(&view.flag, state.rollouts.clock.now_ms())))
+    let mut body = FlagBody::new(&view.flag, state.rollouts.clock.now_ms());
+    body.waiting_for_evidence = state.rollouts.waiting_for_evidence(&view.flag).await;
+    Ok(json_response(&body))
 }
 
 #[utoipa::path(put, path = "/flags/{flag}", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body(content = FlagDefinition, description = "every field optional; defaults are the runbook plan"), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "updated", body = FlagBody), (status = 201, description = "created", body = FlagBody), WriteErrors))]

@@ -63,9 +63,11 @@ async fn the_whole_runbook_plan_runs_by_itself_while_healthy() {
     for e in &advances {
         assert_eq!(e["actor"], "controller");
         let reason = e["reason"].as_str().expect("reason");
+        // The interval of 2 errors in 1000 requests lies below the threshold: evidence of health.
         assert!(
             reason.starts_with("soak of ")
-                && reason.contains("passed, healthy: error_rate 0.002 <= 0.01 over 1000 requests"),
+                && reason.contains("passed, healthy: error_rate 0.002 [")
+                && reason.ends_with("] <= 0.01 at 95% over 1000 requests"),
             "{reason}"
         );
     }
@@ -80,7 +82,7 @@ async fn an_error_rate_breach_at_ten_percent_rolls_back_at_once_on_the_push() {
     running_at(&app, "f", json!({"internal_users": ["ann"]}), 1).await;
     assert_eq!(state(&app, "f").await, s("running", "10%", 10));
 
-    let reply = app.push("f", json!({"requests": 500, "errors": 10})).await;
+    let reply = app.push("f", json!({"requests": 500, "errors": 25})).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["action"], "rollback");
     // No controller tick has run: the push itself rolled the flag back.
@@ -91,7 +93,8 @@ async fn an_error_rate_breach_at_ten_percent_rolls_back_at_once_on_the_push() {
     let last = &history(&app, "f").await[0];
     assert_eq!(last["action"], "rollback");
     assert_eq!(last["actor"], "controller");
-    assert_eq!(last["reason"], "error_rate 0.02 > 0.01 over 500 requests");
+    let reason = last["reason"].as_str().expect("reason");
+    assert!(reason.starts_with("error_rate 0.05 [") && reason.ends_with("] > 0.01 at 95% over 500 requests"), "{reason}");
 
     // Resume restarts at 10% with a fresh window: the bad data of the failed stage does not count.
     let resumed = app.must("f", "resume").await;
@@ -116,9 +119,10 @@ async fn bounce_complaint_and_delivery_breaches_at_fifty_percent_roll_back() {
         (json!({"p99_latency_ms": 5200.5}), "p99_latency_ms 5200.5 > 5000 over 1 reports"),
         (json!({"queue_depth": 20000}), "queue_depth 20000 > 10000 over 1 reports"),
     ];
+    // The runbook's literal rule (a point estimate, one gauge report): `decision: threshold`.
     for (i, (sample, reason)) in cases.into_iter().enumerate() {
         let flag = format!("email-{i}");
-        running_at(&app, &flag, json!({}), 2).await;
+        running_at(&app, &flag, json!({"decision": "threshold"}), 2).await;
         assert_eq!(state(&app, &flag).await, s("running", "50%", 50));
         let reply = app.push(&flag, sample).await;
         assert_eq!(reply.body["action"], "rollback", "{reason}");
@@ -148,7 +152,9 @@ async fn too_few_samples_hold_the_stage_without_rolling_back() {
         .expect("error_rate");
     assert_eq!(
         error_rate,
-        json!({"guard": "error_rate", "value": 0.5050505050505051, "threshold": 0.01, "samples": 99, "min_samples": 100, "verdict": "insufficient_data", "breaches_when": "above", "source": "push"})
+        json!({"guard": "error_rate", "value": 0.5050505050505051, "interval": null, "threshold": 0.01, "samples": 99,
+               "min_samples": 100, "confidence": 0.95, "test": "beta_binomial_sequence", "verdict": "insufficient_data",
+               "breaches_when": "above", "source": "push", "summary": "error_rate 0.5051 <= 0.01 over 99 requests"})
     );
 
     // One more request reaches the minimum: now it is judged, and it breaches.

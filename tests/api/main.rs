@@ -6,6 +6,7 @@ mod bad_input;
 mod bucketing;
 mod cli;
 mod dashboard;
+mod evidence;
 mod doctor;
 mod faults;
 mod flags_api;

@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::{RedisServer, eventually, settings, spawn_with};
 
-type Inbox = Arc<Mutex<Vec<(String, Value)>>>;
+pub type Inbox = Arc<Mutex<Vec<(String, Value)>>>;
 
 /// A webhook receiver on a free port: records every POST body by path.
-async fn receiver() -> (String, Inbox) {
+pub async fn receiver() -> (String, Inbox) {
     let inbox: Inbox = Arc::default();
     let app = axum::Router::new()
         .route(
@@ -30,7 +30,7 @@ async fn receiver() -> (String, Inbox) {
     (url, inbox)
 }
 
-fn received(inbox: &Inbox, path: &str) -> Vec<Value> {
+pub fn received(inbox: &Inbox, path: &str) -> Vec<Value> {
     inbox.lock().expect("inbox").iter().filter(|(p, _)| p == path).map(|(_, b)| b.clone()).collect()
 }
 
@@ -41,7 +41,8 @@ async fn every_transition_is_announced_once_and_rollbacks_call_the_flags_hooks()
     let mut s = settings(Some(redis.url()));
     s.notify_urls = vec![format!("{url}/slack").into()];
     let app = spawn_with(s).await;
-    app.create_flag("checkout", json!({"rollback_hooks": [format!("{url}/pause-campaigns")]})).await;
+    app.create_flag("checkout", json!({"rollback_hooks": [format!("{url}/pause-campaigns")], "decision": "threshold"}))
+        .await;
     app.must("checkout", "start").await;
     app.must("checkout", "advance").await;
     app.push("checkout", json!({"requests": 500, "errors": 10})).await;

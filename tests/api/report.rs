@@ -70,7 +70,7 @@ const BREACH: &str = "error_rate 0.02 > 0.01 over 500 requests";
 async fn the_report_rebuilds_the_runbook_timeline_with_a_breach_a_resume_and_the_completion() {
     let redis = RedisServer::start();
     let app = spawn_app(Some(redis.url())).await;
-    app.create_flag("checkout", json!({"internal_users": ["ann@corp"]})).await;
+    app.create_flag("checkout", json!({"internal_users": ["ann@corp"], "decision": "threshold"})).await;
     app.must("checkout", "start").await;
     soak_and_advance(&app, "checkout", 3600).await; // internal → 10%
     soak_and_advance(&app, "checkout", 3600).await; // 10% → 50%
@@ -159,7 +159,7 @@ async fn the_report_rebuilds_the_runbook_timeline_with_a_breach_a_resume_and_the
 #[tokio::test]
 async fn a_live_rollouts_report_shows_the_current_stages_guard_readings() {
     let app = spawn_app(None).await;
-    app.create_flag("f", json!({})).await;
+    app.create_flag("f", json!({"decision": "threshold"})).await;
     app.must("f", "start").await;
     app.must("f", "advance").await;
     app.clock.advance_secs(600);
@@ -176,7 +176,8 @@ async fn a_live_rollouts_report_shows_the_current_stages_guard_readings() {
     assert_eq!(
         error_rate,
         Some(
-            json!({"guard": "error_rate", "value": 0.002, "threshold": 0.01, "samples": 1000, "min_samples": 100, "verdict": "ok", "source": "push"})
+            json!({"guard": "error_rate", "value": 0.002, "interval": null, "threshold": 0.01, "samples": 1000,
+                   "min_samples": 100, "confidence": 0.95, "test": "point_estimate", "verdict": "ok", "source": "push"})
         )
     );
     assert_eq!(visits(&r)[1], visit("10%", 10, 600, "paused", "operator:ann", "operator:ann"));

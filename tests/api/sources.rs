@@ -225,7 +225,8 @@ async fn signed_customerio_events_drive_a_bounce_rollback_and_forged_stale_or_re
     // Only sent and bounced events here: the delivery guard is off for this flag.
     app.create_flag(
         "email",
-        json!({"min_samples": 20, "thresholds": {"delivery_rate": null}, "stages": [{"name": "half", "percent": 50}]}),
+        json!({"min_samples": 20, "decision": "threshold", "thresholds": {"delivery_rate": null},
+               "stages": [{"name": "half", "percent": 50}]}),
     )
     .await;
     app.must("email", "start").await;

@@ -86,6 +86,9 @@ pub struct FlagState {
     #[serde(default)]
     pub in_stage_secs: Option<i64>,
     pub soak_remaining_secs: Option<i64>,
+    /// Only `GET /flags/{flag}` says it.
+    #[serde(default)]
+    pub waiting_for_evidence: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,11 +125,25 @@ pub struct History {
 pub struct GuardRow {
     pub guard: String,
     pub value: Option<f64>,
-    pub threshold: f64,
+    /// The confidence sequence of a rate judged sequentially.
+    #[serde(default)]
+    pub interval: Option<Interval>,
+    /// `None` when only a comparison with control judges the guard.
+    pub threshold: Option<f64>,
     pub samples: u64,
     pub min_samples: u64,
     pub verdict: String,
     pub breaches_when: String,
+    /// One line with the numbers, as audit reasons write it.
+    #[serde(default)]
+    pub summary: String,
+}
+
+/// Both ends of a confidence sequence.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Interval {
+    pub lower: f64,
+    pub upper: f64,
 }
 
 /// Guard readings of the current stage (`GET /flags/{flag}/health`).
@@ -139,6 +156,9 @@ pub struct HealthReport {
     pub window_secs: u64,
     pub verdict: String,
     pub guards: Vec<GuardRow>,
+    /// The soak is over and these guards are still inconclusive.
+    #[serde(default)]
+    pub waiting_for_evidence: Vec<String>,
 }
 
 /// `GET /flags/{flag}/explain?user=ID`.

@@ -265,8 +265,11 @@ impl Rollouts {
 
     fn announce(&self, flag: &Flag, event: &AuditEvent) {
         let Some(notices) = &self.notices else { return };
-        let notice =
-            Notice { flag: flag.name.clone(), event: event.clone(), rollback_hooks: flag.definition.rollback_hooks.clone() };
+        let notice = Notice {
+            flag: flag.name.clone(),
+            event: event.clone(),
+            rollback_hooks: flag.definition.rollback_hooks.clone(),
+        };
         if notices.try_send(notice).is_err() {
             self.telemetry.notification_failed();
             tracing::warn!(flag = %flag.name, "notification queue full; this event is not announced");

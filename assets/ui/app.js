@@ -448,7 +448,8 @@ function renderGuards(entry) {
   if (entry.sig.health === sig) return;
   entry.sig.health = sig;
 
-  verdict.textContent = health.verdict;
+  const waiting = health.waiting_for_evidence || [];
+  verdict.textContent = waiting.length ? `waiting for evidence: ${waiting.join(', ')}` : health.verdict;
   verdict.className = `chip verdict-${health.verdict}`;
   windowText.textContent =
     `Window ${formatSoak(health.window_secs)} since ${formatTime(health.since)} · on breach: ${health.on_breach}`;
@@ -468,8 +469,8 @@ function renderGuards(entry) {
     verdictCell.append(chip);
     tr.append(
       name,
-      el('td', 'num value', g.value === null ? '—' : formatGuard(g.guard, g.value)),
-      el('td', 'num', `${comparator} ${formatGuard(g.guard, g.threshold)}`),
+      valueCell(g),
+      el('td', 'num', g.threshold === null ? 'vs control' : `${comparator} ${formatGuard(g.guard, g.threshold)}`),
       budget,
       samples,
       verdictCell,
@@ -479,10 +480,23 @@ function renderGuards(entry) {
   tbody.replaceChildren(...rows);
 }
 
+/** The value, and under it the confidence interval the sequential test judged. */
+function valueCell(g) {
+  const cell = el('td', 'num value', g.value === null ? '—' : formatGuard(g.guard, g.value));
+  cell.title = g.summary || '';
+  if (g.interval) {
+    const interval = el('div', 'interval',
+      `[${formatGuard(g.guard, g.interval.lower)}, ${formatGuard(g.guard, g.interval.upper)}]`);
+    interval.dataset.testid = 'guard-interval';
+    cell.append(interval);
+  }
+  return cell;
+}
+
 /** How much of a guard's allowance the value uses: 100% is the threshold. */
 function budgetMeter(g) {
   const meter = el('span', 'meter');
-  if (g.value === null) {
+  if (g.value === null || g.threshold === null) {
     meter.classList.add('meter-none');
     meter.title = 'no value yet';
     return meter;

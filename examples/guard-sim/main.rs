@@ -26,7 +26,9 @@ fn row(label: &str, s: &Summary) {
 
 fn header(title: &str) {
     println!("\n{title}\n");
-    println!("| true rate | stages | rolled back | advanced | paused | held (2 h) | median requests to decision | p95 |");
+    println!(
+        "| true rate | stages | rolled back | advanced | paused | held (2 h) | median requests to decision | p95 |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
 }
 
@@ -43,8 +45,7 @@ fn main() {
     for decision in [Decision::Sequential, Decision::Threshold] {
         header(&format!("error_rate > 0.01, rule: {}", rule(decision)));
         for multiple in [0.5, 0.9, 1.5, 3.0, 10.0] {
-            let mut def = FlagDefinition::default();
-            def.decision = decision;
+            let def = FlagDefinition { decision, ..FlagDefinition::default() };
             let scenario = Scenario::threshold(0.01 * multiple).with_definition(def);
             row(&format!("{multiple}× (p = {})", 0.01 * multiple), &simulate(&scenario, traffic, runs, 1));
         }
@@ -65,7 +66,9 @@ fn main() {
     }
 
     header("sample ratio: a 10% stage, both cohorts pushing, true error rate 0.002");
-    for (label, share) in [("wired right: 10% observed", 0.10), ("mis-wired: 20% observed", 0.20), ("mis-wired: 12% observed", 0.12)] {
+    for (label, share) in
+        [("wired right: 10% observed", 0.10), ("mis-wired: 20% observed", 0.20), ("mis-wired: 12% observed", 0.12)]
+    {
         let scenario = Scenario { true_share: share, ..Scenario::compare(0.002, 0.002, 0.005) };
         row(label, &simulate(&scenario, traffic, runs, 1));
     }

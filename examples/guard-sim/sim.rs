@@ -8,9 +8,7 @@ use std::collections::VecDeque;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Binomial, Distribution};
-use rollout_controller::domain::guards::{
-    CompareRule, Cohorts, Guard, Verdict, WindowTotals, assess,
-};
+use rollout_controller::domain::guards::{Cohorts, CompareRule, Guard, Verdict, WindowTotals, assess};
 use rollout_controller::domain::plan::FlagDefinition;
 
 /// How traffic reaches one simulated stage.
@@ -79,9 +77,12 @@ impl Scenario {
 
     /// Treatment against control, `error_rate` judged only by `max_increase` (no absolute threshold).
     pub fn compare(treatment: f64, control: f64, max_increase: f64) -> Self {
-        let mut definition = FlagDefinition::default();
-        definition.thresholds = [(Guard::ErrorRate, None)].into();
-        definition.compare = [(Guard::ErrorRate, CompareRule { max_increase: Some(max_increase), ..CompareRule::default() })].into();
+        let definition = FlagDefinition {
+            thresholds: [(Guard::ErrorRate, None)].into(),
+            compare: [(Guard::ErrorRate, CompareRule { max_increase: Some(max_increase), ..CompareRule::default() })]
+                .into(),
+            ..FlagDefinition::default()
+        };
         Self { treatment_rate: treatment, control_rate: Some(control), ..Self::threshold(treatment) }
             .with_definition(definition)
     }

@@ -58,6 +58,9 @@ fn secs(s: i64) -> String {
 /// When the controller may move the flag next.
 fn next_advance(f: &FlagState) -> String {
     match (f.status.as_str(), f.soak_remaining_secs) {
+        ("running", Some(0)) if !f.waiting_for_evidence.is_empty() => {
+            format!("waiting for evidence: {}", f.waiting_for_evidence.join(", "))
+        }
         ("running", Some(0)) => "when healthy".into(),
         ("running", Some(left)) => format!("in {}", secs(left)),
         ("paused", _) => "paused".into(),
@@ -114,15 +117,16 @@ fn number(v: f64) -> String {
     ((v * 10_000.0).round() / 10_000.0).to_string()
 }
 
-/// `GUARD VALUE THRESHOLD SAMPLES VERDICT`, then the overall verdict.
+/// `GUARD VALUE INTERVAL THRESHOLD SAMPLES VERDICT`, then the overall verdict.
 pub fn health_table(h: &HealthReport) -> String {
-    let mut table = Table::new(&["GUARD", "VALUE", "THRESHOLD", "SAMPLES", "VERDICT"]);
+    let mut table = Table::new(&["GUARD", "VALUE", "INTERVAL", "THRESHOLD", "SAMPLES", "VERDICT"]);
     for g in &h.guards {
         let side = if g.breaches_when == "below" { "<" } else { ">" };
         table.row(vec![
             g.guard.clone(),
             g.value.map_or_else(|| "-".to_owned(), number),
-            format!("{side} {}", number(g.threshold)),
+            g.interval.map_or_else(|| "-".to_owned(), |i| format!("[{}, {}]", number(i.lower), number(i.upper))),
+            g.threshold.map_or_else(|| "vs control".to_owned(), |t| format!("{side} {}", number(t))),
             format!("{}/{}", g.samples, g.min_samples),
             g.verdict.clone(),
         ]);
@@ -132,6 +136,9 @@ pub fn health_table(h: &HealthReport) -> String {
         "overall: {} ({} {} {}, {} s window since {})\n",
         h.verdict, h.flag, h.status, h.stage, h.window_secs, h.since
     ));
+    if !h.waiting_for_evidence.is_empty() {
+        text.push_str(&format!("soak over, waiting for evidence: {}\n", h.waiting_for_evidence.join(", ")));
+    }
     text
 }
 
@@ -183,6 +190,7 @@ mod tests {
             stage_entered_at: String::new(),
             in_stage_secs: Some(60),
             soak_remaining_secs: soak,
+            waiting_for_evidence: Vec::new(),
         };
         assert_eq!(next_advance(&f("running", Some(3540))), "in 59m 0s");
         assert_eq!(next_advance(&f("running", Some(0))), "when healthy");

@@ -773,7 +773,6 @@ fn sample_ratio(config: &GuardConfig<'_>, windows: &Cohorts) -> Option<SampleRat
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -873,7 +872,9 @@ mod tests {
         };
         let h = assess(&config, &own);
         assert_eq!(h.verdict, Verdict::Breach, "{}", h.summary());
-        assert!(h.summary().starts_with("error_rate treatment 0.05 vs control 0.01 over 5000/45000 requests: excess ["));
+        assert!(
+            h.summary().starts_with("error_rate treatment 0.05 vs control 0.01 over 5000/45000 requests: excess [")
+        );
     }
 
     #[test]
@@ -888,7 +889,10 @@ mod tests {
         assert!(!right.mismatch);
         let wrong = assess(&config, &windows(3_100, 6_900)).sample_ratio.expect("both cohorts reported");
         assert!(wrong.mismatch);
-        assert_eq!(wrong.describe(), "sample_ratio_mismatch: treatment 31% of requests, expected 10% (over 10000 requests)");
+        assert_eq!(
+            wrong.describe(),
+            "sample_ratio_mismatch: treatment 31% of requests, expected 10% (over 10000 requests)"
+        );
     }
 
     #[test]

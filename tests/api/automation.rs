@@ -94,7 +94,10 @@ async fn an_error_rate_breach_at_ten_percent_rolls_back_at_once_on_the_push() {
     assert_eq!(last["action"], "rollback");
     assert_eq!(last["actor"], "controller");
     let reason = last["reason"].as_str().expect("reason");
-    assert!(reason.starts_with("error_rate 0.05 [") && reason.ends_with("] > 0.01 at 95% over 500 requests"), "{reason}");
+    assert!(
+        reason.starts_with("error_rate 0.05 [") && reason.ends_with("] > 0.01 at 95% over 500 requests"),
+        "{reason}"
+    );
 
     // Resume restarts at 10% with a fresh window: the bad data of the failed stage does not count.
     let resumed = app.must("f", "resume").await;

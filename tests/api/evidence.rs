@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{RedisServer, TestApp, eventually, settings, spawn_app, spawn_with};
-use crate::notifications::{receiver, received};
+use crate::notifications::{received, receiver};
 
 #[path = "../../examples/guard-sim/sim.rs"]
 mod sim;
@@ -57,9 +57,13 @@ async fn a_soak_that_ends_without_evidence_holds_the_flag_and_says_so_once() {
     let error_rate = guard(&health, "error_rate");
     let (lower, upper) = (error_rate["interval"]["lower"].as_f64(), error_rate["interval"]["upper"].as_f64());
     assert!(lower.is_some_and(|l| l < 0.01) && upper.is_some_and(|u| u > 0.015), "{error_rate}");
-    assert_eq!((error_rate["test"].as_str(), error_rate["confidence"].as_f64()), (Some("beta_binomial_sequence"), Some(0.95)));
+    assert_eq!(
+        (error_rate["test"].as_str(), error_rate["confidence"].as_f64()),
+        (Some("beta_binomial_sequence"), Some(0.95))
+    );
 
-    let waits: Vec<Value> = history(&app, "f").await.into_iter().filter(|e| e["action"] == "waiting_for_evidence").collect();
+    let waits: Vec<Value> =
+        history(&app, "f").await.into_iter().filter(|e| e["action"] == "waiting_for_evidence").collect();
     assert_eq!(waits.len(), 1, "recorded once per stage entry: {waits:?}");
     let reason = waits[0]["reason"].as_str().unwrap_or("");
     assert!(reason.starts_with("soak of 1h passed, waiting for evidence: error_rate 0.015 ["), "{reason}");
@@ -111,7 +115,10 @@ async fn a_global_incident_that_hurts_both_cohorts_alike_does_not_roll_back_a_re
     let health = app.admin_get("/flags/incident/health").await.body;
     let comparison = &guard(&health, "error_rate")["comparison"];
     assert_eq!((comparison["treatment"].as_f64(), comparison["control"].as_f64()), (Some(0.05), Some(0.05)));
-    assert_eq!((comparison["treatment_samples"].as_u64(), comparison["control_samples"].as_u64()), (Some(40000), Some(360000)));
+    assert_eq!(
+        (comparison["treatment_samples"].as_u64(), comparison["control_samples"].as_u64()),
+        (Some(40000), Some(360000))
+    );
     assert_eq!(comparison["verdict"], "ok", "{comparison}");
     assert_eq!(app.tick().await.len(), 1, "healthy against control: the soak passed, it advances");
     assert_eq!(status_of(&app, "incident").await.1, "50%");
@@ -178,7 +185,10 @@ async fn flags_stored_before_sequential_guards_are_judged_by_them() {
     let reply = fresh.push("old", json!({"requests": 1000, "errors": 40})).await;
     assert_eq!(reply.body["action"], "rollback", "{}", reply.body);
     let reason = history(&fresh, "old").await[0]["reason"].as_str().unwrap_or("").to_owned();
-    assert!(reason.starts_with("error_rate 0.04 [") && reason.ends_with("] > 0.01 at 95% over 1000 requests"), "{reason}");
+    assert!(
+        reason.starts_with("error_rate 0.04 [") && reason.ends_with("] > 0.01 at 95% over 1000 requests"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
@@ -198,7 +208,12 @@ async fn guard_settings_are_validated() {
         assert_eq!(reply.status, 422, "{body}: {}", reply.body);
         assert!(reply.body["message"].as_str().unwrap_or("").contains(field), "{body}: {}", reply.body);
     }
-    let ok = app.admin_put("/flags/f", json!({"decision": "threshold", "confidence": 0.99, "stages": [{"name": "a", "decision": "sequential"}]})).await;
+    let ok = app
+        .admin_put(
+            "/flags/f",
+            json!({"decision": "threshold", "confidence": 0.99, "stages": [{"name": "a", "decision": "sequential"}]}),
+        )
+        .await;
     assert_eq!(ok.status, 201, "{}", ok.body);
 }
 
@@ -226,8 +241,10 @@ fn seeded_simulation_meets_the_decision_targets() {
     let regression = simulate(&Scenario::compare(0.03, 0.01, 0.005), traffic, runs, 1);
     assert!(regression.share(regression.rolled_back) >= 0.99, "treatment 3× control: {regression:?}");
 
-    let wired_right = simulate(&Scenario { true_share: 0.1, ..Scenario::compare(0.002, 0.002, 0.005) }, traffic, runs, 1);
+    let wired_right =
+        simulate(&Scenario { true_share: 0.1, ..Scenario::compare(0.002, 0.002, 0.005) }, traffic, runs, 1);
     assert_eq!(wired_right.paused, 0, "{wired_right:?}");
-    let wired_wrong = simulate(&Scenario { true_share: 0.2, ..Scenario::compare(0.002, 0.002, 0.005) }, traffic, runs, 1);
+    let wired_wrong =
+        simulate(&Scenario { true_share: 0.2, ..Scenario::compare(0.002, 0.002, 0.005) }, traffic, runs, 1);
     assert_eq!(wired_wrong.paused, runs, "{wired_wrong:?}");
 }

@@ -175,10 +175,8 @@ async fn a_live_rollouts_report_shows_the_current_stages_guard_readings() {
     let error_rate = guards["guards"].as_array().expect("guards").iter().find(|g| g["guard"] == "error_rate").cloned();
     assert_eq!(
         error_rate,
-        Some(
-            json!({"guard": "error_rate", "value": 0.002, "interval": null, "threshold": 0.01, "samples": 1000,
-                   "min_samples": 100, "confidence": 0.95, "test": "point_estimate", "verdict": "ok", "source": "push"})
-        )
+        Some(json!({"guard": "error_rate", "value": 0.002, "interval": null, "threshold": 0.01, "samples": 1000,
+                   "min_samples": 100, "confidence": 0.95, "test": "point_estimate", "verdict": "ok", "source": "push"}))
     );
     assert_eq!(visits(&r)[1], visit("10%", 10, 600, "paused", "operator:ann", "operator:ann"));
 

@@ -125,7 +125,7 @@ pub fn health_table(h: &HealthReport) -> String {
         table.row(vec![
             g.guard.clone(),
             g.value.map_or_else(|| "-".to_owned(), number),
-            g.interval.map_or_else(|| "-".to_owned(), |i| format!("[{}, {}]", number(i.lower), number(i.upper))),
+            g.interval.map_or_else(|| "-".to_owned(), |i| format!("[{},{}]", number(i.lower), number(i.upper))),
             g.threshold.map_or_else(|| "vs control".to_owned(), |t| format!("{side} {}", number(t))),
             format!("{}/{}", g.samples, g.min_samples),
             g.verdict.clone(),

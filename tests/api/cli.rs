@@ -61,9 +61,13 @@ async fn operators_drive_a_rollout_end_to_end_from_the_command_line() {
     assert_eq!(app.push("checkout", json!({"requests": 1000, "errors": 2})).await.status, 200);
     let health = ok(app.cli(&["health", "checkout"]).await);
     let header: Vec<&str> = health.stdout.lines().next().expect("header").split_whitespace().collect();
-    assert_eq!(header, ["GUARD", "VALUE", "THRESHOLD", "SAMPLES", "VERDICT"]);
-    assert_eq!(row(&health, "error_rate"), ["error_rate", "0.002", ">", "0.01", "1000/100", "ok"]);
-    assert_eq!(row(&health, "delivery_rate"), ["delivery_rate", "-", "<", "0.95", "0/100", "insufficient_data"]);
+    assert_eq!(header, ["GUARD", "VALUE", "INTERVAL", "THRESHOLD", "SAMPLES", "VERDICT"]);
+    let error_rate = row(&health, "error_rate");
+    assert_eq!([&error_rate[..2], &error_rate[3..]].concat(), ["error_rate", "0.002", ">", "0.01", "1000/100", "ok"]);
+    let interval: Vec<f64> =
+        error_rate[2].trim_matches(['[', ']']).split(',').map(|v| v.parse().expect("a number")).collect();
+    assert!(interval.len() == 2 && interval[0] < 0.002 && interval[1] > 0.002 && interval[1] <= 0.01, "{interval:?}");
+    assert_eq!(row(&health, "delivery_rate"), ["delivery_rate", "-", "-", "<", "0.95", "0/100", "insufficient_data"]);
     assert!(health.stdout.contains("overall: ok (checkout running 10%"), "{}", health.stdout);
     assert_eq!(ok(app.cli(&["health", "checkout", "--json"]).await).json()["verdict"], "ok");
 

@@ -213,48 +213,82 @@ async fn fire(app: &TestApp, flag: &str, fingerprint: &str) -> &'static str {
     }
 }
 
+/// An app with one flag `f`, created and, if `started`, started.
+async fn app_with_flag(redis: &RedisServer, started: bool) -> TestApp {
+    let app = sources_app(redis).await;
+    app.create_flag("f", json!({})).await;
+    if started {
+        app.must("f", "start").await;
+    }
+    app
+}
+
 #[tokio::test]
-async fn an_alert_that_found_its_flag_not_live_still_rolls_it_back_once_it_is_live() {
+async fn an_alert_that_came_while_its_flag_was_pending_rolls_it_back_once_started() {
     let redis = RedisServer::start();
-    let app = sources_app(&redis).await;
+    let app = app_with_flag(&redis, false).await;
+    assert_eq!(fire(&app, "f", "e1").await, "already_off");
+    app.must("f", "start").await;
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back");
+    // While the rollback it made stands, a repeat is a duplicate.
+    assert_eq!(fire(&app, "f", "e1").await, "duplicate");
+    assert_eq!(status(&app, "f").await, "rolled_back");
+}
 
-    // Pending: nothing to roll back, and the episode is not used up. Started: the repeat acts;
-    // the next repeat, while the rollback it made stands, is a duplicate.
-    app.create_flag("pending", json!({})).await;
-    assert_eq!(fire(&app, "pending", "p1").await, "already_off");
-    app.must("pending", "start").await;
-    assert_eq!(fire(&app, "pending", "p1").await, "rolled_back");
-    assert_eq!(fire(&app, "pending", "p1").await, "duplicate");
-    assert_eq!(status(&app, "pending").await, "rolled_back");
+#[tokio::test]
+async fn an_alert_that_came_while_its_flag_was_rolled_back_rolls_it_back_once_resumed() {
+    let redis = RedisServer::start();
+    let app = app_with_flag(&redis, true).await;
+    app.must("f", "rollback").await;
+    assert_eq!(fire(&app, "f", "e1").await, "already_off");
+    app.must("f", "resume").await;
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back");
+    assert_eq!(fire(&app, "f", "e1").await, "duplicate");
+}
 
-    // Rolled back by the operator before the alert came: resumed, the repeat acts.
-    app.create_flag("off", json!({})).await;
-    app.must("off", "start").await;
-    app.must("off", "rollback").await;
-    assert_eq!(fire(&app, "off", "o1").await, "already_off");
-    app.must("off", "resume").await;
-    assert_eq!(fire(&app, "off", "o1").await, "rolled_back");
+#[tokio::test]
+async fn an_alert_still_firing_after_a_resume_rolls_the_flag_back_again() {
+    let redis = RedisServer::start();
+    let app = app_with_flag(&redis, true).await;
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back");
+    assert_eq!(fire(&app, "f", "e1").await, "duplicate");
+    // The operator resumes while the alert still fires: the episode has not rolled back this stage.
+    app.must("f", "resume").await;
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back");
+    assert_eq!(fire(&app, "f", "e1").await, "duplicate");
+    assert_eq!(status(&app, "f").await, "rolled_back");
+}
 
-    // Rolled back by this very alert, then resumed while it still fires: the repeat acts again.
-    app.must("off", "resume").await;
-    assert_eq!(fire(&app, "off", "o1").await, "rolled_back");
-    assert_eq!(fire(&app, "off", "o1").await, "duplicate");
-
-    // Deleted and re-created (a new incarnation, a second later): the repeat acts on the new flag.
-    app.create_flag("again", json!({})).await;
-    app.must("again", "start").await;
-    assert_eq!(fire(&app, "again", "a1").await, "rolled_back");
-    assert_eq!(app.admin_delete("/flags/again").await.status, 204);
+#[tokio::test]
+async fn an_alert_that_rolled_a_flag_back_acts_again_on_the_flag_deleted_and_re_created() {
+    let redis = RedisServer::start();
+    let app = app_with_flag(&redis, true).await;
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back");
+    assert_eq!(app.admin_delete("/flags/f").await.status, 204);
+    // A new incarnation (told apart by its creation time, in ms): re-created a second later.
     app.clock.advance_secs(1);
-    app.create_flag("again", json!({})).await;
-    app.must("again", "start").await;
-    assert_eq!(fire(&app, "again", "a1").await, "rolled_back");
-    assert_eq!(status(&app, "again").await, "rolled_back");
-    assert_eq!(fire(&app, "again", "a1").await, "duplicate");
-
+    app.create_flag("f", json!({})).await;
+    app.must("f", "start").await;
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back");
+    assert_eq!(fire(&app, "f", "e1").await, "duplicate");
+    assert_eq!(status(&app, "f").await, "rolled_back");
     let debug = app.admin_get("/debug/signals").await.body;
-    assert_eq!(debug["sources"]["alertmanager"]["counts"]["rollbacks"], 5);
-    assert_eq!(debug["sources"]["alertmanager"]["counts"]["duplicates"], 3);
+    assert_eq!(debug["sources"]["alertmanager"]["counts"]["rollbacks"], 2);
+    assert_eq!(debug["sources"]["alertmanager"]["counts"]["duplicates"], 1);
+}
+
+#[tokio::test]
+async fn an_alert_status_other_than_firing_or_resolved_is_refused_not_read_as_resolved() {
+    let redis = RedisServer::start();
+    let app = app_with_flag(&redis, true).await;
+    let before = history(&app, "f").await;
+    for (payload_status, alert_status) in [("firing", "pending"), ("firing", "Firing"), ("unknown", "firing")] {
+        let body = json!({"status": payload_status, "alerts": [am_alert(alert_status, json!({"flag": "f"}), "e1")]});
+        let r = alert(&app, body).await;
+        assert_eq!((r.status, r.body["error"].as_str()), (422, Some("invalid_body")), "{alert_status}: {}", r.body);
+    }
+    assert_eq!(history(&app, "f").await, before, "nothing recorded");
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back", "the refused payloads used nothing up");
 }
 
 /// A Customer.io delivery event, signed with `key` at the app's clock (or `ts`).
@@ -362,10 +396,7 @@ async fn signed_customerio_events_drive_a_bounce_rollback_and_forged_stale_or_re
 #[tokio::test]
 async fn a_customerio_event_the_store_failed_to_count_is_counted_when_customerio_retries() {
     let redis = RedisServer::start();
-    let app = sources_app(&redis).await;
-    app.create_flag("email", json!({"stages": [{"name": "half", "percent": 50}]})).await;
-    app.must("email", "start").await;
-    let now = crate::helpers::T0 / 1000;
+    let (app, now) = email_app(&redis).await;
     let first = app.send(cio(&app, CIO_KEY, now, &email_event("c1", "sent", 42))).await;
     assert_eq!(first.body["status"], "counted", "{}", first.body);
 
@@ -389,13 +420,18 @@ async fn a_customerio_event_the_store_failed_to_count_is_counted_when_customerio
     assert_eq!(sent_samples(&app, "email").await, 2);
 }
 
-#[tokio::test]
-async fn customerio_refuses_over_long_event_ids_and_timestamps_that_overflow_the_clock_check() {
-    let redis = RedisServer::start();
-    let app = sources_app(&redis).await;
+/// An app with the running flag `email`, and the app's clock in Unix seconds.
+async fn email_app(redis: &RedisServer) -> (TestApp, i64) {
+    let app = sources_app(redis).await;
     app.create_flag("email", json!({"stages": [{"name": "half", "percent": 50}]})).await;
     app.must("email", "start").await;
-    let now = crate::helpers::T0 / 1000;
+    (app, crate::helpers::T0 / 1000)
+}
+
+#[tokio::test]
+async fn customerio_event_ids_are_compared_whole_and_over_long_ones_are_refused() {
+    let redis = RedisServer::start();
+    let (app, now) = email_app(&redis).await;
 
     // Two ids alike in their first 200 bytes are two events; past 200 bytes an id is refused.
     let stem = "x".repeat(199);
@@ -409,13 +445,17 @@ async fn customerio_refuses_over_long_event_ids_and_timestamps_that_overflow_the
         assert!(r.body["message"].as_str().is_some_and(|m| m.starts_with("event_id: at most 200 bytes")));
     }
     assert_eq!(sent_samples(&app, "email").await, 2);
+}
 
-    // Correctly signed timestamps at the ends of i64 are stale, not an overflow.
+#[tokio::test]
+async fn customerio_timestamps_at_the_ends_of_i64_are_stale_not_an_overflow() {
+    let redis = RedisServer::start();
+    let (app, now) = email_app(&redis).await;
     for (i, ts) in [now + i64::MIN, i64::MIN, i64::MAX, now - i64::MAX].into_iter().enumerate() {
         let r = app.send(cio(&app, CIO_KEY, ts, &email_event(&format!("t{i}"), "sent", 42))).await;
         assert_eq!((r.status, r.body["error"].as_str()), (401, Some("stale_timestamp")), "{ts}: {}", r.body);
     }
-    assert_eq!(sent_samples(&app, "email").await, 2);
+    assert_eq!(sent_samples(&app, "email").await, 0);
 }
 
 #[tokio::test]

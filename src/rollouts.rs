@@ -191,6 +191,63 @@ impl Rollouts {
         Err(RolloutError::Contended)
     }
 
+    /// A firing alert's rollback, once per episode and stage entry. The episode is remembered
+    /// only with the stage entry it rolled back and the rolled-back state it made: a repeat
+    /// (Alertmanager re-sends every `repeat_interval`) while that state stands is a duplicate, and
+    /// an episode that found the flag not live (pending, rolled back) is not remembered at all, so
+    /// its repeat acts once the flag is live again: started, resumed, or deleted and re-created.
+    pub async fn alert_rollback(&self, name: &str, episode: &str, req: &Request) -> Result<AlertOutcome, RolloutError> {
+        let flag = self.load(name).await?;
+        let claim = alert_key(&flag, episode);
+        if !self.store.remember_once(&claim, ALERT_EPISODE_TTL).await? {
+            return Ok(AlertOutcome::Duplicate);
+        }
+        match self.transition(name, Command::Rollback, req).await {
+            Ok(rolled_back) => {
+                // A repeat finds the flag in the state this rollback made: mark it as this episode's.
+                if let Err(e) = self.store.remember_once(&alert_key(&rolled_back, episode), ALERT_EPISODE_TTL).await {
+                    tracing::warn!(flag = name, error = %e, "a repeat of this alert will read already_off, not duplicate");
+                }
+                Ok(AlertOutcome::RolledBack)
+            }
+            Err(e) => {
+                // This episode did nothing here: forget it so that a repeat may act.
+                if let Err(forget) = self.store.forget(&claim).await {
+                    tracing::error!(flag = name, error = %forget, "an alert that did not act stays remembered; its repeats will read duplicate");
+                }
+                match e {
+                    RolloutError::Transition(TransitionError::Invalid { .. }) => Ok(AlertOutcome::AlreadyOff),
+                    e => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Records a resolved alert in the flag's history, once per episode and incarnation; false
+    /// for a repeat. It changes nothing else: a resolved alert never resumes a rollout.
+    pub async fn alert_resolved(&self, flag: &Flag, episode: &str, reason: &str) -> Result<bool, RolloutError> {
+        let key = format!("resolved:{}:{}:{episode}", flag.name, flag.state.created_at);
+        if !self.store.remember_once(&key, ALERT_EPISODE_TTL).await? {
+            return Ok(false);
+        }
+        let event = AuditEvent {
+            version: flag.state.version,
+            at: self.clock.now_ms(),
+            action: Action::AlertResolved,
+            from: None,
+            to: flag.position(),
+            actor: "alert".into(),
+            reason: reason.to_owned(),
+        };
+        if let Err(e) = self.store.append_history(&flag.name, &event).await {
+            if let Err(forget) = self.store.forget(&key).await {
+                tracing::error!(flag = %flag.name, error = %forget, "a resolved alert that was not recorded stays remembered");
+            }
+            return Err(e.into());
+        }
+        Ok(true)
+    }
+
     /// Deletes a flag everywhere: the store publishes the deletion (version 0) even when it had
     /// lost the flag already, so replicas drop their copies too.
     pub async fn delete(&self, name: &str) -> Result<(), RolloutError> {
@@ -295,6 +352,24 @@ impl Rollouts {
         self.announce(next, event);
         Ok(true)
     }
+}
+
+/// What a firing alert did to its flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertOutcome {
+    RolledBack,
+    /// The flag was not live (pending or rolled back): nothing to do.
+    AlreadyOff,
+    /// A repeat of the episode that rolled this flag back.
+    Duplicate,
+}
+
+/// How long an alert episode is remembered, so Alertmanager's repeats act once.
+const ALERT_EPISODE_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// An episode's key for one stage entry of one incarnation of the flag.
+fn alert_key(flag: &Flag, episode: &str) -> String {
+    format!("alert:{}:{}.{}:{episode}", flag.name, flag.state.created_at, flag.state.stage_version)
 }
 
 fn check_expected(req: &Request, flag: &Flag) -> Result<(), RolloutError> {

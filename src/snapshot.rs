@@ -331,13 +331,6 @@ impl Snapshot {
     pub fn store_ok(&self) -> bool {
         self.store_ok.load(Ordering::SeqCst)
     }
-
-    /// Sum of versions: changes whenever any flag changes (for cheap ETags).
-    pub fn fingerprint(&self) -> u64 {
-        self.read().by_name.values().fold(0u64, |acc, v| {
-            acc.wrapping_mul(31).wrapping_add(v.flag.state.version ^ (v.flag.state.created_at as u64))
-        })
-    }
 }
 
 fn describe(e: &StoreError) -> String {

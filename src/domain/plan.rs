@@ -359,9 +359,13 @@ impl FlagDefinition {
     }
 }
 
-/// Flag names: `[A-Za-z0-9._-]{1,128}`.
+/// Flag names: `[A-Za-z0-9._-]{1,128}`, except `.` and `..`: a flag name is a URL path segment,
+/// and clients, proxies and path normalizers (RFC 3986 dot segments) rewrite those two, so no
+/// client could address such a flag.
 pub fn valid_flag_name(name: &str) -> bool {
     !name.is_empty()
+        && name != "."
+        && name != ".."
         && name.len() <= 128
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
@@ -434,6 +438,10 @@ mod tests {
         assert!(!valid_flag_name(""));
         assert!(!valid_flag_name("a/b"));
         assert!(!valid_flag_name(&"a".repeat(129)));
+        assert!(!valid_flag_name("."));
+        assert!(!valid_flag_name(".."));
+        assert!(valid_flag_name("..."));
+        assert!(valid_flag_name(".hidden"));
         assert!(valid_user("é"));
         assert!(!valid_user(""));
         assert!(!valid_user(&"u".repeat(513)));

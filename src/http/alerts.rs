@@ -1,8 +1,6 @@
 //! `POST /alerts/alertmanager`: a firing alert labelled with a flag rolls that flag back at once.
 
 use super::openapi::WriteErrors;
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -15,12 +13,9 @@ use super::error::ApiError;
 use super::extract::JsonBody;
 use super::{AppState, json_response};
 use crate::domain::plan::valid_flag_name;
-use crate::domain::rollout::{Action, AuditEvent, Command, TransitionError};
-use crate::rollouts::{Request, RolloutError};
+use crate::rollouts::{AlertOutcome, Request, RolloutError};
 use crate::sources::alertmanager::{MAX_ALERTS, Payload};
 
-/// How long a firing episode is remembered, so Alertmanager's repeats add no second rollback.
-const EPISODE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 const SOURCE: &str = "alertmanager";
 
 pub fn routes() -> Router<AppState> {
@@ -83,43 +78,21 @@ pub async fn alertmanager(
         };
         if alert.is_firing() {
             summary.firing += 1;
-            let episode = format!("alert:{flag}:{}", alert.episode());
-            if !rollouts.store.remember_once(&episode, EPISODE_TTL).await? {
-                summary.duplicates += 1;
-                continue;
-            }
             let req = Request { cause: Some("alert".into()), ..Request::new("alert", alert.reason()) };
-            match rollouts.transition(flag, Command::Rollback, &req).await {
-                Ok(_) => summary.rolled_back.push(flag.to_owned()),
-                Err(RolloutError::Transition(TransitionError::Invalid { .. })) => {
-                    summary.already_off.push(flag.to_owned())
-                }
+            match rollouts.alert_rollback(flag, &alert.episode(), &req).await {
+                Ok(AlertOutcome::RolledBack) => summary.rolled_back.push(flag.to_owned()),
+                Ok(AlertOutcome::AlreadyOff) => summary.already_off.push(flag.to_owned()),
+                Ok(AlertOutcome::Duplicate) => summary.duplicates += 1,
                 Err(RolloutError::NotFound(_)) => summary.unknown_flags.push(flag.to_owned()),
-                Err(e) => {
-                    // Let Alertmanager's retry try again rather than dropping the alert.
-                    let _ = rollouts.store.forget(&episode).await;
-                    return Err(e.into());
-                }
+                // Alertmanager retries the payload: nothing of this alert was remembered.
+                Err(e) => return Err(e.into()),
             }
         } else {
             summary.resolved += 1;
-            let episode = format!("resolved:{flag}:{}", alert.episode());
-            if !rollouts.store.remember_once(&episode, EPISODE_TTL).await? {
+            let reason = format!("{} (resolved)", alert.reason());
+            if !rollouts.alert_resolved(&view.flag, &alert.episode(), &reason).await? {
                 summary.duplicates += 1;
-                continue;
             }
-            // Recorded for the audit; a resolved alert never resumes a rollout.
-            let flag_now = &view.flag;
-            let event = AuditEvent {
-                version: flag_now.state.version,
-                at: rollouts.clock.now_ms(),
-                action: Action::AlertResolved,
-                from: None,
-                to: flag_now.position(),
-                actor: "alert".into(),
-                reason: format!("{} (resolved)", alert.reason()),
-            };
-            rollouts.store.append_history(flag, &event).await?;
         }
     }
     stats.accepted(SOURCE);

@@ -8,16 +8,19 @@ use axum::extract::{FromRequest, FromRequestParts, Path, RawPathParams, Request}
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::error::ApiError;
+use super::strict::Strict;
 use crate::domain::plan::{valid_flag_name, valid_user};
 
 /// The largest body any route accepts.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// A JSON body. An empty body reads as `{}`; a non-JSON content type is 415; syntax errors are
-/// 400 `malformed_json`; well-formed JSON of the wrong shape is 422 `invalid_body`, naming the field.
+/// 400 `malformed_json`; well-formed JSON of the wrong shape (an array for an object included) is
+/// 422 `invalid_body`, naming the field.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -51,27 +54,30 @@ pub fn body_rejection(r: axum::extract::rejection::BytesRejection) -> ApiError {
     }
 }
 
-/// Parses JSON the way [`JsonBody`] does.
+/// Parses JSON the way [`JsonBody`] does, in two steps so that no error message is read to tell
+/// them apart: bytes that are not JSON by its grammar (not UTF-8, bad syntax, cut short, trailing
+/// data) are 400 `malformed_json`; JSON that is not of the expected shape is 422 `invalid_body`,
+/// naming the field: a wrong type, an array where an object is expected (at any depth, see
+/// [`Strict`]), a number no field holds (`1e400`), nesting deeper than 128.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let text = std::str::from_utf8(bytes).map_err(|e| ApiError::MalformedJson(format!("not UTF-8: {e}")))?;
+    check_syntax(text)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(Strict(&mut de)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let out_of_range = matches!(inner.classify(), serde_json::error::Category::Syntax)
-            && inner.to_string().starts_with("number out of range");
-        match inner.classify() {
-            // Well-formed JSON whose number no type here holds (1e400): a value to refuse, not a syntax error.
-            _ if out_of_range && (path == "." || path.is_empty()) => ApiError::InvalidBody(inner.to_string()),
-            _ if out_of_range => ApiError::InvalidBody(format!("{path}: {inner}")),
-            serde_json::error::Category::Data if path == "." || path.is_empty() => {
-                ApiError::InvalidBody(inner.to_string())
-            }
-            serde_json::error::Category::Data => ApiError::InvalidBody(format!("{path}: {inner}")),
-            _ => ApiError::MalformedJson(inner.to_string()),
+        if path == "." || path.is_empty() {
+            ApiError::InvalidBody(inner.to_string())
+        } else {
+            ApiError::InvalidBody(format!("{path}: {inner}"))
         }
-    })?;
-    de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    Ok(value)
+    })
+}
+
+/// Reads the text by JSON's grammar alone: no value is built, so a number of any size passes.
+fn check_syntax(text: &str) -> Result<(), ApiError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    IgnoredAny::deserialize(&mut de).and_then(|_| de.end()).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
 
 async fn params(parts: &mut Parts) -> Result<HashMap<String, String>, ApiError> {

@@ -27,6 +27,7 @@ pub mod ops;
 pub mod report;
 pub mod signals;
 pub mod status;
+pub mod strict;
 pub mod ui;
 pub mod webhooks;
 

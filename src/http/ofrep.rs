@@ -5,7 +5,7 @@
 //! what the SDKs read.
 
 use super::error::ErrorBody;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use super::auth::Reader;
 use super::error::ApiError;
@@ -180,7 +181,7 @@ struct Bulk<'a> {
     flags: Vec<Success<'a>>,
 }
 
-#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "openfeature", params(("If-None-Match" = Option<String>, Header, description = "the ETag of a previous answer")), request_body(content = OfrepRequest), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "every flag for this context", body = Bulk, headers(("ETag" = String, description = "changes when any flag changes"))), (status = 304, description = "unchanged since the ETag sent", headers(("ETag" = String))), (status = 400, description = "TARGETING_KEY_MISSING, PARSE_ERROR or INVALID_CONTEXT", body = Failure), (status = 401, description = "missing or unknown token", body = ErrorBody), (status = 403, description = "a token of another scope", body = ErrorBody), (status = 408, description = "the request took too long", body = ErrorBody), (status = 413, description = "body over 64 KiB", body = Failure), (status = 415, description = "a body that is not JSON by its content type", body = Failure)))]
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "openfeature", params(("If-None-Match" = Option<String>, Header, description = "the ETag of a previous answer")), request_body(content = OfrepRequest), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "every flag for this context", body = Bulk, headers(("ETag" = String, description = "changes when any flag changes"))), (status = 304, description = "unchanged since the ETag sent", headers(("ETag" = String))), (status = 400, description = "TARGETING_KEY_MISSING, PARSE_ERROR or INVALID_CONTEXT", body = Failure), (status = 401, description = "missing or unknown token", body = ErrorBody), (status = 403, description = "a token of another scope", body = ErrorBody), (status = 408, description = "the request took too long", body = ErrorBody), (status = 413, description = "body over 64 KiB", body = Failure), (status = 415, description = "a body that is not JSON by its content type", body = Failure), (status = 500, description = "GENERAL: the answer could not be built (logged)", body = Failure)))]
 pub async fn evaluate_all(
     _: Reader,
     State(state): State<AppState>,
@@ -195,23 +196,52 @@ pub async fn evaluate_all(
         Ok(user) => user,
         Err(BadRequest(code, details)) => return failure(StatusCode::BAD_REQUEST, None, code, details),
     };
-    let snapshot = &state.rollouts.snapshot;
-    // The answer depends on every flag's version and on the user, so the ETag does too.
-    let mut hasher = DefaultHasher::new();
-    snapshot.fingerprint().hash(&mut hasher);
-    user.hash(&mut hasher);
-    let etag = format!("\"{:016x}\"", hasher.finish());
-    let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\""));
+    // One read of the snapshot for both the tag and the answer, so that they always agree.
+    let views = state.rollouts.snapshot.all();
+    let etag = match HeaderValue::from_str(&bulk_etag(&views, &user)) {
+        Ok(etag) => etag,
+        Err(e) => return internal_failure(&e),
+    };
     let matches = headers
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag));
+        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/").as_bytes() == etag.as_bytes()));
     if matches {
-        return (StatusCode::NOT_MODIFIED, [(ETAG, etag_value)]).into_response();
+        return (StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response();
     }
-    let views = snapshot.all();
     let flags: Vec<Success> = views.iter().map(|v| evaluate_view(v, &user).0).collect();
-    let bytes = serde_json::to_vec(&Bulk { flags }).unwrap_or_default();
-    (StatusCode::OK, [(ETAG, etag_value), (CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes)
-        .into_response()
+    match serde_json::to_vec(&Bulk { flags }) {
+        Ok(bytes) => {
+            (StatusCode::OK, [(ETAG, etag), (CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes)
+                .into_response()
+        }
+        Err(e) => internal_failure(&e),
+    }
+}
+
+/// The bulk answer's ETag: a SHA-256 of all it depends on, the user and each flag's name,
+/// incarnation (creation time) and version, in name order. Every replica holding the same flags
+/// gives the same tag whatever the order it holds them in, so `If-None-Match` works behind a
+/// load balancer; any change to any flag (a version), or a flag deleted or re-created, changes it.
+fn bulk_etag(views: &[Arc<FlagView>], user: &str) -> String {
+    let mut flags: Vec<(&str, i64, u64)> =
+        views.iter().map(|v| (v.flag.name.as_str(), v.flag.state.created_at, v.flag.state.version)).collect();
+    flags.sort_unstable();
+    let mut hash = Sha256::new();
+    // Lengths first: no two different inputs read as the same bytes.
+    hash.update((user.len() as u64).to_be_bytes());
+    hash.update(user.as_bytes());
+    for (name, created_at, version) in flags {
+        hash.update((name.len() as u64).to_be_bytes());
+        hash.update(name.as_bytes());
+        hash.update(created_at.to_be_bytes());
+        hash.update(version.to_be_bytes());
+    }
+    format!("\"{}\"", hex::encode(&hash.finalize()[..16]))
+}
+
+/// OFREP's answer to a failure of ours, logged: never an empty or partial 200.
+fn internal_failure(e: &dyn std::error::Error) -> Response {
+    tracing::error!(error = %e, "OFREP bulk evaluation failed");
+    failure(StatusCode::INTERNAL_SERVER_ERROR, None, "GENERAL", "internal error")
 }

@@ -142,6 +142,39 @@ pub async fn ingest(
     Ok(None)
 }
 
+/// What [`ingest_once`] did with a sample.
+pub enum Ingested {
+    /// Counted (and judged: what that caused at once).
+    Counted(Option<controller::Outcome>),
+    /// Its key was seen before: counted already.
+    Duplicate,
+}
+
+/// [`ingest`] at most once per `key` within `ttl` (a webhook's delivery id). The key is marked
+/// before counting and unmarked when counting fails, so the sender's retry is counted.
+pub async fn ingest_once(
+    state: &AppState,
+    flag: &Flag,
+    sample: &MetricSample,
+    key: &str,
+    ttl: Duration,
+) -> Result<Ingested, ApiError> {
+    let store = &state.rollouts.store;
+    if !store.remember_once(key, ttl).await? {
+        return Ok(Ingested::Duplicate);
+    }
+    match ingest(state, flag, sample).await {
+        Ok(outcome) => Ok(Ingested::Counted(outcome)),
+        Err(e) => {
+            if let Err(forget) = store.forget(key).await {
+                tracing::error!(key, error = %forget, flag = %flag.name,
+                    "a delivery that was not counted stays marked as seen: its retries will be answered duplicate");
+            }
+            Err(e)
+        }
+    }
+}
+
 #[utoipa::path(post, path = "/flags/{flag}/metrics", tag = "guards", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body(content = MetricSample), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "recorded; `action` says what it caused at once", body = PushReply), WriteErrors))]
 pub async fn push(
     _: MetricsWriter,

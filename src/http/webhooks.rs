@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{body_rejection, check_json_content_type, parse_json};
-use super::signals::ingest;
+use super::signals::{Ingested, ingest, ingest_once};
 use super::{AppState, json_response};
 use crate::sources::customerio::{Event, verify};
 
@@ -39,7 +39,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-#[utoipa::path(post, path = "/webhooks/customerio", tag = "sources", request_body(content = Event, description = "one reporting-webhook event, signed"), params(("X-CIO-Timestamp" = Option<String>, Header, description = "Unix seconds"), ("X-CIO-Signature" = Option<String>, Header, description = "hex HMAC-SHA256")), security(("cio_signature" = [])), responses((status = 200, description = "counted, duplicate or ignored", body = Reply), (status = 400, description = "signed but not JSON", body = ErrorBody), (status = 401, description = "missing, forged or stale signature", body = ErrorBody), (status = 404, description = "no signing key configured", body = ErrorBody), (status = 408, description = "the request took too long", body = ErrorBody), (status = 413, description = "body over 64 KiB", body = ErrorBody), (status = 415, description = "a body that is not JSON by its content type", body = ErrorBody), (status = 422, description = "JSON of the wrong shape", body = ErrorBody), (status = 503, description = "the store is unreachable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/webhooks/customerio", tag = "sources", request_body(content = Event, description = "one reporting-webhook event, signed"), params(("X-CIO-Timestamp" = Option<String>, Header, description = "Unix seconds"), ("X-CIO-Signature" = Option<String>, Header, description = "hex HMAC-SHA256")), security(("cio_signature" = [])), responses((status = 200, description = "counted, duplicate or ignored", body = Reply), (status = 400, description = "signed but not JSON", body = ErrorBody), (status = 401, description = "missing, forged or stale signature", body = ErrorBody), (status = 404, description = "no signing key configured", body = ErrorBody), (status = 408, description = "the request took too long", body = ErrorBody), (status = 413, description = "body over 64 KiB", body = ErrorBody), (status = 415, description = "a body that is not JSON by its content type", body = ErrorBody), (status = 422, description = "JSON of the wrong shape, or an event_id over 200 bytes", body = ErrorBody), (status = 503, description = "the store is unreachable", body = ErrorBody)))]
 pub async fn customerio(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -70,40 +70,30 @@ pub async fn customerio(
     }
     check_json_content_type(&headers).inspect_err(|e| stats.rejected(SOURCE, e.code()))?;
     let event: Event = parse_json(&body).inspect_err(|e| stats.rejected(SOURCE, e.code()))?;
+    let key = event.dedup_key().map_err(ApiError::InvalidBody).inspect_err(|e| stats.rejected(SOURCE, e.code()))?;
     stats.accepted(SOURCE);
+    let reply = |status, flag, action, detail| {
+        json_response(&Reply { status, flag, metric: event.metric.as_deref(), action, detail })
+    };
     let ignored = |detail: &'static str| {
         stats.count(SOURCE, detail, 1);
-        Ok(json_response(&Reply {
-            status: "ignored",
-            flag: None,
-            metric: event.metric.as_deref(),
-            action: None,
-            detail: Some(detail),
-        }))
+        Ok(reply("ignored", None, None, Some(detail)))
     };
     let Some(sample) = event.sample() else { return ignored("not_an_email_guard_event") };
     let Some(flag) = sources.cio_mapping.flag_for(&event) else { return ignored("no_flag_mapped") };
     let Some(view) = state.rollouts.snapshot.get(flag) else { return ignored("unknown_flag") };
-    if let Some(id) = event.event_id.as_deref().filter(|id| !id.is_empty()) {
-        let key = format!("cio:{}", id.chars().take(200).collect::<String>());
-        if !state.rollouts.store.remember_once(&key, EVENT_TTL).await? {
+    let ingested = match &key {
+        Some(key) => ingest_once(&state, &view.flag, &sample, key, EVENT_TTL).await?,
+        None => Ingested::Counted(ingest(&state, &view.flag, &sample).await?),
+    };
+    match ingested {
+        Ingested::Duplicate => {
             stats.count(SOURCE, "duplicate", 1);
-            return Ok(json_response(&Reply {
-                status: "duplicate",
-                flag: Some(flag),
-                metric: event.metric.as_deref(),
-                action: None,
-                detail: None,
-            }));
+            Ok(reply("duplicate", Some(flag), None, None))
+        }
+        Ingested::Counted(outcome) => {
+            stats.count(SOURCE, event.metric.as_deref().unwrap_or("unknown"), 1);
+            Ok(reply("counted", Some(flag), outcome.map(|o| o.command.as_str()), None))
         }
     }
-    let outcome = ingest(&state, &view.flag, &sample).await?;
-    stats.count(SOURCE, event.metric.as_deref().unwrap_or("unknown"), 1);
-    Ok(json_response(&Reply {
-        status: "counted",
-        flag: Some(flag),
-        metric: event.metric.as_deref(),
-        action: outcome.map(|o| o.command.as_str()),
-        detail: None,
-    }))
 }

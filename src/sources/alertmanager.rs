@@ -4,13 +4,21 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+/// An alert's (or a whole payload's) status: Alertmanager sends no other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
 /// The webhook body Alertmanager POSTs to a `webhook_configs` receiver.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct Payload {
     #[serde(default)]
     pub version: Option<String>,
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<AlertStatus>,
     #[serde(default)]
     pub receiver: Option<String>,
     pub alerts: Vec<Alert>,
@@ -18,7 +26,7 @@ pub struct Payload {
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct Alert {
-    pub status: String,
+    pub status: AlertStatus,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -36,7 +44,7 @@ pub const MAX_ALERTS: usize = 1000;
 
 impl Alert {
     pub fn is_firing(&self) -> bool {
-        self.status == "firing"
+        self.status == AlertStatus::Firing
     }
 
     /// The flag this alert names: the configured label, or `rollout_flag`.
@@ -92,5 +100,16 @@ mod tests {
         assert_eq!(a.flag("flag"), Some("x"));
         assert_eq!(a.flag("feature"), Some("y"));
         assert_eq!(a.reason(), "alert:unnamed");
+    }
+
+    #[test]
+    fn a_status_other_than_firing_or_resolved_is_refused() {
+        let resolved: Alert = serde_json::from_str(r#"{"status":"resolved"}"#).expect("parses");
+        assert!(!resolved.is_firing());
+        for status in ["pending", "FIRING", "", "inactive"] {
+            let body = format!(r#"{{"status":"{status}"}}"#);
+            assert!(serde_json::from_str::<Alert>(&body).is_err(), "{status}");
+        }
+        assert!(serde_json::from_str::<Payload>(r#"{"status":"suppressed","alerts":[]}"#).is_err());
     }
 }

@@ -14,7 +14,9 @@ use subtle::ConstantTimeEq;
 use crate::domain::guards::MetricSample;
 
 /// Timestamps further than this from now are replays (or broken clocks).
-pub const MAX_SKEW_SECS: i64 = 300;
+pub const MAX_SKEW_SECS: u64 = 300;
+/// Longest event id accepted, in bytes: ids are de-duplication keys, compared whole.
+pub const MAX_EVENT_ID_LEN: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
@@ -63,7 +65,8 @@ pub fn verify(
 ) -> Result<(), Rejection> {
     let (Some(signature), Some(timestamp)) = (signature, timestamp) else { return Err(Rejection::MissingHeaders) };
     let ts: i64 = timestamp.trim().parse().map_err(|_| Rejection::BadTimestamp)?;
-    if (now_ms / 1000 - ts).abs() > MAX_SKEW_SECS {
+    // `abs_diff`: the distance of any two i64 fits a u64, so no timestamp can overflow the check.
+    if (now_ms / 1000).abs_diff(ts) > MAX_SKEW_SECS {
         return Err(Rejection::StaleTimestamp);
     }
     let presented = hex::decode(signature.trim()).map_err(|_| Rejection::BadSignature)?;
@@ -133,6 +136,18 @@ impl FlagMapping {
 }
 
 impl Event {
+    /// The de-duplication key of this event: its whole id (`None` when it has none), or why the
+    /// id is refused (longer than [`MAX_EVENT_ID_LEN`] bytes).
+    pub fn dedup_key(&self) -> Result<Option<String>, String> {
+        match self.event_id.as_deref() {
+            None | Some("") => Ok(None),
+            Some(id) if id.len() > MAX_EVENT_ID_LEN => {
+                Err(format!("event_id: at most {MAX_EVENT_ID_LEN} bytes, got {}", id.len()))
+            }
+            Some(id) => Ok(Some(format!("cio:{id}"))),
+        }
+    }
+
     /// The guard counters an email event adds, or `None` for events the guards ignore.
     ///
     /// `sent` and `delivered` count as such; `bounced` is a sent message that bounced; `spammed`
@@ -186,6 +201,28 @@ mod tests {
         assert_eq!(verify(&keys, Some("zz"), Some("1700000000"), BODY, now), Err(Rejection::BadSignature));
         assert_eq!(verify(&keys, None, Some("1700000000"), BODY, now), Err(Rejection::MissingHeaders));
         assert_eq!(verify(&keys, Some(VECTOR), Some("soon"), BODY, now), Err(Rejection::BadTimestamp));
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_i64_are_stale_not_an_overflow() {
+        let now = 1_700_000_000_000;
+        let keys = vec![b"k".to_vec()];
+        for ts in [now / 1000 + i64::MIN, i64::MIN, i64::MAX, now / 1000 - i64::MAX] {
+            let ts = ts.to_string();
+            let signature = sign(b"k", &ts, BODY);
+            assert_eq!(verify(&keys, Some(&signature), Some(&ts), BODY, now), Err(Rejection::StaleTimestamp), "{ts}");
+        }
+    }
+
+    #[test]
+    fn event_ids_are_keys_whole_and_over_long_ones_are_refused() {
+        let event =
+            |id: &str| Event { event_id: Some(id.to_owned()), object_type: None, metric: None, data: BTreeMap::new() };
+        let longest = "x".repeat(MAX_EVENT_ID_LEN);
+        assert_eq!(event(&longest).dedup_key(), Ok(Some(format!("cio:{longest}"))));
+        assert!(event(&format!("{longest}a")).dedup_key().is_err());
+        assert_eq!(event("").dedup_key(), Ok(None));
+        assert_eq!(Event { event_id: None, ..event("") }.dedup_key(), Ok(None));
     }
 
     #[test]

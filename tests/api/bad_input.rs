@@ -1,9 +1,13 @@
 //! Bad input on every route, table-driven: each case a 4xx in the route's JSON error format, never a
 //! 5xx or a dropped connection, and no case changes any state.
 
+use std::time::Duration;
+
 use rollout_controller::sources::customerio::sign;
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::helpers::{ADMIN, RedisServer, T0, TestApp, settings, spawn_with};
 
@@ -137,6 +141,25 @@ async fn bad_input_on_every_route_is_a_4xx_in_our_format_and_changes_nothing() {
         case("PUT", "/flags/f", 422, "invalid_definition").json(r#"{"stages": [{"name": "a", "percent": 101}]}"#),
     );
     cases.push(case("POST", "/alerts/alertmanager", 422, "invalid_body").json(r#"{"alerts": 5}"#));
+    // An array where an object is expected, at the top or deeper: never read as positional fields.
+    for (method, path) in bodied {
+        for body in ["[]", "[1, 2]"] {
+            cases.push(case(method, *path, 422, "invalid_body").json(body));
+        }
+    }
+    for body in [r#"{"stages": [["a", 10]]}"#, r#"{"prometheus": ["http://127.0.0.1:9", 5, {}]}"#] {
+        cases.push(case("PUT", "/flags/f", 422, "invalid_body").json(body));
+    }
+    for body in [
+        r#"[null, null, null, []]"#,
+        r#"{"alerts": [["firing", {"flag": "f"}]]}"#,
+        // Statuses Alertmanager never sends are refused, not read as "resolved".
+        r#"{"alerts": [{"status": "pending", "labels": {"flag": "f"}}]}"#,
+        r#"{"alerts": [{"status": "FIRING", "labels": {"flag": "f"}}]}"#,
+        r#"{"status": "weird", "alerts": []}"#,
+    ] {
+        cases.push(case("POST", "/alerts/alertmanager", 422, "invalid_body").json(body));
+    }
 
     // Customer.io: the signature first, then the body.
     cases.push(case("POST", "/webhooks/customerio", 413, "payload_too_large").json(&big));
@@ -148,6 +171,10 @@ async fn bad_input_on_every_route_is_a_4xx_in_our_format_and_changes_nothing() {
     cases.push(
         case("POST", "/webhooks/customerio", 415, "unsupported_media_type").raw("text/plain", b"{}".to_vec()).signed(),
     );
+    let long_event_id = format!(r#"{{"event_id": "{}", "object_type": "email", "metric": "sent"}}"#, "e".repeat(201));
+    for body in [r#"["e1", "email", "sent", {}]"#, "[]", long_event_id.as_str()] {
+        cases.push(case("POST", "/webhooks/customerio", 422, "invalid_body").json(body).signed());
+    }
 
     // OFREP: its own error format.
     for path in ["/ofrep/v1/evaluate/flags/f", "/ofrep/v1/evaluate/flags"] {
@@ -240,4 +267,75 @@ async fn bad_input_on_every_route_is_a_4xx_in_our_format_and_changes_nothing() {
     }
     assert_eq!(state(&app).await, before, "a bad request changed the state");
     println!("FIGURES bad input: {total} bad requests over every route, every one a 4xx in JSON, state unchanged");
+}
+
+/// One request as written, path untouched (an HTTP client would rewrite `.` and `..` segments):
+/// the status and the JSON body of the answer.
+async fn raw_request(app: &TestApp, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered within 10 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{method} {path}: {answer:?}"));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("status in {head:?}"));
+    (status, serde_json::from_str(body).unwrap_or_else(|_| panic!("{method} {path}: {status} not JSON: {body:?}")))
+}
+
+#[tokio::test]
+async fn dot_and_dot_dot_are_no_flag_names_on_any_route() {
+    let app = spawn_with(settings(None)).await;
+    app.create_flag("f", json!({})).await;
+    let routes: &[(&str, &str, &str)] = &[
+        ("PUT", "/flags/{}", "{}"),
+        ("GET", "/flags/{}", ""),
+        ("DELETE", "/flags/{}", ""),
+        ("POST", "/flags/{}/start", "{}"),
+        ("POST", "/flags/{}/advance", "{}"),
+        ("POST", "/flags/{}/pause", "{}"),
+        ("POST", "/flags/{}/resume", "{}"),
+        ("POST", "/flags/{}/rollback", "{}"),
+        ("POST", "/flags/{}/metrics", r#"{"requests": 1}"#),
+        ("GET", "/flags/{}/history", ""),
+        ("GET", "/flags/{}/health", ""),
+        ("GET", "/flags/{}/explain?user=u", ""),
+        ("GET", "/flags/{}/report", ""),
+        ("GET", "/flags/{}/users/u", ""),
+    ];
+    let mut total = 0;
+    // Dot segments, plain and percent-encoded: what RFC 3986 normalizers rewrite.
+    for name in [".", "..", "%2E", "%2e%2E", "%2E."] {
+        for (method, template, body) in routes {
+            let path = template.replace("{}", name);
+            let (status, answer) = raw_request(&app, method, &path, body).await;
+            assert_eq!(
+                (status, answer["error"].as_str()),
+                (400, Some("invalid_flag_name")),
+                "{method} {path}: {answer}"
+            );
+            total += 1;
+        }
+        let path = format!("/ofrep/v1/evaluate/flags/{name}");
+        let (status, answer) = raw_request(&app, "POST", &path, r#"{"context": {"targetingKey": "u"}}"#).await;
+        assert_eq!((status, answer["errorCode"].as_str()), (404, Some("FLAG_NOT_FOUND")), "{path}: {answer}");
+        total += 1;
+    }
+    let names: Vec<Value> = app.admin_get("/flags").await.body["flags"]
+        .as_array()
+        .expect("flags")
+        .iter()
+        .map(|f| f["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("f")]);
+    println!(
+        "FIGURES dot names: {total} requests naming . or .. answered 400 invalid_flag_name (404 on OFREP), none created"
+    );
 }

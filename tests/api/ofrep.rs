@@ -6,7 +6,8 @@ use std::time::Duration;
 use rollout_controller::config::NamedToken;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, RedisServer, TestApp, settings, spawn_with};
+use crate::helpers::{ADMIN, RedisServer, TestApp, eventually, settings, spawn_with};
+use crate::process::ServiceProcess;
 
 const READ_TOKEN: &str = "read-token-for-ofrep";
 
@@ -123,6 +124,76 @@ async fn bulk_evaluation_has_an_etag_that_changes_with_any_flag() {
     assert_ne!(changed.headers()["etag"].to_str().expect("ascii"), etag);
     let missing = app.send(post(&app, "/ofrep/v1/evaluate/flags", "{}")).await;
     assert_eq!((missing.status, missing.body["errorCode"].as_str()), (400, Some("TARGETING_KEY_MISSING")));
+}
+
+/// A bulk evaluation for `user` through `service`: its status, ETag and flags' keys and versions.
+async fn bulk_at(
+    service: &ServiceProcess,
+    user: &str,
+    if_none_match: Option<&str>,
+) -> (u16, String, Vec<(String, u64)>) {
+    let mut req = service
+        .http
+        .post(service.url("/ofrep/v1/evaluate/flags"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"context": {"targetingKey": user}}));
+    if let Some(etag) = if_none_match {
+        req = req.header("if-none-match", etag);
+    }
+    let resp = req.send().await.expect("answer");
+    let status = resp.status().as_u16();
+    let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).expect("an ETag").to_owned();
+    let body: Value = if status == 200 { resp.json().await.expect("json") } else { json!({"flags": []}) };
+    let flags = body["flags"]
+        .as_array()
+        .expect("flags")
+        .iter()
+        .map(|f| (f["key"].as_str().expect("key").to_owned(), f["metadata"]["version"].as_u64().expect("version")))
+        .collect();
+    (status, etag, flags)
+}
+
+#[tokio::test]
+async fn two_replicas_holding_the_same_flags_give_the_same_bulk_etag() {
+    const FLAGS: usize = 30;
+    let redis = RedisServer::start();
+    let a = ServiceProcess::spawn(&redis.url(), &[], &[]).await;
+    let b = ServiceProcess::spawn(&redis.url(), &[], &[]).await;
+    for i in 0..FLAGS {
+        assert_eq!(a.admin_put(&format!("/flags/f{i:02}"), json!({})).await.status, 201);
+    }
+    let same_flags = |want: u64| {
+        let (a, b) = (&a, &b);
+        async move {
+            let (_, _, on_a) = bulk_at(a, "ann", None).await;
+            let (_, _, on_b) = bulk_at(b, "ann", None).await;
+            on_a.len() == FLAGS && on_a == on_b && on_a.iter().any(|(key, v)| key == "f07" && *v == want)
+        }
+    };
+    eventually(Duration::from_secs(10), || same_flags(1)).await;
+
+    let mut before = Vec::new();
+    for user in ["ann", "bob", "user-3"] {
+        let (_, on_a, _) = bulk_at(&a, user, None).await;
+        let (_, on_b, _) = bulk_at(&b, user, None).await;
+        assert_eq!(on_a, on_b, "{user}: the same flags give the same ETag on both replicas");
+        assert_eq!(bulk_at(&b, user, Some(&on_a)).await.0, 304, "{user}: A's ETag is current on B");
+        assert_eq!(bulk_at(&a, user, Some(&on_b)).await.0, 304, "{user}: B's ETag is current on A");
+        before.push(on_a);
+    }
+    assert_ne!(before[0], before[1], "the ETag is per context");
+
+    // A change through A: both replicas move to one new ETag, and the old one is no longer current.
+    assert_eq!(a.admin_post("/flags/f07/start", json!({})).await.status, 200);
+    eventually(Duration::from_secs(10), || same_flags(2)).await;
+    let (status, on_b, _) = bulk_at(&b, "ann", Some(&before[0])).await;
+    assert_eq!(status, 200, "the old ETag is stale on B");
+    assert_ne!(on_b, before[0]);
+    assert_eq!(bulk_at(&a, "ann", None).await.1, on_b);
+    assert_eq!(bulk_at(&a, "ann", Some(&on_b)).await.0, 304);
+    println!(
+        "FIGURES ofrep etag: 2 replicas, {FLAGS} flags, 3 users: same ETag on both, 304 across replicas; one change moved both"
+    );
 }
 
 /// Runs an SDK test program and returns its JSON output.

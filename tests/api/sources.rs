@@ -147,11 +147,15 @@ async fn alert_payloads_roll_back_once_per_episode_and_report_what_they_could_no
     assert_eq!(status(&app, "a").await, "rolled_back");
     assert_eq!(history(&app, "b").await[0]["reason"], "alert:QueueBacklog: 5xx above 2%");
 
-    // The operator resumes; Alertmanager repeats the same still-firing alert: no second rollback.
+    // Alertmanager repeats the same still-firing alerts: the flags they rolled back stay so.
+    let r = alert(&app, payload.clone()).await;
+    assert_eq!((r.body["duplicates"].as_u64(), r.body["rolled_back"].clone()), (Some(2), json!([])));
+    // The operator resumes `a` while its alert still fires: the next repeat rolls it back again
+    // (this episode has not rolled back the resumed stage); `b`, still off, reads duplicate.
     app.must("a", "resume").await;
     let r = alert(&app, payload).await;
-    assert_eq!(r.body["duplicates"], 2);
-    assert_eq!(status(&app, "a").await, "running");
+    assert_eq!((r.body["rolled_back"].clone(), r.body["duplicates"].as_u64()), (json!(["a"]), Some(1)));
+    assert_eq!(status(&app, "a").await, "rolled_back");
 
     // Resolved: recorded in the history, never resumes.
     let resolved = json!({"status": "resolved", "alerts": [am_alert("resolved", json!({"alertname": "QueueBacklog", "flag": "b"}), "f2")]});
@@ -162,6 +166,7 @@ async fn alert_payloads_roll_back_once_per_episode_and_report_what_they_could_no
     assert_eq!((last["action"].as_str(), last["actor"].as_str()), (Some("alert_resolved"), Some("alert")));
 
     // A new firing episode of the same alert (new startsAt) rolls back again.
+    app.must("a", "resume").await;
     let mut again = am_alert("firing", json!({"alertname": "HighErrorRate", "flag": "a"}), "f1");
     again["startsAt"] = json!("2026-11-23T12:00:00Z");
     let r = alert(&app, json!({"status": "firing", "alerts": [again]})).await;
@@ -188,10 +193,102 @@ async fn alert_payloads_roll_back_once_per_episode_and_report_what_they_could_no
 
     let debug = app.admin_get("/debug/signals").await.body;
     let am = &debug["sources"]["alertmanager"];
-    assert_eq!(am["counts"]["rollbacks"], 3);
-    assert_eq!(am["counts"]["duplicates"], 2);
+    assert_eq!(am["counts"]["rollbacks"], 4);
+    assert_eq!(am["counts"]["duplicates"], 3);
     assert_eq!(am["rejected"]["forbidden"], 1);
     assert!(am["last_received_at"].as_str().is_some());
+}
+
+/// What one delivery of a firing alert did to `flag`: `rolled_back`, `already_off` or `duplicate`.
+async fn fire(app: &TestApp, flag: &str, fingerprint: &str) -> &'static str {
+    let r = alert(app, json!({"status": "firing", "alerts": [am_alert("firing", json!({"flag": flag}), fingerprint)]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let did = |field: &str| r.body[field].as_array().is_some_and(|flags| flags.iter().any(|f| f == flag));
+    match (did("rolled_back"), did("already_off"), r.body["duplicates"].as_u64()) {
+        (true, false, Some(0)) => "rolled_back",
+        (false, true, Some(0)) => "already_off",
+        (false, false, Some(1)) => "duplicate",
+        _ => panic!("unexpected summary {}", r.body),
+    }
+}
+
+/// An app with one flag `f`, created and, if `started`, started.
+async fn app_with_flag(redis: &RedisServer, started: bool) -> TestApp {
+    let app = sources_app(redis).await;
+    app.create_flag("f", json!({})).await;
+    if started {
+        app.must("f", "start").await;
+    }
+    app
+}
+
+#[tokio::test]
+async fn an_alert_that_came_while_its_flag_was_pending_rolls_it_back_once_started() {
+    let redis = RedisServer::start();
+    let app = app_with_flag(&redis, false).await;
+    assert_eq!(fire(&app, "f", "e1").await, "already_off");
+    app.must("f", "start").await;
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back");
+    // While the rollback it made stands, a repeat is a duplicate.
+    assert_eq!(fire(&app, "f", "e1").await, "duplicate");
+    assert_eq!(status(&app, "f").await, "rolled_back");
+}
+
+#[tokio::test]
+async fn an_alert_that_came_while_its_flag_was_rolled_back_rolls_it_back_once_resumed() {
+    let redis = RedisServer::start();
+    let app = app_with_flag(&redis, true).await;
+    app.must("f", "rollback").await;
+    assert_eq!(fire(&app, "f", "e1").await, "already_off");
+    app.must("f", "resume").await;
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back");
+    assert_eq!(fire(&app, "f", "e1").await, "duplicate");
+}
+
+#[tokio::test]
+async fn an_alert_still_firing_after_a_resume_rolls_the_flag_back_again() {
+    let redis = RedisServer::start();
+    let app = app_with_flag(&redis, true).await;
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back");
+    assert_eq!(fire(&app, "f", "e1").await, "duplicate");
+    // The operator resumes while the alert still fires: the episode has not rolled back this stage.
+    app.must("f", "resume").await;
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back");
+    assert_eq!(fire(&app, "f", "e1").await, "duplicate");
+    assert_eq!(status(&app, "f").await, "rolled_back");
+}
+
+#[tokio::test]
+async fn an_alert_that_rolled_a_flag_back_acts_again_on_the_flag_deleted_and_re_created() {
+    let redis = RedisServer::start();
+    let app = app_with_flag(&redis, true).await;
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back");
+    assert_eq!(app.admin_delete("/flags/f").await.status, 204);
+    // A new incarnation (told apart by its creation time, in ms): re-created a second later.
+    app.clock.advance_secs(1);
+    app.create_flag("f", json!({})).await;
+    app.must("f", "start").await;
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back");
+    assert_eq!(fire(&app, "f", "e1").await, "duplicate");
+    assert_eq!(status(&app, "f").await, "rolled_back");
+    let debug = app.admin_get("/debug/signals").await.body;
+    assert_eq!(debug["sources"]["alertmanager"]["counts"]["rollbacks"], 2);
+    assert_eq!(debug["sources"]["alertmanager"]["counts"]["duplicates"], 1);
+}
+
+#[tokio::test]
+async fn an_alert_status_other_than_firing_or_resolved_is_refused_not_read_as_resolved() {
+    let redis = RedisServer::start();
+    let app = app_with_flag(&redis, true).await;
+    let before = history(&app, "f").await;
+    for (payload_status, alert_status) in [("firing", "pending"), ("firing", "Firing"), ("unknown", "firing")] {
+        let body = json!({"status": payload_status, "alerts": [am_alert(alert_status, json!({"flag": "f"}), "e1")]});
+        let r = alert(&app, body).await;
+        assert_eq!((r.status, r.body["error"].as_str()), (422, Some("invalid_body")), "{alert_status}: {}", r.body);
+    }
+    assert_eq!(history(&app, "f").await, before, "nothing recorded");
+    assert_eq!(fire(&app, "f", "e1").await, "rolled_back", "the refused payloads used nothing up");
 }
 
 /// A Customer.io delivery event, signed with `key` at the app's clock (or `ts`).
@@ -295,6 +392,71 @@ async fn signed_customerio_events_drive_a_bounce_rollback_and_forged_stale_or_re
     assert_eq!(c["rejected"]["missing_signature"], 1);
     assert_eq!(c["counts"]["duplicate"], 1);
     assert_eq!(c["counts"]["sent"], 20);
+}
+
+#[tokio::test]
+async fn a_customerio_event_the_store_failed_to_count_is_counted_when_customerio_retries() {
+    let redis = RedisServer::start();
+    let (app, now) = email_app(&redis).await;
+    let first = app.send(cio(&app, CIO_KEY, now, &email_event("c1", "sent", 42))).await;
+    assert_eq!(first.body["status"], "counted", "{}", first.body);
+
+    // The store fails between marking the event seen and counting it: the stage's bucket (made by
+    // the first event) is swapped for a string, so the count (HINCRBY) fails while SET and DEL work.
+    let mut redis_cli = redis.connection();
+    let buckets: Vec<String> = redis::cmd("KEYS").arg("*{email}:m:*").query(&mut redis_cli).expect("keys");
+    let [bucket] = buckets.as_slice() else { panic!("one bucket expected: {buckets:?}") };
+    let aside = format!("{bucket}:aside");
+    let _: () = redis::cmd("RENAME").arg(bucket).arg(&aside).query(&mut redis_cli).expect("rename");
+    let _: () = redis::cmd("SET").arg(bucket).arg("not a hash").query(&mut redis_cli).expect("set");
+    let failed = app.send(cio(&app, CIO_KEY, now, &email_event("c2", "sent", 42))).await;
+    assert_eq!((failed.status, failed.body["error"].as_str()), (503, Some("store_unavailable")), "{}", failed.body);
+
+    // Healthy again; Customer.io retries the same delivery: counted, once.
+    let _: () = redis::cmd("RENAME").arg(&aside).arg(bucket).query(&mut redis_cli).expect("rename back");
+    let retry = app.send(cio(&app, CIO_KEY, now, &email_event("c2", "sent", 42))).await;
+    assert_eq!((retry.status, retry.body["status"].as_str()), (200, Some("counted")), "{}", retry.body);
+    let again = app.send(cio(&app, CIO_KEY, now, &email_event("c2", "sent", 42))).await;
+    assert_eq!(again.body["status"], "duplicate");
+    assert_eq!(sent_samples(&app, "email").await, 2);
+}
+
+/// An app with the running flag `email`, and the app's clock in Unix seconds.
+async fn email_app(redis: &RedisServer) -> (TestApp, i64) {
+    let app = sources_app(redis).await;
+    app.create_flag("email", json!({"stages": [{"name": "half", "percent": 50}]})).await;
+    app.must("email", "start").await;
+    (app, crate::helpers::T0 / 1000)
+}
+
+#[tokio::test]
+async fn customerio_event_ids_are_compared_whole_and_over_long_ones_are_refused() {
+    let redis = RedisServer::start();
+    let (app, now) = email_app(&redis).await;
+
+    // Two ids alike in their first 200 bytes are two events; past 200 bytes an id is refused.
+    let stem = "x".repeat(199);
+    for id in [format!("{stem}a"), format!("{stem}b")] {
+        let r = app.send(cio(&app, CIO_KEY, now, &email_event(&id, "sent", 42))).await;
+        assert_eq!((r.status, r.body["status"].as_str()), (200, Some("counted")), "{}", r.body);
+    }
+    for id in [format!("{stem}aa"), format!("{stem}ab"), "y".repeat(10_000)] {
+        let r = app.send(cio(&app, CIO_KEY, now, &email_event(&id, "sent", 42))).await;
+        assert_eq!((r.status, r.body["error"].as_str()), (422, Some("invalid_body")), "{}", r.body);
+        assert!(r.body["message"].as_str().is_some_and(|m| m.starts_with("event_id: at most 200 bytes")));
+    }
+    assert_eq!(sent_samples(&app, "email").await, 2);
+}
+
+#[tokio::test]
+async fn customerio_timestamps_at_the_ends_of_i64_are_stale_not_an_overflow() {
+    let redis = RedisServer::start();
+    let (app, now) = email_app(&redis).await;
+    for (i, ts) in [now + i64::MIN, i64::MIN, i64::MAX, now - i64::MAX].into_iter().enumerate() {
+        let r = app.send(cio(&app, CIO_KEY, ts, &email_event(&format!("t{i}"), "sent", 42))).await;
+        assert_eq!((r.status, r.body["error"].as_str()), (401, Some("stale_timestamp")), "{ts}: {}", r.body);
+    }
+    assert_eq!(sent_samples(&app, "email").await, 0);
 }
 
 #[tokio::test]

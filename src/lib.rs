@@ -24,7 +24,8 @@
 //! - [`snapshot`]: the hot path's in-process copy of all flags, fed by the change feed.
 //! - [`store`]: the `Store` trait, Redis and memory implementations.
 //! - [`clock`]: injected time.
-//! - [`domain`]: pure bucketing, plan, state machine, guard verdicts and the review timeline.
+//! - [`domain`]: pure bucketing, plan, state machine, guard verdicts with their evidence
+//!   (confidence sequences) and the review timeline.
 
 pub mod cli;
 pub mod client;

@@ -169,51 +169,48 @@ impl Telemetry {
     /// The exposition text, with per-flag series for the flags the snapshot holds now.
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let mut text = self.handle.render();
-        self.render_flags(&snapshot.all(), &mut text);
+        let views = snapshot.all();
+        render_flag_gauges(&views, &mut text);
+        self.render_flag_series(&views, &mut text);
         self.evaluation_seconds.render(&mut text);
         text
     }
 
-    /// Per-flag gauges from `views`, and the counters of those flags; the counters of flags no
-    /// longer among them (deleted through another replica) are dropped.
-    fn render_flags(&self, views: &[Arc<FlagView>], out: &mut String) {
-        let flag = |v: &FlagView| label("flag", &v.flag.name);
-        let gauge = |out: &mut String, name, help, value: fn(&FlagView) -> f64| {
-            family(out, name, "gauge", help, views.iter().map(|v| (flag(v), value(v))));
-        };
-        gauge(out, "rollout_flag_percent", PERCENT_HELP, |v| f64::from(v.percent));
-        gauge(out, "rollout_flag_stage_index", STAGE_HELP, |v| v.flag.state.stage_index as f64);
-        let statuses = views.iter().flat_map(|v| {
-            Status::ALL.into_iter().map(move |status| {
-                let on = if v.flag.state.status == status { 1.0 } else { 0.0 };
-                (format!("{},{}", flag(v), label("status", status.as_str())), on)
-            })
-        });
-        family(out, "rollout_flag_status", "gauge", STATUS_HELP, statuses);
-
+    /// The counters and guard values of the flags in `views`; those of flags no longer among them
+    /// (deleted, also through another replica) are dropped.
+    fn render_flag_series(&self, views: &[Arc<FlagView>], out: &mut String) {
         let mut per_flag = self.flag_series();
         let live: HashSet<&str> = views.iter().map(|v| v.flag.name.as_str()).collect();
         per_flag.retain(|name, _| live.contains(name.as_str()));
-        let of_flags = |pick: &dyn Fn(&FlagSeries) -> Vec<(String, f64)>| -> Vec<(String, f64)> {
-            let mut samples = Vec::new();
-            for v in views {
-                if let Some(series) = per_flag.get(&v.flag.name) {
-                    samples.extend(
-                        pick(series).into_iter().map(|(labels, value)| (format!("{},{labels}", flag(v)), value)),
-                    );
-                }
-            }
-            samples
-        };
-        let transitions =
-            of_flags(&|s| s.transitions.iter().map(|(action, n)| (label("action", action), *n as f64)).collect());
+        let (mut transitions, mut rollbacks, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        for view in views {
+            let Some(series) = per_flag.get(&view.flag.name) else { continue };
+            let flag = label("flag", &view.flag.name);
+            let sample = |name, value: &str, n| (format!("{flag},{}", label(name, value)), n);
+            transitions.extend(series.transitions.iter().map(|(action, n)| sample("action", action, *n as f64)));
+            rollbacks.extend(series.rollbacks.iter().map(|(cause, n)| sample("guard", cause, *n as f64)));
+            values.extend(series.guard_values.iter().map(|(guard, v)| sample("guard", guard, *v)));
+        }
         family(out, "rollout_transitions_total", "counter", TRANSITIONS_HELP, transitions);
-        let rollbacks =
-            of_flags(&|s| s.rollbacks.iter().map(|(cause, n)| (label("guard", cause), *n as f64)).collect());
         family(out, "rollout_rollbacks_total", "counter", ROLLBACKS_HELP, rollbacks);
-        let values = of_flags(&|s| s.guard_values.iter().map(|(guard, v)| (label("guard", guard), *v)).collect());
         family(out, "rollout_guard_value", "gauge", GUARD_VALUE_HELP, values);
     }
+}
+
+/// Each flag's percent, stage and status, as the snapshot holds it.
+fn render_flag_gauges(views: &[Arc<FlagView>], out: &mut String) {
+    let flag = |v: &FlagView| label("flag", &v.flag.name);
+    let percents = views.iter().map(|v| (flag(v), f64::from(v.percent)));
+    family(out, "rollout_flag_percent", "gauge", PERCENT_HELP, percents);
+    let stages = views.iter().map(|v| (flag(v), v.flag.state.stage_index as f64));
+    family(out, "rollout_flag_stage_index", "gauge", STAGE_HELP, stages);
+    let statuses = views.iter().flat_map(|v| {
+        Status::ALL.into_iter().map(move |status| {
+            let on = if v.flag.state.status == status { 1.0 } else { 0.0 };
+            (format!("{},{}", flag(v), label("status", status.as_str())), on)
+        })
+    });
+    family(out, "rollout_flag_status", "gauge", STATUS_HELP, statuses);
 }
 
 const PERCENT_HELP: &str = "Share of users enabled by bucket for the flag, as this replica serves it.";
@@ -265,6 +262,29 @@ fn describe(recorder: &PrometheusRecorder) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::plan::FlagDefinition;
+    use crate::domain::rollout::Flag;
+
+    #[test]
+    fn a_flag_s_series_are_rendered_while_the_snapshot_holds_it_and_go_with_it() {
+        let telemetry = Telemetry::new();
+        let snapshot = Snapshot::new();
+        snapshot.upsert(Flag::new("f".into(), FlagDefinition::default(), 1));
+        telemetry.transition("f", "start");
+        telemetry.rollback("f", "error_rate");
+        telemetry.guard_value("f", "error_rate", 0.5);
+        let text = telemetry.render(&snapshot);
+        let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+        let named: Vec<&str> =
+            parsed.samples.iter().filter(|s| s.labels.get("flag") == Some("f")).map(|s| s.metric.as_str()).collect();
+        // Percent, stage, five statuses, a transition, a rollback, a guard value.
+        assert_eq!(named.len(), 10, "{named:?}");
+        snapshot.remove("f");
+        assert!(!telemetry.render(&snapshot).contains("flag=\"f\""));
+        // Created again: its counters start afresh.
+        snapshot.upsert(Flag::new("f".into(), FlagDefinition::default(), 2));
+        assert!(!telemetry.render(&snapshot).contains("rollout_transitions_total{flag=\"f\""));
+    }
 
     #[test]
     fn the_latency_histogram_renders_cumulative_buckets_like_the_exporter() {

@@ -1047,6 +1047,17 @@ mod tests {
     }
 
     #[test]
+    fn a_value_that_does_not_serialize_is_an_error_never_an_empty_document() {
+        // JSON object keys must be strings: a map keyed by pairs cannot be written.
+        let unwritable: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
+        assert!(matches!(to_json("flag", &unwritable), Err(StoreError::Encode { what: "flag", .. })));
+        assert_eq!(
+            to_json("change", &Change { flag: "f".into(), version: 2 }).ok().as_deref(),
+            Some(r#"{"flag":"f","version":2}"#)
+        );
+    }
+
+    #[test]
     fn cluster_nodes_lists_reachable_nodes_only() {
         let reply = "\
 07c3 127.0.0.1:30004@31004 myself,master - 0 0 1 connected 0-5460

@@ -203,7 +203,7 @@ async fn metrics_forget_every_series_of_deleted_flags_on_every_replica() {
     let text = scrape(&a).await;
     for name in ["rollout_flag_percent", "rollout_transitions_total", "rollout_rollbacks_total", "rollout_guard_value"]
     {
-        assert_eq!(metric(&text, name, &[("flag", "gone-7")]).is_some(), true, "{name} names a live flag");
+        assert!(metric(&text, name, &[("flag", "gone-7")]).is_some(), "{name} names a live flag");
     }
     assert_eq!(
         metric(&scrape(&b).await, "rollout_flag_status", &[("flag", "gone-7"), ("status", "rolled_back")]),

@@ -116,7 +116,7 @@ pub async fn contract(store: Arc<dyn Store>, twin: Arc<dyn Store>) {
 /// Deletions are recorded, newest first, and outlive the flag's re-creation and its next deletion;
 /// deleting what is not there records nothing unless told what it was.
 async fn deletion_audit(store: &dyn Store, first: &rollout_controller::domain::rollout::Deletion) {
-    assert_eq!(store.deletions(10).await.expect("deletions"), [first.clone()]);
+    assert_eq!(store.deletions(10).await.expect("deletions"), std::slice::from_ref(first));
     assert_eq!(store.delete_flag("f", 0, None).await.expect("nothing there"), Written::Yes);
     assert_eq!(store.deletions(10).await.expect("deletions").len(), 1, "nothing deleted, nothing recorded");
     let again = Flag::new("f".into(), FlagDefinition::default(), T0 + 10);
@@ -128,9 +128,9 @@ async fn deletion_audit(store: &dyn Store, first: &rollout_controller::domain::r
     assert_eq!((first.version, first.last.status, first.created_at), (2, Status::Running, T0));
 }
 
-/// Each flag of `FLAGS` is deleted through `store` while `twin` re-creates it as soon as it is
-/// gone: every flag must end stored *and* listed in the index (what full reads go by), never
-/// stored unlisted.
+/// Each flag of `FLAGS` is deleted through `store` while three writers (through `twin` and
+/// `store`) re-create it as soon as it is gone: exactly one of them does, and every flag must end
+/// stored *and* listed in the index (what full reads go by), never stored unlisted.
 async fn deletions_racing_creations(store: Arc<dyn Store>, twin: Arc<dyn Store>) {
     const FLAGS: usize = 100;
     let names: Vec<String> = (0..FLAGS).map(|i| format!("race-{i}")).collect();
@@ -140,19 +140,30 @@ async fn deletions_racing_creations(store: Arc<dyn Store>, twin: Arc<dyn Store>)
     }
     let mut tasks = Vec::new();
     for name in &names {
-        let (store, twin, name) = (Arc::clone(&store), Arc::clone(&twin), name.clone());
-        tasks.push(tokio::spawn(async move {
-            let flag = Flag::new(name.clone(), FlagDefinition::default(), T0 + 1);
-            let event = flag.creation_event("b", "");
-            let recreate = async {
+        let created = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers = [&twin, &store, &twin].map(|writer| {
+            let (writer, name, created) = (Arc::clone(writer), name.clone(), Arc::clone(&created));
+            async move {
+                let flag = Flag::new(name.clone(), FlagDefinition::default(), T0 + 1);
+                let event = flag.creation_event("b", "");
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                while twin.write_flag(&flag, 0, &event).await.expect("create") != Written::Yes {
+                loop {
+                    if writer.write_flag(&flag, 0, &event).await.expect("create") == Written::Yes {
+                        return !created.swap(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    if created.load(std::sync::atomic::Ordering::SeqCst) {
+                        return false;
+                    }
                     assert!(tokio::time::Instant::now() < deadline, "{name}: never re-created");
                     tokio::task::yield_now().await;
                 }
-            };
-            let (deleted, ()) = tokio::join!(store.delete_flag(&name, 1, None), recreate);
+            }
+        });
+        let (store, name) = (Arc::clone(&store), name.clone());
+        tasks.push(tokio::spawn(async move {
+            let (deleted, wins) = tokio::join!(store.delete_flag(&name, 1, None), futures::future::join_all(writers));
             assert_eq!(deleted.expect("delete"), Written::Yes);
+            assert_eq!(wins.iter().filter(|won| **won).count(), 1, "{name}: re-created exactly once");
         }));
     }
     for task in tasks {
@@ -236,7 +247,7 @@ async fn memory_store_meets_the_store_contract() {
     contract(store.clone(), store).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_store_meets_the_store_contract() {
     let redis = RedisServer::start();
     let connect = || Arc::new(RedisStore::connect(&redis.url(), "rollout").expect("url"));
@@ -274,7 +285,7 @@ async fn the_redis_generation_changes_exactly_when_redis_loses_its_data() {
     assert_eq!(store.load_stamps().await.expect("stamps").generation, after_flush.generation);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_cluster_store_meets_the_store_contract() {
     let cluster = RedisCluster::start();
     let store = cluster.store();

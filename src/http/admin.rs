@@ -1,4 +1,5 @@
-//! Operator routes: define flags, drive their rollouts, read their history. Admin token required.
+//! Operator routes: define flags, drive their rollouts, read their history (admin token), and
+//! the audit of deleted flags (a read token suffices).
 
 use axum::Router;
 use axum::extract::State;

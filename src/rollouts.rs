@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::clock::Clock;
 use crate::domain::guards::{Cohort, Cohorts, Health, WindowTotals, assess};
 use crate::domain::plan::{DefinitionError, FlagDefinition};
-use crate::domain::rollout::{Action, AuditEvent, Command, Flag, Status, TransitionError};
+use crate::domain::rollout::{Action, AuditEvent, Command, Deletion, Flag, Status, TransitionError};
 use crate::notify::Notice;
 use crate::snapshot::Snapshot;
 use crate::store::{Store, StoreError, Written};
@@ -248,14 +248,38 @@ impl Rollouts {
         Ok(true)
     }
 
-    /// Deletes a flag everywhere: the store publishes the deletion (version 0) even when it had
-    /// lost the flag already, so replicas drop their copies too.
-    pub async fn delete(&self, name: &str) -> Result<(), RolloutError> {
-        let removed = self.store.delete_flag(name).await?;
-        if !self.snapshot.remove(name) && !removed {
-            return Err(RolloutError::NotFound(name.to_owned()));
+    /// Deletes a flag everywhere and records who deleted it, why, and what it was (its last
+    /// version and position) in the deletion audit, which outlives the flag. The store publishes
+    /// the deletion even when it had lost the flag already, so replicas drop their copies too; a
+    /// flag neither the store nor this replica knows is [`RolloutError::NotFound`]. A write that
+    /// lands between the read and the deletion is deleted with the next attempt.
+    pub async fn delete(&self, name: &str, req: &Request) -> Result<Deletion, RolloutError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let stored = self.store.get_flag(name).await.inspect_err(|_| self.telemetry.store_error())?;
+            let expected = stored.as_ref().map_or(0, |f| f.state.version);
+            let known = stored.or_else(|| self.snapshot.get(name).map(|view| view.flag.clone()));
+            let record = known.map(|flag| flag.deletion(&req.actor, &req.reason, self.clock.now_ms()));
+            match self.store.delete_flag(name, expected, record.as_ref()).await {
+                Ok(Written::Yes) => {}
+                Ok(Written::Conflict { .. }) => continue,
+                Err(e) => {
+                    self.telemetry.store_error();
+                    return Err(e.into());
+                }
+            }
+            self.snapshot.remove(name);
+            self.telemetry.forget_flag(name);
+            let record = record.ok_or_else(|| RolloutError::NotFound(name.to_owned()))?;
+            tracing::info!(flag = name, actor = %record.actor, reason = %record.reason, version = record.version,
+                status = record.last.status.as_str(), stage = %record.last.stage, "flag deleted");
+            return Ok(record);
         }
-        Ok(())
+        Err(RolloutError::Contended)
+    }
+
+    /// The deletion audit, newest first.
+    pub async fn deletions(&self, limit: usize) -> Result<Vec<Deletion>, RolloutError> {
+        Ok(self.store.deletions(limit).await?)
     }
 
     /// The guard verdicts of a flag's current stage, over its window (counting only since the

@@ -2,19 +2,24 @@
 //!
 //! Each service instance owns its recorder (no global state), so several instances in one test
 //! process keep separate figures. Hot-path handles are registered once and only incremented.
+//! Series named after a flag are not in the recorder, which can never forget a series: the
+//! flag's gauges are rendered from the snapshot at each scrape, and its counters live in a map
+//! rendered and pruned against the snapshot, so a deleted flag's series go with it.
 //! The evaluation latency histogram is our own fixed buckets of atomic counters: the recorder's
 //! histograms keep every sample until they are folded in (memory growing with traffic between
 //! scrapes, and a pause to fold them), where recording here is a few relaxed atomic adds.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Recorder, with_local_recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::domain::rollout::{Reason, Status};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{FlagView, Snapshot};
 
 /// Evaluation latency buckets, in seconds (1 µs … 10 ms).
 const LATENCY_BUCKETS: [f64; 10] = [1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2];
@@ -61,14 +66,23 @@ impl LatencyHistogram {
     }
 }
 
+/// A flag's counters and latest guard values on this replica.
+#[derive(Default)]
+struct FlagSeries {
+    transitions: BTreeMap<&'static str, u64>,
+    /// By cause: a guard name, `alert` or `operator`.
+    rollbacks: BTreeMap<String, u64>,
+    guard_values: BTreeMap<&'static str, f64>,
+}
+
 pub struct Telemetry {
-    recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     evaluations: [Counter; 4],
     evaluation_seconds: LatencyHistogram,
     notification_failures: Counter,
     store_errors: Counter,
     leader: Gauge,
+    per_flag: Mutex<HashMap<String, FlagSeries>>,
 }
 
 impl Default for Telemetry {
@@ -101,13 +115,13 @@ impl Telemetry {
         });
         describe(&recorder);
         Self {
-            recorder,
             handle,
             evaluations,
             evaluation_seconds: LatencyHistogram::default(),
             notification_failures,
             store_errors,
             leader,
+            per_flag: Mutex::default(),
         }
     }
 
@@ -117,23 +131,27 @@ impl Telemetry {
     }
 
     pub fn transition(&self, flag: &str, action: &'static str) {
-        with_local_recorder(&self.recorder, || {
-            metrics::counter!("rollout_transitions_total", "flag" => flag.to_owned(), "action" => action).increment(1);
-        });
+        *self.flag_series().entry(flag.to_owned()).or_default().transitions.entry(action).or_default() += 1;
     }
 
     /// A rollback, by what caused it: a guard name, `alert` or `operator`.
     pub fn rollback(&self, flag: &str, cause: &str) {
-        with_local_recorder(&self.recorder, || {
-            metrics::counter!("rollout_rollbacks_total", "flag" => flag.to_owned(), "guard" => cause.to_owned())
-                .increment(1);
-        });
+        let mut per_flag = self.flag_series();
+        *per_flag.entry(flag.to_owned()).or_default().rollbacks.entry(cause.to_owned()).or_default() += 1;
     }
 
     pub fn guard_value(&self, flag: &str, guard: &'static str, value: f64) {
-        with_local_recorder(&self.recorder, || {
-            metrics::gauge!("rollout_guard_value", "flag" => flag.to_owned(), "guard" => guard).set(value);
-        });
+        self.flag_series().entry(flag.to_owned()).or_default().guard_values.insert(guard, value);
+    }
+
+    /// Drops every series of a deleted flag at once (other replicas' go at their next scrape).
+    pub fn forget_flag(&self, flag: &str) {
+        self.flag_series().remove(flag);
+    }
+
+    fn flag_series(&self) -> std::sync::MutexGuard<'_, HashMap<String, FlagSeries>> {
+        // Every critical section is one map update or one render: a poisoned map is still sound.
+        self.per_flag.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn notification_failed(&self) {
@@ -148,25 +166,83 @@ impl Telemetry {
         self.leader.set(if leading { 1.0 } else { 0.0 });
     }
 
-    /// The exposition text, with per-flag gauges taken from the snapshot now.
+    /// The exposition text, with per-flag series for the flags the snapshot holds now.
     pub fn render(&self, snapshot: &Snapshot) -> String {
-        with_local_recorder(&self.recorder, || {
-            for view in snapshot.all() {
-                let flag = &view.flag;
-                metrics::gauge!("rollout_flag_percent", "flag" => flag.name.clone()).set(f64::from(view.percent));
-                metrics::gauge!("rollout_flag_stage_index", "flag" => flag.name.clone())
-                    .set(flag.state.stage_index as f64);
-                for status in Status::ALL {
-                    let on = if flag.state.status == status { 1.0 } else { 0.0 };
-                    metrics::gauge!("rollout_flag_status", "flag" => flag.name.clone(), "status" => status.as_str())
-                        .set(on);
-                }
-            }
-        });
         let mut text = self.handle.render();
+        let views = snapshot.all();
+        render_flag_gauges(&views, &mut text);
+        self.render_flag_series(&views, &mut text);
         self.evaluation_seconds.render(&mut text);
         text
     }
+
+    /// The counters and guard values of the flags in `views`; those of flags no longer among them
+    /// (deleted, also through another replica) are dropped.
+    fn render_flag_series(&self, views: &[Arc<FlagView>], out: &mut String) {
+        let mut per_flag = self.flag_series();
+        let live: HashSet<&str> = views.iter().map(|v| v.flag.name.as_str()).collect();
+        per_flag.retain(|name, _| live.contains(name.as_str()));
+        let (mut transitions, mut rollbacks, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        for view in views {
+            let Some(series) = per_flag.get(&view.flag.name) else { continue };
+            let flag = label("flag", &view.flag.name);
+            let sample = |name, value: &str, n| (format!("{flag},{}", label(name, value)), n);
+            transitions.extend(series.transitions.iter().map(|(action, n)| sample("action", action, *n as f64)));
+            rollbacks.extend(series.rollbacks.iter().map(|(cause, n)| sample("guard", cause, *n as f64)));
+            values.extend(series.guard_values.iter().map(|(guard, v)| sample("guard", guard, *v)));
+        }
+        family(out, "rollout_transitions_total", "counter", TRANSITIONS_HELP, transitions);
+        family(out, "rollout_rollbacks_total", "counter", ROLLBACKS_HELP, rollbacks);
+        family(out, "rollout_guard_value", "gauge", GUARD_VALUE_HELP, values);
+    }
+}
+
+/// Each flag's percent, stage and status, as the snapshot holds it.
+fn render_flag_gauges(views: &[Arc<FlagView>], out: &mut String) {
+    let flag = |v: &FlagView| label("flag", &v.flag.name);
+    let percents = views.iter().map(|v| (flag(v), f64::from(v.percent)));
+    family(out, "rollout_flag_percent", "gauge", PERCENT_HELP, percents);
+    let stages = views.iter().map(|v| (flag(v), v.flag.state.stage_index as f64));
+    family(out, "rollout_flag_stage_index", "gauge", STAGE_HELP, stages);
+    let statuses = views.iter().flat_map(|v| {
+        Status::ALL.into_iter().map(move |status| {
+            let on = if v.flag.state.status == status { 1.0 } else { 0.0 };
+            (format!("{},{}", flag(v), label("status", status.as_str())), on)
+        })
+    });
+    family(out, "rollout_flag_status", "gauge", STATUS_HELP, statuses);
+}
+
+const PERCENT_HELP: &str = "Share of users enabled by bucket for the flag, as this replica serves it.";
+const STAGE_HELP: &str = "Index of the flag's current stage in its plan.";
+const STATUS_HELP: &str = "1 for the flag's current status, 0 for the others.";
+const TRANSITIONS_HELP: &str = "Rollout transitions written by this replica, by action.";
+const ROLLBACKS_HELP: &str = "Rollbacks written by this replica, by cause (guard, alert, operator).";
+const GUARD_VALUE_HELP: &str = "Latest value of a guard for a flag.";
+
+/// `name="value"`, the value escaped as the text format wants.
+fn label(name: &str, value: &str) -> String {
+    let escaped = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    format!("{name}=\"{escaped}\"")
+}
+
+/// One metric family in the text format: help, type, then a line per sample (labels, value);
+/// nothing at all without samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl IntoIterator<Item = (String, f64)>) {
+    let mut samples = samples.into_iter().peekable();
+    if samples.peek().is_none() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = match value {
+            v if v.is_nan() => writeln!(out, "{name}{{{labels}}} NaN"),
+            v if v.is_infinite() => writeln!(out, "{name}{{{labels}}} {}Inf", if v > 0.0 { "+" } else { "-" }),
+            v => writeln!(out, "{name}{{{labels}}} {v}"),
+        };
+    }
+    out.push('\n');
 }
 
 fn describe(recorder: &PrometheusRecorder) {
@@ -174,17 +250,11 @@ fn describe(recorder: &PrometheusRecorder) {
     let help = |name: &'static str, text: &'static str| {
         recorder.describe_gauge(name.into(), None, SharedString::const_str(text));
     };
-    help("rollout_flag_percent", "Share of users enabled by bucket for the flag, as this replica serves it.");
-    help("rollout_flag_stage_index", "Index of the flag's current stage in its plan.");
-    help("rollout_flag_status", "1 for the flag's current status, 0 for the others.");
-    help("rollout_guard_value", "Latest value of a guard for a flag.");
     help("rollout_leader", "1 while this replica holds the controller lease.");
     let count = |name: &'static str, text: &'static str| {
         recorder.describe_counter(name.into(), None, SharedString::const_str(text));
     };
     count("rollout_evaluations_total", "Flag evaluations answered, by result.");
-    count("rollout_transitions_total", "Rollout transitions written by this replica, by action.");
-    count("rollout_rollbacks_total", "Rollbacks written by this replica, by cause (guard, alert, operator).");
     count("rollout_notification_failures_total", "Notifications and rollback hooks that failed after retries.");
     count("rollout_store_errors_total", "Store operations that failed.");
 }
@@ -192,6 +262,29 @@ fn describe(recorder: &PrometheusRecorder) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::plan::FlagDefinition;
+    use crate::domain::rollout::Flag;
+
+    #[test]
+    fn a_flag_s_series_are_rendered_while_the_snapshot_holds_it_and_go_with_it() {
+        let telemetry = Telemetry::new();
+        let snapshot = Snapshot::new();
+        snapshot.upsert(Flag::new("f".into(), FlagDefinition::default(), 1));
+        telemetry.transition("f", "start");
+        telemetry.rollback("f", "error_rate");
+        telemetry.guard_value("f", "error_rate", 0.5);
+        let text = telemetry.render(&snapshot);
+        let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+        let named: Vec<&str> =
+            parsed.samples.iter().filter(|s| s.labels.get("flag") == Some("f")).map(|s| s.metric.as_str()).collect();
+        // Percent, stage, five statuses, a transition, a rollback, a guard value.
+        assert_eq!(named.len(), 10, "{named:?}");
+        snapshot.remove("f");
+        assert!(!telemetry.render(&snapshot).contains("flag=\"f\""));
+        // Created again: its counters start afresh.
+        snapshot.upsert(Flag::new("f".into(), FlagDefinition::default(), 2));
+        assert!(!telemetry.render(&snapshot).contains("rollout_transitions_total{flag=\"f\""));
+    }
 
     #[test]
     fn the_latency_histogram_renders_cumulative_buckets_like_the_exporter() {

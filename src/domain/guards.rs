@@ -184,7 +184,9 @@ impl MetricSample {
 }
 
 /// Where a stage's metrics are counted: one series per stage entry (`id`), so a window never mixes
-/// in data from before the current stage.
+/// in data from before the current stage. Its buckets keep the length they had when the stage was
+/// entered: a window edited mid-stage only changes how far back a read looks, never which
+/// buckets hold the stage's data (a widened window sees what the old one still kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricSeries {
     pub id: String,
@@ -192,12 +194,21 @@ pub struct MetricSeries {
     pub ttl_secs: u64,
 }
 
+/// The shortest metric bucket.
+pub const MIN_BUCKET_MS: i64 = 5000;
+
+/// The bucket length for a window: about 60 buckets per window, never shorter than 5 s.
+pub fn bucket_ms_for(window_secs: u64) -> i64 {
+    let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    (window_ms / 60).max(MIN_BUCKET_MS)
+}
+
 impl MetricSeries {
-    /// About 60 buckets per window, never shorter than 5 s.
-    pub fn new(id: String, window_secs: u64) -> Self {
-        let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let bucket_ms = (window_ms / 60).max(5000);
-        let ttl_secs = window_secs + 2 * u64::try_from(bucket_ms / 1000).unwrap_or(0);
+    /// Buckets of `bucket_ms` (never shorter than 5 s), each kept for a window of `window_secs`
+    /// plus two buckets.
+    pub fn new(id: String, bucket_ms: i64, window_secs: u64) -> Self {
+        let bucket_ms = bucket_ms.max(MIN_BUCKET_MS);
+        let ttl_secs = window_secs.saturating_add(2 * u64::try_from(bucket_ms / 1000).unwrap_or(0));
         Self { id, bucket_ms, ttl_secs }
     }
 

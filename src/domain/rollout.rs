@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::guards::MetricSeries;
+use super::guards::{MetricSeries, bucket_ms_for};
 use super::plan::FlagDefinition;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -119,6 +119,11 @@ pub struct RolloutState {
     /// The version that entered the current stage: names the stage's metric series.
     #[serde(default)]
     pub stage_version: u64,
+    /// The length of the current stage's metric buckets (ms), fixed when the stage was entered:
+    /// a window edited mid-stage must still find the stage's data. 0 in documents written before
+    /// it was recorded, whose buckets were sized for the window.
+    #[serde(default)]
+    pub stage_bucket_ms: i64,
     pub updated_at: i64,
 }
 
@@ -150,6 +155,20 @@ pub struct AuditEvent {
     pub reason: String,
 }
 
+/// What deleting a flag leaves behind: who deleted it, why and when, and what it was then (its last
+/// version and position, and when this incarnation was created). Kept in the store's deletion
+/// audit, which outlives the flag and its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deletion {
+    pub flag: String,
+    pub at: i64,
+    pub actor: String,
+    pub reason: String,
+    pub version: u64,
+    pub last: Position,
+    pub created_at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
     #[error("cannot {command} a flag that is {status}", command = .command.as_str(), status = .status.as_str())]
@@ -168,6 +187,7 @@ impl Flag {
             created_at: now_ms,
             stage_entered_at: now_ms,
             stage_version: 1,
+            stage_bucket_ms: bucket_ms_for(definition.window_secs),
             updated_at: now_ms,
         };
         Self { name, definition, state }
@@ -222,10 +242,10 @@ impl Flag {
             _ => return Err(invalid()),
         };
         // A pause keeps the stage (its soak clock and metric series); every other move starts anew.
-        let (stage_entered_at, stage_version) = if command == Command::Pause {
-            (state.stage_entered_at, state.stage_version)
+        let (stage_entered_at, stage_version, stage_bucket_ms) = if command == Command::Pause {
+            (state.stage_entered_at, state.stage_version, self.stage_bucket_ms())
         } else {
-            (now_ms, state.version + 1)
+            (now_ms, state.version + 1, bucket_ms_for(self.definition.window_secs))
         };
         let next = Flag {
             name: self.name.clone(),
@@ -236,6 +256,7 @@ impl Flag {
                 version: state.version + 1,
                 stage_entered_at,
                 stage_version,
+                stage_bucket_ms,
                 updated_at: now_ms,
                 ..state.clone()
             },
@@ -244,7 +265,8 @@ impl Flag {
         Ok((next, event))
     }
 
-    /// Replaces the definition, keeping the rollout where it is (the current stage is found by name).
+    /// Replaces the definition, keeping the rollout where it is (the current stage is found by
+    /// name) with its soak clock and metric series: a new window reads the same buckets.
     pub fn redefine(
         &self,
         definition: FlagDefinition,
@@ -273,6 +295,7 @@ impl Flag {
             state: RolloutState {
                 stage_index,
                 version: self.state.version + 1,
+                stage_bucket_ms: self.stage_bucket_ms(),
                 updated_at: now_ms,
                 ..self.state.clone()
             },
@@ -299,6 +322,19 @@ impl Flag {
             reason: reason.to_owned(),
         };
         (next, event)
+    }
+
+    /// The record of deleting this flag at `now_ms`.
+    pub fn deletion(&self, actor: &str, reason: &str, now_ms: i64) -> Deletion {
+        Deletion {
+            flag: self.name.clone(),
+            at: now_ms,
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            version: self.state.version,
+            last: self.position(),
+            created_at: self.state.created_at,
+        }
     }
 
     /// The audit event recording the creation of this flag.
@@ -330,8 +366,18 @@ impl Flag {
     pub fn metric_series(&self) -> MetricSeries {
         MetricSeries::new(
             format!("{}.{}", self.state.created_at, self.state.stage_version),
+            self.stage_bucket_ms(),
             self.definition.window_secs,
         )
+    }
+
+    /// The current stage's bucket length; for a stage entered before it was recorded, the length
+    /// its window gave (the window of this definition, the one the stage's data was counted under).
+    fn stage_bucket_ms(&self) -> i64 {
+        match self.state.stage_bucket_ms {
+            0 => bucket_ms_for(self.definition.window_secs),
+            ms => ms,
+        }
     }
 
     /// Milliseconds left in the current stage's soak (0 when over, `None` when not running).
@@ -498,6 +544,29 @@ mod tests {
         assert_eq!(evaluate(0, true, true, 0), Evaluation { enabled: true, reason: Reason::InternalUser });
         assert_eq!(evaluate(10, true, false, 9), Evaluation { enabled: true, reason: Reason::InRollout });
         assert_eq!(evaluate(10, true, false, 10), Evaluation { enabled: false, reason: Reason::NotInRollout });
+    }
+
+    #[test]
+    fn a_new_window_keeps_the_stage_s_metric_series_and_the_next_stage_sizes_its_own() {
+        let flag = flag_in(Status::Running, 1);
+        let series = flag.metric_series();
+        assert_eq!(series.bucket_ms, 5000, "a 300 s window");
+        let mut wider = flag.definition.clone();
+        wider.window_secs = 3600;
+        let (edited, _) = flag.redefine(wider.clone(), "a", "", T0 + 1).expect("same stages");
+        let kept = edited.metric_series();
+        assert_eq!((kept.id.as_str(), kept.bucket_ms), (series.id.as_str(), 5000), "the same buckets");
+        assert!(kept.ttl_secs >= 3600, "kept long enough for the new window");
+        // A document from before bucket lengths were recorded: its stage's data is in buckets sized
+        // for the window it had.
+        let mut legacy = flag.clone();
+        legacy.state.stage_bucket_ms = 0;
+        let (edited, _) = legacy.redefine(wider, "a", "", T0 + 1).expect("same stages");
+        assert_eq!(edited.metric_series(), kept);
+        let (next, _) = edited.apply(Command::Advance, "a", "", T0 + 2).expect("legal");
+        assert_eq!(next.metric_series().bucket_ms, 60_000, "the next stage sizes buckets for its window");
+        let (paused, _) = next.apply(Command::Pause, "a", "", T0 + 3).expect("legal");
+        assert_eq!(paused.metric_series(), next.metric_series(), "a pause keeps the stage's series");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Operator routes: define flags, drive their rollouts, read their history. Admin token required.
+//! Operator routes: define flags, drive their rollouts, read their history (admin token), and
+//! the audit of deleted flags (a read token suffices).
 
 use axum::Router;
 use axum::extract::State;
@@ -8,16 +9,16 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::auth::Admin;
+use super::auth::{Admin, AuditReader};
 use super::error::ApiError;
 use super::extract::{ApiQuery, FlagParam, JsonBody};
 use super::json_response;
 use super::openapi::{ReadErrors, WriteErrors};
 use crate::clock::rfc3339;
 use crate::domain::plan::FlagDefinition;
-use crate::domain::rollout::{AuditEvent, Command, Flag, Position};
+use crate::domain::rollout::{AuditEvent, Command, Deletion, Flag, Position};
 use crate::rollouts::Request;
-use crate::store::HISTORY_CAP;
+use crate::store::{DELETIONS_CAP, HISTORY_CAP};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -29,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/flags/{flag}/resume", post(resume))
         .route("/flags/{flag}/rollback", post(rollback))
         .route("/flags/{flag}/history", get(history))
+        .route("/deletions", get(deletions))
 }
 
 /// A flag as the API shows it.
@@ -152,13 +154,38 @@ pub async fn put(
     Ok((status, json_response(&FlagBody::new(&saved, state.rollouts.clock.now_ms()))).into_response())
 }
 
-#[utoipa::path(delete, path = "/flags/{flag}", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")), security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "deleted with its history"), WriteErrors))]
+/// Optional body of a deletion (the reason may come in the query instead).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteBody {
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    reason: Option<String>,
+}
+
+#[utoipa::path(delete, path = "/flags/{flag}", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("reason" = Option<String>, Query, description = "why, for the deletion audit (or in the body)")), request_body(content = Option<DeleteBody>, description = "optional"), security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "deleted with its history; the deletion is recorded in `GET /deletions`"), WriteErrors))]
 pub async fn delete(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     FlagParam(flag): FlagParam,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
+    JsonBody(body): JsonBody<DeleteBody>,
 ) -> Result<StatusCode, ApiError> {
-    state.rollouts.delete(&flag).await?;
+    let reason = match (query.reason, body.reason) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidBody("reason: give it in the query or in the body, not both".into()));
+        }
+        (Some(reason), None) | (None, Some(reason)) => reason,
+        (None, None) => "delete requested".to_owned(),
+    };
+    if reason.len() > MAX_REASON {
+        return Err(ApiError::InvalidBody(format!("reason: at most {MAX_REASON} bytes")));
+    }
+    state.rollouts.delete(&flag, &Request::new(admin.actor(), reason)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -244,4 +271,53 @@ pub async fn history(
     }
     let events: Vec<EventBody> = events.iter().map(EventBody::from).collect();
     Ok(json_response(&HistoryBody { flag: &flag, events }))
+}
+
+/// A deletion as the API shows it: who deleted which flag, when and why, and where the flag stood.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeletionBody<'a> {
+    pub flag: &'a str,
+    pub at: String,
+    pub actor: &'a str,
+    pub reason: &'a str,
+    /// The flag's last version.
+    pub version: u64,
+    /// Where the flag stood when it was deleted.
+    pub last: &'a Position,
+    /// When the deleted incarnation of the flag was created.
+    pub created_at: String,
+}
+
+impl<'a> From<&'a Deletion> for DeletionBody<'a> {
+    fn from(d: &'a Deletion) -> Self {
+        Self {
+            flag: &d.flag,
+            at: rfc3339(d.at),
+            actor: &d.actor,
+            reason: &d.reason,
+            version: d.version,
+            last: &d.last,
+            created_at: rfc3339(d.created_at),
+        }
+    }
+}
+
+/// `GET /deletions`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeletionsBody<'a> {
+    pub deletions: Vec<DeletionBody<'a>>,
+}
+
+#[utoipa::path(get, path = "/deletions", tag = "flags", params(("limit" = Option<usize>, Query, description = "1–10000, default 100")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "deleted flags, newest first: the audit that outlives them", body = DeletionsBody), ReadErrors))]
+pub async fn deletions(
+    _: AuditReader,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=DELETIONS_CAP).contains(&limit) {
+        return Err(ApiError::InvalidQuery(format!("limit must be between 1 and {DELETIONS_CAP}")));
+    }
+    let records = state.rollouts.deletions(limit).await?;
+    Ok(json_response(&DeletionsBody { deletions: records.iter().map(DeletionBody::from).collect() }))
 }

@@ -110,6 +110,18 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// A caller with a read or admin token, always required: the deletion audit names operators and
+/// their reasons.
+pub struct AuditReader;
+
+impl FromRequestParts<AppState> for AuditReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.auth.require(&parts.headers, &[Scope::Read], "read the deletion audit").map(|_| AuditReader)
+    }
+}
+
 /// A caller allowed to evaluate flags: anyone, unless read tokens are configured.
 pub struct Reader;
 

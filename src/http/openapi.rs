@@ -109,6 +109,7 @@ impl Modify for Security {
         super::admin::resume,
         super::admin::rollback,
         super::admin::history,
+        super::admin::deletions,
         super::signals::push,
         super::signals::health,
         super::explain::explain,

@@ -11,11 +11,11 @@ use tokio::sync::broadcast;
 use std::time::{Duration, Instant};
 
 use super::{
-    Catalog, Change, HISTORY_CAP, Stamp, Store, StoreResult, Written, add_bucket, new_generation, pulled_count_field,
-    pulled_field,
+    Catalog, Change, DELETIONS_CAP, HISTORY_CAP, Stamp, Store, StoreResult, Written, add_bucket, new_generation,
+    pulled_count_field, pulled_field,
 };
 use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
-use crate::domain::rollout::{AuditEvent, Flag};
+use crate::domain::rollout::{AuditEvent, Deletion, Flag};
 
 /// A metric bucket: stored field → value, and when it expires (in the caller's clock).
 struct Bucket {
@@ -30,8 +30,16 @@ struct Entry {
     history: VecDeque<AuditEvent>,
 }
 
+/// The flags and the deletion audit, under one lock: a deletion and its record are one change.
+#[derive(Default)]
+struct Flags {
+    entries: HashMap<String, Entry>,
+    /// Newest first.
+    deletions: VecDeque<Deletion>,
+}
+
 pub struct MemoryStore {
-    flags: Mutex<HashMap<String, Entry>>,
+    flags: Mutex<Flags>,
     changes: broadcast::Sender<Change>,
     metrics: Mutex<HashMap<BucketKey, Bucket>>,
     lease: Mutex<Option<(String, Instant)>>,
@@ -43,7 +51,7 @@ pub struct MemoryStore {
 impl Default for MemoryStore {
     fn default() -> Self {
         Self {
-            flags: Mutex::new(HashMap::new()),
+            flags: Mutex::new(Flags::default()),
             changes: broadcast::channel(1024).0,
             metrics: Mutex::new(HashMap::new()),
             lease: Mutex::new(None),
@@ -63,7 +71,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Flags> {
         locked(&self.flags)
     }
 
@@ -82,6 +90,7 @@ impl Store for MemoryStore {
     async fn load_stamps(&self) -> StoreResult<Catalog> {
         let stamps = self
             .lock()
+            .entries
             .values()
             .map(|e| Stamp {
                 name: e.flag.name.clone(),
@@ -97,22 +106,23 @@ impl Store for MemoryStore {
     }
 
     async fn get_flag(&self, name: &str) -> StoreResult<Option<Flag>> {
-        Ok(self.lock().get(name).map(|e| e.flag.clone()))
+        Ok(self.lock().entries.get(name).map(|e| e.flag.clone()))
     }
 
     async fn get_flags(&self, names: &[String]) -> StoreResult<Vec<Flag>> {
         let flags = self.lock();
-        Ok(names.iter().filter_map(|name| flags.get(name).map(|e| e.flag.clone())).collect())
+        Ok(names.iter().filter_map(|name| flags.entries.get(name).map(|e| e.flag.clone())).collect())
     }
 
     async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written> {
         {
             let mut flags = self.lock();
-            let found = flags.get(&flag.name).map_or(0, |e| e.flag.state.version);
+            let found = flags.entries.get(&flag.name).map_or(0, |e| e.flag.state.version);
             if found != expected {
                 return Ok(Written::Conflict { found });
             }
             let entry = flags
+                .entries
                 .entry(flag.name.clone())
                 .or_insert_with(|| Entry { flag: flag.clone(), history: VecDeque::new() });
             entry.flag = flag.clone();
@@ -123,14 +133,29 @@ impl Store for MemoryStore {
         Ok(Written::Yes)
     }
 
-    async fn delete_flag(&self, name: &str) -> StoreResult<bool> {
-        let removed = self.lock().remove(name).is_some();
+    async fn delete_flag(&self, name: &str, expected: u64, record: Option<&Deletion>) -> StoreResult<Written> {
+        {
+            let mut flags = self.lock();
+            let found = flags.entries.get(name).map_or(0, |e| e.flag.state.version);
+            if found != expected {
+                return Ok(Written::Conflict { found });
+            }
+            flags.entries.remove(name);
+            if let Some(record) = record {
+                flags.deletions.push_front(record.clone());
+                flags.deletions.truncate(DELETIONS_CAP);
+            }
+        }
         self.publish(name, 0);
-        Ok(removed)
+        Ok(Written::Yes)
+    }
+
+    async fn deletions(&self, limit: usize) -> StoreResult<Vec<Deletion>> {
+        Ok(self.lock().deletions.iter().take(limit).cloned().collect())
     }
 
     async fn history(&self, name: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {
-        Ok(self.lock().get(name).map(|e| e.history.iter().take(limit).cloned().collect()).unwrap_or_default())
+        Ok(self.lock().entries.get(name).map(|e| e.history.iter().take(limit).cloned().collect()).unwrap_or_default())
     }
 
     async fn subscribe(&self) -> StoreResult<BoxStream<'static, Change>> {
@@ -244,7 +269,7 @@ impl Store for MemoryStore {
     }
 
     async fn append_history(&self, flag: &str, event: &AuditEvent) -> StoreResult<()> {
-        if let Some(entry) = self.lock().get_mut(flag) {
+        if let Some(entry) = self.lock().entries.get_mut(flag) {
             entry.history.push_front(event.clone());
             entry.history.truncate(HISTORY_CAP);
         }

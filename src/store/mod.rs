@@ -5,7 +5,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals, push_recent};
-use crate::domain::rollout::{AuditEvent, Flag};
+use crate::domain::rollout::{AuditEvent, Deletion, Flag};
 
 pub mod memory;
 pub mod redis;
@@ -67,6 +67,13 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// Nothing was written: a value that does not serialize never reaches the store as an empty document.
+    #[error("{what} cannot be written as JSON")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl StoreError {
@@ -114,12 +121,18 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Atomically: if the stored version is `expected` (0 = the flag must not exist), store `flag`,
-    /// append `event` to its history and publish a [`Change`].
+    /// list it in the index, append `event` to its history and publish a [`Change`].
     async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written>;
 
-    /// Removes a flag and its history and publishes the deletion (version 0) in any case; false
-    /// when there was none.
-    async fn delete_flag(&self, name: &str) -> StoreResult<bool>;
+    /// Atomically: if the stored version is `expected` (0 = absent), removes the flag, its
+    /// history and its index entry, appends `record` (when given) to the deletion audit and
+    /// publishes the deletion (version 0). Published even when nothing was there, so replicas drop
+    /// a copy of a flag the store had lost. A creation and a deletion of one flag, in any
+    /// interleaving, end with the flag either deleted or stored *and* listed, never stored unlisted.
+    async fn delete_flag(&self, name: &str, expected: u64, record: Option<&Deletion>) -> StoreResult<Written>;
+
+    /// The deletion audit, newest first (the last [`DELETIONS_CAP`] or so).
+    async fn deletions(&self, limit: usize) -> StoreResult<Vec<Deletion>>;
 
     /// Audit events, newest first.
     async fn history(&self, name: &str, limit: usize) -> StoreResult<Vec<AuditEvent>>;
@@ -236,6 +249,9 @@ pub fn add_bucket<'a>(totals: &mut WindowTotals, fields: impl IntoIterator<Item 
 
 /// Most audit events kept per flag (the stream is trimmed beyond this).
 pub const HISTORY_CAP: usize = 10_000;
+
+/// Most deletion records kept (the oldest go beyond this).
+pub const DELETIONS_CAP: usize = 10_000;
 
 #[cfg(test)]
 mod tests {

@@ -10,8 +10,39 @@
 //! - `<prefix>:generation`           random id set when absent: changes when Redis lost its data;
 //!   `<prefix>:{catalog}:generation` on a cluster, where it shares the index's slot, so both live
 //!   (and are lost) on the same node and one pipeline reads them together.
+//! - `<prefix>:deletions`            stream of `deletion` (deletion records as JSON), trimmed to
+//!   ~DELETIONS_CAP: the audit that outlives deleted flags; `<prefix>:{catalog}:deletions` on a cluster
 //! - `<prefix>:leader`               the controller lease
 //! - channel `<prefix>:changes`      `{"flag","version"}` after every write
+//! - on a cluster only: `<prefix>:{<flag>}:deleted`, the flag's deletion epoch (kept a day), and
+//!   `<prefix>:{catalog}:fences`, a hash flag → the deletion epoch its latest creation saw
+//!
+//! ## A stored flag is always listed in the index
+//!
+//! A full read finds flags through the index only: a flag stored but not listed would be dropped
+//! by every replica at its next resync, and stay dropped. On one Redis a write is one script
+//! (version check, flag, index entry, history, publish) and so is a deletion (version check,
+//! flag, history and index entry removed, deletion recorded, publish): nothing comes between.
+//!
+//! On a cluster the index lives in the `{catalog}` slot and a flag's keys in the flag's own, and
+//! no script spans two slots. A creation takes three steps, a deletion two:
+//!
+//! - creation 1: read the flag's deletion epoch `e`;
+//! - creation 2 (catalog script): list the flag, raise its fence to `e` if lower;
+//! - creation 3 (flag script): store the flag if it is absent *and* its epoch is still `e`; if a
+//!   deletion moved the epoch meanwhile, start again at 1;
+//! - deletion 1 (flag script): remove the flag and its history, move its epoch to `d`, above every
+//!   earlier epoch (`max(previous + 1, Redis TIME in ms)`), publish;
+//! - deletion 2 (catalog script): unlist the flag unless its fence is `d` or more, record the
+//!   deletion.
+//!
+//! Why a stored flag stays listed: the creation that stored it saw the same epoch `e` at steps 1
+//! and 3, so every deletion of that flag ran its first step either before creation 1 (its `d` ≤
+//! `e`) or after creation 3 (and then removed the flag). A deletion of the first kind unlists the
+//! flag either before creation 2, which lists it again, or after it, where the fence (`e` ≥ `d`)
+//! stops it. Listing comes before storing and unlisting after removing, so a full read never
+//! misses a flag that replicas already serve; a name listed without its flag (a creation between
+//! steps, or one that died there) is skipped by every read, and the next deletion unlists it.
 //!
 //! On a cluster the change feed is classic pub/sub: a cluster forwards every `PUBLISH` to every
 //! node, so one subscription on any node sees all changes. The subscriber connects to the seed
@@ -33,31 +64,98 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use super::{
-    Catalog, Change, HISTORY_CAP, Stamp, Store, StoreError, StoreResult, Written, add_bucket, new_generation,
-    pulled_count_field, pulled_field,
+    Catalog, Change, DELETIONS_CAP, HISTORY_CAP, Stamp, Store, StoreError, StoreResult, Written, add_bucket,
+    new_generation, pulled_count_field, pulled_field,
 };
 use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
-use crate::domain::rollout::{AuditEvent, Flag};
+use crate::domain::rollout::{AuditEvent, Deletion, Flag};
 
 /// How long one Redis command may take before the store is treated as unavailable.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Check the version, write the flag, append the audit event and publish the change, atomically.
+/// One Redis: check the version, write the flag, list it in the index (KEYS[3]), append the audit
+/// event and publish the change, atomically.
 const WRITE_SCRIPT: &str = r"
 local found = redis.call('HGET', KEYS[1], 'version') or '0'
 if found ~= ARGV[1] then return found end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3], 'created', ARGV[8])
+redis.call('SADD', KEYS[3], ARGV[9])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return 'OK'
+";
+
+/// A cluster, in the flag's slot: [`WRITE_SCRIPT`] without the index. A creation (ARGV[9], the
+/// deletion epoch it saw, not empty) lands only if no deletion moved the epoch (KEYS[3]) since.
+const SLOT_WRITE_SCRIPT: &str = r"
+local found = redis.call('HGET', KEYS[1], 'version') or '0'
+if found ~= ARGV[1] then return found end
+if ARGV[9] ~= '' and (redis.call('GET', KEYS[3]) or '0') ~= ARGV[9] then return 'deleted' end
 redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3], 'created', ARGV[8])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[5])
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 'OK'
 ";
 
-/// Published even when nothing was there: replicas may still serve a flag the store had lost.
+/// What [`SLOT_WRITE_SCRIPT`] answers when a deletion came between a creation's steps.
+const DELETED_MEANWHILE: &str = "deleted";
+
+/// One Redis: check the version, remove the flag, its history and its index entry (KEYS[3]),
+/// record the deletion (KEYS[4], unless ARGV[4] is empty) and publish it, atomically. Published
+/// even when nothing was there: replicas may still serve a flag the store had lost.
 const DELETE_SCRIPT: &str = r"
-local n = redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return n
+local found = redis.call('HGET', KEYS[1], 'version') or '0'
+if found ~= ARGV[1] then return found end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[2])
+if ARGV[4] ~= '' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'deletion', ARGV[4]) end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 'OK'
 ";
+
+/// A cluster, in the flag's slot: check the version, remove the flag and its history, move its
+/// deletion epoch (KEYS[3]) above every earlier one, publish; answers `{'OK', epoch}`, or
+/// `{found, ''}` with the version found instead.
+const SLOT_DELETE_SCRIPT: &str = r"
+local found = redis.call('HGET', KEYS[1], 'version') or '0'
+if found ~= ARGV[1] then return {found, ''} end
+redis.call('DEL', KEYS[1], KEYS[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = string.format('%.0f', math.max((tonumber(redis.call('GET', KEYS[3])) or 0) + 1, now))
+redis.call('SET', KEYS[3], epoch, 'PX', ARGV[4])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return {'OK', epoch}
+";
+
+/// A cluster, in the catalog's slot, before a creation stores the flag: list it (KEYS[1]) and raise
+/// its fence (KEYS[2]) to the deletion epoch the creation saw.
+const INDEX_SCRIPT: &str = r"
+redis.call('SADD', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > (tonumber(redis.call('HGET', KEYS[2], ARGV[1])) or 0) then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+end
+return 1
+";
+
+/// A cluster, in the catalog's slot, after a deletion of epoch ARGV[2] removed the flag: unlist it
+/// unless a creation that saw this deletion listed it again (its fence is ARGV[2] or more), and
+/// record the deletion (KEYS[3], unless ARGV[4] is empty).
+const UNINDEX_SCRIPT: &str = r"
+if (tonumber(redis.call('HGET', KEYS[2], ARGV[1])) or 0) < tonumber(ARGV[2]) then
+  redis.call('SREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+if ARGV[4] ~= '' then redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'deletion', ARGV[4]) end
+return 1
+";
+
+/// How long a flag's deletion epoch is kept on a cluster. Past it the next deletion's epoch is the
+/// Redis time, still above every fence recorded before.
+const EPOCH_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// How many times a creation on a cluster starts over because deletions kept coming between its steps.
+const CREATE_ATTEMPTS: usize = 16;
 
 /// Take the lease when free, renew it when ours.
 const LEAD_SCRIPT: &str = r"
@@ -249,7 +347,11 @@ pub struct RedisStore {
     prefix: String,
     sealed: Mutex<SealedBuckets>,
     write_script: redis::Script,
+    slot_write_script: redis::Script,
     delete_script: redis::Script,
+    slot_delete_script: redis::Script,
+    index_script: redis::Script,
+    unindex_script: redis::Script,
     lead_script: redis::Script,
     resign_script: redis::Script,
     append_script: redis::Script,
@@ -357,7 +459,11 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             sealed: Mutex::default(),
             write_script: redis::Script::new(WRITE_SCRIPT),
+            slot_write_script: redis::Script::new(SLOT_WRITE_SCRIPT),
             delete_script: redis::Script::new(DELETE_SCRIPT),
+            slot_delete_script: redis::Script::new(SLOT_DELETE_SCRIPT),
+            index_script: redis::Script::new(INDEX_SCRIPT),
+            unindex_script: redis::Script::new(UNINDEX_SCRIPT),
             lead_script: redis::Script::new(LEAD_SCRIPT),
             resign_script: redis::Script::new(RESIGN_SCRIPT),
             append_script: redis::Script::new(APPEND_SCRIPT),
@@ -413,6 +519,11 @@ impl RedisStore {
         format!("{}:{{{flag}}}:m:{}:{bucket}", self.prefix, series.id)
     }
 
+    /// A flag's deletion epoch (cluster only).
+    fn epoch_key(&self, flag: &str) -> String {
+        format!("{}:{{{flag}}}:deleted", self.prefix)
+    }
+
     fn lease_key(&self) -> String {
         format!("{}:leader", self.prefix)
     }
@@ -435,8 +546,95 @@ impl RedisStore {
         self.catalog_key("generation")
     }
 
+    fn deletions_key(&self) -> String {
+        self.catalog_key("deletions")
+    }
+
+    /// Per flag, the deletion epoch its latest creation saw (cluster only).
+    fn fences_key(&self) -> String {
+        self.catalog_key("fences")
+    }
+
     fn channel(&self) -> String {
         format!("{}:changes", self.prefix)
+    }
+
+    /// A write script's call: keys flag, history and `third_key`; the arguments every write takes,
+    /// then `last`.
+    fn write_call<'a>(
+        &self,
+        script: &'a redis::Script,
+        write: &WriteArgs,
+        third_key: String,
+        last: &str,
+    ) -> redis::ScriptInvocation<'a> {
+        let flag = write.flag;
+        let mut call = script.prepare_invoke();
+        call.key(self.flag_key(&flag.name)).key(self.history_key(&flag.name)).key(third_key);
+        call.arg(write.expected).arg(flag.state.version).arg(&write.doc).arg(HISTORY_CAP).arg(&write.event);
+        call.arg(self.channel()).arg(&write.change).arg(flag.state.created_at).arg(last);
+        call
+    }
+
+    /// Creates a flag on a cluster: read its deletion epoch, list it with that epoch as its
+    /// fence, store it if still absent and not deleted meanwhile (see the module's doc).
+    async fn create_on_cluster(&self, write: &WriteArgs<'_>) -> StoreResult<Written> {
+        let name = &write.flag.name;
+        let mut conn = self.conn.clone();
+        for _ in 0..CREATE_ATTEMPTS {
+            let epoch: Option<String> = bounded(conn.get(self.epoch_key(name))).await?;
+            let epoch = epoch.unwrap_or_else(|| "0".to_owned());
+            let _: i64 = bounded(
+                self.index_script
+                    .key(self.index_key())
+                    .key(self.fences_key())
+                    .arg(name)
+                    .arg(&epoch)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+            let call = self.write_call(&self.slot_write_script, write, self.epoch_key(name), &epoch);
+            let answer: String = bounded(call.invoke_async(&mut conn)).await?;
+            if answer != DELETED_MEANWHILE {
+                return written(&answer, || self.flag_key(name));
+            }
+        }
+        // Deleted again and again while it was being created: absent, as far as this write knows.
+        Ok(Written::Conflict { found: 0 })
+    }
+
+    /// Deletes a flag on a cluster: remove it and move its deletion epoch on, then unlist it
+    /// unless a creation that saw this deletion listed it again (see the module's doc).
+    async fn delete_on_cluster(&self, name: &str, expected: u64, record: &str, change: &str) -> StoreResult<Written> {
+        let mut conn = self.conn.clone();
+        let (answer, epoch): (String, String) = bounded(
+            self.slot_delete_script
+                .key(self.flag_key(name))
+                .key(self.history_key(name))
+                .key(self.epoch_key(name))
+                .arg(expected)
+                .arg(self.channel())
+                .arg(change)
+                .arg(EPOCH_TTL_MS)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        if answer != "OK" {
+            return written(&answer, || self.flag_key(name));
+        }
+        let _: i64 = bounded(
+            self.unindex_script
+                .key(self.index_key())
+                .key(self.fences_key())
+                .key(self.deletions_key())
+                .arg(name)
+                .arg(epoch)
+                .arg(DELETIONS_CAP)
+                .arg(record)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(Written::Yes)
     }
 
     fn decode(&self, name: &str, doc: &str) -> StoreResult<Flag> {
@@ -444,9 +642,41 @@ impl RedisStore {
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> String {
-    // Our own plain data types always serialize.
-    serde_json::to_string(value).unwrap_or_default()
+/// `value` as JSON; a value that does not serialize is an error, never an empty document.
+fn to_json<T: serde::Serialize>(what: &'static str, value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|source| StoreError::Encode { what, source })
+}
+
+/// A conditional write's answer: `OK`, or the version found instead in the flag at `key`.
+fn written(answer: &str, key: impl FnOnce() -> String) -> StoreResult<Written> {
+    match answer {
+        "OK" => Ok(Written::Yes),
+        found => serde_json::from_str(found)
+            .map(|found| Written::Conflict { found })
+            .map_err(|source| StoreError::Corrupt { key: key(), source }),
+    }
+}
+
+/// A write, serialized once: what every write script takes.
+struct WriteArgs<'a> {
+    flag: &'a Flag,
+    expected: u64,
+    doc: String,
+    event: String,
+    change: String,
+}
+
+impl<'a> WriteArgs<'a> {
+    fn new(flag: &'a Flag, expected: u64, event: &AuditEvent) -> StoreResult<Self> {
+        let change = Change { flag: flag.name.clone(), version: flag.state.version };
+        Ok(Self {
+            flag,
+            expected,
+            doc: to_json("flag", flag)?,
+            event: to_json("audit event", event)?,
+            change: to_json("change", &change)?,
+        })
+    }
 }
 
 #[async_trait]
@@ -527,51 +757,65 @@ impl Store for RedisStore {
 
     #[tracing::instrument(skip_all, fields(flag = %flag.name))]
     async fn write_flag(&self, flag: &Flag, expected: u64, event: &AuditEvent) -> StoreResult<Written> {
+        let write = WriteArgs::new(flag, expected, event)?;
         let mut conn = self.conn.clone();
-        let change = Change { flag: flag.name.clone(), version: flag.state.version };
-        if expected == 0 {
-            // Indexed before it exists, never the other way round: a full read between the two
-            // must not miss a flag that replicas already serve (it would drop it as deleted). The
-            // index lives in its own hash slot, so it cannot join the script on a cluster; a name
-            // without a flag (the write below failed) is skipped by every read.
-            let _: i64 = bounded(conn.sadd(self.index_key(), &flag.name)).await?;
-        }
-        let answer: String = bounded(
-            self.write_script
-                .key(self.flag_key(&flag.name))
-                .key(self.history_key(&flag.name))
-                .arg(expected)
-                .arg(flag.state.version)
-                .arg(to_json(flag))
-                .arg(HISTORY_CAP)
-                .arg(to_json(event))
-                .arg(self.channel())
-                .arg(to_json(&change))
-                .arg(flag.state.created_at)
-                .invoke_async(&mut conn),
-        )
-        .await?;
-        if answer != "OK" {
-            return Ok(Written::Conflict { found: answer.parse().unwrap_or(0) });
-        }
-        Ok(Written::Yes)
+        let answer: String = match (&self.conn, expected) {
+            (Conn::Single(_), _) => {
+                let call = self.write_call(&self.write_script, &write, self.index_key(), &flag.name);
+                bounded(call.invoke_async(&mut conn)).await?
+            }
+            (Conn::Cluster(_), 0) => return self.create_on_cluster(&write).await,
+            (Conn::Cluster(_), _) => {
+                let call = self.write_call(&self.slot_write_script, &write, self.epoch_key(&flag.name), "");
+                bounded(call.invoke_async(&mut conn)).await?
+            }
+        };
+        written(&answer, || self.flag_key(&flag.name))
     }
 
     #[tracing::instrument(skip_all, fields(flag = name))]
-    async fn delete_flag(&self, name: &str) -> StoreResult<bool> {
+    async fn delete_flag(&self, name: &str, expected: u64, record: Option<&Deletion>) -> StoreResult<Written> {
+        let change = to_json("change", &Change { flag: name.to_owned(), version: 0 })?;
+        let record = match record {
+            Some(record) => to_json("deletion record", record)?,
+            // The scripts take an empty record as none.
+            None => String::new(),
+        };
         let mut conn = self.conn.clone();
-        let change = Change { flag: name.to_owned(), version: 0 };
-        let removed: i64 = bounded(
+        if let Conn::Cluster(_) = self.conn {
+            return self.delete_on_cluster(name, expected, &record, &change).await;
+        }
+        let answer: String = bounded(
             self.delete_script
                 .key(self.flag_key(name))
                 .key(self.history_key(name))
+                .key(self.index_key())
+                .key(self.deletions_key())
+                .arg(expected)
+                .arg(name)
+                .arg(DELETIONS_CAP)
+                .arg(&record)
                 .arg(self.channel())
-                .arg(to_json(&change))
+                .arg(&change)
                 .invoke_async(&mut conn),
         )
         .await?;
-        let _: i64 = bounded(conn.srem(self.index_key(), name)).await?;
-        Ok(removed > 0)
+        written(&answer, || self.flag_key(name))
+    }
+
+    async fn deletions(&self, limit: usize) -> StoreResult<Vec<Deletion>> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply =
+            bounded(conn.xrevrange_count(self.deletions_key(), "+", "-", limit)).await?;
+        let mut records = Vec::with_capacity(reply.ids.len());
+        for entry in reply.ids {
+            if let Some(record) = entry.get::<String>("deletion") {
+                let record = serde_json::from_str(&record)
+                    .map_err(|source| StoreError::Corrupt { key: self.deletions_key(), source })?;
+                records.push(record);
+            }
+        }
+        Ok(records)
     }
 
     #[tracing::instrument(skip_all, fields(flag = name))]
@@ -745,7 +989,7 @@ impl Store for RedisStore {
                 .key(self.flag_key(flag))
                 .key(self.history_key(flag))
                 .arg(HISTORY_CAP)
-                .arg(to_json(event))
+                .arg(to_json("audit event", event)?)
                 .invoke_async(&mut conn),
         )
         .await?;
@@ -800,6 +1044,17 @@ mod tests {
         );
         assert!(RedisStore::connect_cluster(&[], "rollout", None).is_err(), "a cluster needs a seed");
         assert!(RedisStore::connect_cluster(&["redis://h1:7000/", "redis://h2:7000/"], "rollout", None).is_ok());
+    }
+
+    #[test]
+    fn a_value_that_does_not_serialize_is_an_error_never_an_empty_document() {
+        // JSON object keys must be strings: a map keyed by pairs cannot be written.
+        let unwritable: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
+        assert!(matches!(to_json("flag", &unwritable), Err(StoreError::Encode { what: "flag", .. })));
+        assert_eq!(
+            to_json("change", &Change { flag: "f".into(), version: 2 }).ok().as_deref(),
+            Some(r#"{"flag":"f","version":2}"#)
+        );
     }
 
     #[test]

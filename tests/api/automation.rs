@@ -299,3 +299,30 @@ async fn metric_pushes_are_validated_and_authorised() {
     let health = app.send(app.http.get(app.url("/flags/f/health")).bearer_auth("read-token-1")).await;
     assert_eq!(health.body["guards"][0]["samples"], 20, "only the two accepted pushes were counted");
 }
+
+/// A window edit on a running flag, on both stores: the data the stage gathered stays counted.
+async fn widening_the_window_keeps_the_stage_s_data(app: &TestApp) {
+    for flag in ["unchanged", "widened"] {
+        running_at(app, flag, json!({}), 1).await;
+        let reply = app.push(flag, json!({"requests": 90, "errors": 9})).await;
+        assert_eq!(reply.body["action"], Value::Null, "{flag}: 90 requests are fewer than min_samples");
+    }
+    // The same definition (every field default) with a longer window.
+    let saved = app.admin_put("/flags/widened", json!({"window_secs": 600})).await;
+    assert_eq!((saved.status, saved.body["definition"]["window_secs"].as_u64()), (200, Some(600)), "{}", saved.body);
+    let health = app.admin_get("/flags/widened/health").await.body;
+    assert_eq!(health["guards"][0]["samples"], 90, "the edit neither drops nor resets the stage's data");
+    for flag in ["unchanged", "widened"] {
+        let reply = app.push(flag, json!({"requests": 100})).await;
+        assert_eq!(reply.body["action"], "rollback", "{flag}: 9 errors in 190 requests breach 1%");
+        assert_eq!(state(app, flag).await, s("rolled_back", "10%", 0), "{flag}");
+        assert_eq!(history(app, flag).await[0]["reason"], "error_rate 0.0474 > 0.01 over 190 requests");
+    }
+}
+
+#[tokio::test]
+async fn changing_window_secs_on_a_running_flag_keeps_its_guard_data_like_an_unchanged_twin() {
+    let redis = RedisServer::start();
+    widening_the_window_keeps_the_stage_s_data(&spawn_app(Some(redis.url())).await).await;
+    widening_the_window_keeps_the_stage_s_data(&spawn_app(None).await).await;
+}

@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::helpers::{ADMIN, RedisServer, spawn_app};
+use rollout_controller::config::NamedToken;
+
+use crate::helpers::{ADMIN, RedisServer, settings, spawn_app, spawn_with};
 
 #[tokio::test]
 async fn a_flag_is_created_with_the_runbook_plan_and_driven_through_its_lifecycle() {
@@ -127,6 +129,92 @@ async fn flags_are_listed_shown_updated_and_deleted() {
     assert_eq!(app.admin_get("/flags/b").await.status, 404);
     assert_eq!(app.get("/flags/b/users/u").await.status, 404);
     assert_eq!(app.admin_delete("/flags/b").await.body["error"], "flag_not_found");
+}
+
+#[tokio::test]
+async fn a_deletion_is_recorded_with_actor_reason_and_last_state_in_an_audit_that_outlives_the_flag() {
+    let redis = RedisServer::start();
+    let with_reader = || {
+        let mut settings = settings(Some(redis.url()));
+        settings.read_tokens = vec![NamedToken { name: "dash".into(), secret: "read-token-1".to_owned().into() }];
+        settings
+    };
+    let app = spawn_with(with_reader()).await;
+    let other = spawn_with(with_reader()).await;
+    let created = app.create_flag("checkout", json!({})).await;
+    app.must("checkout", "start").await;
+    app.must("checkout", "advance").await;
+    app.clock.advance_secs(90);
+
+    let refused = [
+        app.send(app.http.delete(app.url("/flags/checkout?reason=a")).bearer_auth(ADMIN).json(&json!({"reason": "b"})))
+            .await,
+        app.send(
+            app.http.delete(app.url("/flags/checkout")).bearer_auth(ADMIN).json(&json!({"reason": "x".repeat(1001)})),
+        )
+        .await,
+        app.send(app.http.delete(app.url("/flags/checkout")).bearer_auth(ADMIN).json(&json!({"why": "typo"}))).await,
+        app.send(app.http.delete(app.url("/flags/checkout?colour=red")).bearer_auth(ADMIN)).await,
+    ];
+    let refused: Vec<(u16, &str)> =
+        refused.iter().map(|r| (r.status, r.body["error"].as_str().unwrap_or(""))).collect();
+    assert_eq!(refused, [(422, "invalid_body"), (422, "invalid_body"), (422, "invalid_body"), (400, "invalid_query")]);
+    assert_eq!(app.admin_get("/flags/checkout").await.status, 200, "a refused deletion deletes nothing");
+
+    let deleted = app.admin_delete("/flags/checkout?reason=replaced%20by%20checkout-v2").await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    assert_eq!(app.admin_get("/flags/checkout/history").await.status, 404, "the history went with the flag");
+    let first = json!({
+        "flag": "checkout",
+        "at": "2023-11-14T22:14:50.000Z",
+        "actor": "operator:ann",
+        "reason": "replaced by checkout-v2",
+        "version": 3,
+        "last": {"status": "running", "stage": "10%", "percent": 10},
+        "created_at": created["created_at"],
+    });
+    assert_eq!(app.admin_get("/deletions").await.body, json!({"deletions": [first.clone()]}));
+
+    // Created again and deleted again, the reason in the body this time, then without one.
+    app.create_flag("checkout", json!({})).await;
+    let deleted = app
+        .send(app.http.delete(app.url("/flags/checkout")).bearer_auth(ADMIN).json(&json!({"reason": "again"})))
+        .await;
+    assert_eq!(deleted.status, 204);
+    app.create_flag("search", json!({})).await;
+    assert_eq!(app.admin_delete("/flags/search").await.status, 204);
+    assert_eq!(app.admin_delete("/flags/nope").await.status, 404);
+
+    // Any replica reads the same audit, with a read token too; newest first.
+    let read = |token: Option<&'static str>, query: &'static str| {
+        let mut req = other.http.get(other.url(&format!("/deletions{query}")));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        other.send(req)
+    };
+    let all = read(Some("read-token-1"), "").await;
+    assert_eq!(all.status, 200);
+    let records = all.body["deletions"].as_array().cloned().expect("deletions");
+    let summary: Vec<(&str, &str, u64)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["flag"].as_str().expect("flag"),
+                r["reason"].as_str().expect("reason"),
+                r["version"].as_u64().expect("v"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("search", "delete requested", 1), ("checkout", "again", 1), ("checkout", "replaced by checkout-v2", 3)]
+    );
+    assert_eq!(records[2], first);
+    assert_eq!(read(Some("read-token-1"), "?limit=1").await.body["deletions"].as_array().map(Vec::len), Some(1));
+    let limits = [read(Some(ADMIN), "?limit=0").await, read(Some(ADMIN), "?limit=10001").await];
+    assert!(limits.iter().all(|r| (r.status, r.body["error"].as_str()) == (400, Some("invalid_query"))));
+    assert_eq!(read(None, "").await.status, 401, "the audit names operators: it needs a token");
 }
 
 #[tokio::test]

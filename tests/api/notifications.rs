@@ -175,3 +175,60 @@ async fn metrics_parse_as_prometheus_text_and_move_with_the_state() {
     assert_eq!(metric(&text, "rollout_rollbacks_total", &[("flag", "f"), ("guard", "error_rate")]), Some(1.0));
     assert_eq!(metric(&text, "rollout_guard_value", &[("flag", "f"), ("guard", "error_rate")]), Some(0.5));
 }
+
+/// The samples of an exposition (no comments, no blank lines).
+fn series(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+}
+
+#[tokio::test]
+async fn metrics_forget_every_series_of_deleted_flags_on_every_replica() {
+    const FLAGS: usize = 200;
+    let redis = RedisServer::start();
+    let a = spawn_with(settings(Some(redis.url()))).await;
+    let b = spawn_with(settings(Some(redis.url()))).await;
+    let scrape = |app: &crate::helpers::TestApp| {
+        let req = app.http.get(app.url("/metrics")).bearer_auth(crate::helpers::ADMIN);
+        async move { req.send().await.expect("metrics").text().await.expect("text") }
+    };
+    let baseline = [series(&scrape(&a).await).len(), series(&scrape(&b).await).len()];
+    for i in 0..FLAGS {
+        let flag = format!("gone-{i}");
+        a.create_flag(&flag, json!({})).await;
+        a.must(&flag, "start").await;
+        // Judged on the push: a guard value, then a rollback, both per-flag series.
+        let reply = a.push(&flag, json!({"requests": 200, "errors": 100})).await;
+        assert_eq!(reply.body["action"], "rollback", "{}", reply.body);
+    }
+    eventually(Duration::from_secs(10), || async { b.get("/readyz").await.body["flags"] == FLAGS }).await;
+    let text = scrape(&a).await;
+    for name in ["rollout_flag_percent", "rollout_transitions_total", "rollout_rollbacks_total", "rollout_guard_value"]
+    {
+        assert!(metric(&text, name, &[("flag", "gone-7")]).is_some(), "{name} names a live flag");
+    }
+    assert_eq!(
+        metric(&scrape(&b).await, "rollout_flag_status", &[("flag", "gone-7"), ("status", "rolled_back")]),
+        Some(1.0)
+    );
+
+    for i in 0..FLAGS {
+        let r = a.admin_delete(&format!("/flags/gone-{i}")).await;
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+    eventually(Duration::from_secs(10), || async { b.get("/readyz").await.body["flags"] == 0 }).await;
+    for (replica, app) in [("a", &a), ("b", &b)] {
+        let text = scrape(app).await;
+        let left: Vec<&str> = series(&text).into_iter().filter(|s| s.contains("flag=\"gone-")).collect();
+        assert!(
+            left.is_empty(),
+            "replica {replica} still has {} series of deleted flags: {:?}",
+            left.len(),
+            &left[..left.len().min(5)]
+        );
+    }
+    let after = [series(&scrape(&a).await).len(), series(&scrape(&b).await).len()];
+    assert_eq!(after, baseline, "as many series as before the {FLAGS} flags were created");
+    println!(
+        "FIGURES metrics after deletes: {FLAGS} flags created, started, rolled back and deleted; series before {baseline:?}, after {after:?}, 0 naming a deleted flag"
+    );
+}

@@ -1,10 +1,15 @@
-//! Races between two replicas on one Redis: commands sent at the same instant, 200 trials each.
+//! Races between two replicas on one Redis (or one Redis Cluster): commands sent at the same
+//! instant, 150 to 300 trials each.
 
-use std::time::Instant;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
+use futures::future::join_all;
+use rollout_controller::config::Settings;
+use rollout_controller::store::{RedisStore, Store};
 use serde_json::json;
 
-use crate::helpers::{ADMIN, RedisServer, TestApp, eventually, spawn_app};
+use crate::helpers::{ADMIN, RedisCluster, RedisServer, TestApp, eventually, settings, spawn_app, spawn_with};
 
 /// The flag as Redis holds it (not a replica's snapshot, which may lag by a change message).
 fn stored(redis: &RedisServer) -> serde_json::Value {
@@ -47,7 +52,7 @@ async fn advance_and_rollback_at_the_same_instant_on_two_replicas_end_rolled_bac
         let version = flag["state"]["version"].clone();
         // Both replicas answer 0% once the change feed delivered the last write.
         for app in [&a, &b] {
-            eventually(std::time::Duration::from_secs(1), || async {
+            eventually(Duration::from_secs(1), || async {
                 let e = app.evaluate("race", "u").await;
                 e["version"] == version && e["percent"] == 0
             })
@@ -93,4 +98,187 @@ async fn two_advances_with_the_same_expected_version_on_two_replicas_exactly_one
         "FIGURES race two advances: 200 trials in {} ms, exactly one 200 and one 409 version_conflict each ({conflicts} conflicts), 200 advances in the audit",
         started.elapsed().as_millis()
     );
+}
+
+/// The Redis the replicas share, one node or a cluster: for the replicas' settings, for reading
+/// what it holds as the service's own store reads it, and for changing it behind their back.
+enum Shared<'a> {
+    One(&'a RedisServer),
+    Cluster(&'a RedisCluster),
+}
+
+impl Shared<'_> {
+    fn settings(&self) -> Settings {
+        match self {
+            Shared::One(redis) => settings(Some(redis.url())),
+            Shared::Cluster(cluster) => {
+                Settings { redis_cluster_urls: cluster.urls().into_iter().map(Into::into).collect(), ..settings(None) }
+            }
+        }
+    }
+
+    fn store(&self) -> RedisStore {
+        match self {
+            Shared::One(redis) => RedisStore::connect(&redis.url(), "rollout").expect("url"),
+            Shared::Cluster(cluster) => cluster.store(),
+        }
+    }
+
+    /// Removes a flag's document and index entry without announcing it: replicas drop the flag at
+    /// their next full read of the store, and only then.
+    async fn remove_unannounced(&self, flag: &str) {
+        let (doc, index) = match self {
+            Shared::One(_) => (format!("rollout:{{{flag}}}:flag"), "rollout:flags"),
+            Shared::Cluster(_) => (format!("rollout:{{{flag}}}:flag"), "rollout:{catalog}:flags"),
+        };
+        match self {
+            Shared::One(redis) => {
+                let mut conn = redis.connection();
+                let _: () = redis::pipe().del(&doc).srem(index, flag).query(&mut conn).expect("remove");
+            }
+            Shared::Cluster(cluster) => {
+                let client = redis::cluster::ClusterClient::new(cluster.urls()).expect("cluster URLs");
+                let mut conn = client.get_async_connection().await.expect("cluster connection");
+                let _: i64 = redis::cmd("DEL").arg(&doc).query_async(&mut conn).await.expect("DEL");
+                let _: i64 = redis::cmd("SREM").arg(index).arg(flag).query_async(&mut conn).await.expect("SREM");
+            }
+        }
+    }
+}
+
+/// Waits until both replicas have done a full read of the store that began after this call: a
+/// flag removed behind their back is gone from both.
+async fn after_a_full_read(shared: &Shared<'_>, replicas: [&TestApp; 2], round: usize) {
+    let sentinel = format!("sentinel-{round}");
+    replicas[0].create_flag(&sentinel, json!({})).await;
+    for app in replicas {
+        eventually(Duration::from_secs(5), || async { app.try_evaluate(&sentinel, "u").await.is_some() }).await;
+    }
+    shared.remove_unannounced(&sentinel).await;
+    for app in replicas {
+        eventually(Duration::from_secs(10), || async { app.try_evaluate(&sentinel, "u").await.is_none() }).await;
+    }
+}
+
+/// Which of `flags` the store holds a document of, and which its index lists.
+async fn stored_and_listed(store: &RedisStore, flags: &[String]) -> (HashSet<String>, HashSet<String>) {
+    let documents = store.get_flags(flags).await.expect("documents").into_iter().map(|f| f.name).collect();
+    let catalog = store.load_stamps().await.expect("index");
+    let listed = catalog.stamps.into_iter().map(|s| s.name).chain(catalog.missing).collect();
+    (documents, listed)
+}
+
+/// The flags the store holds without listing them: what every full read drops.
+async fn unlisted(store: &RedisStore, flags: &[String]) -> Vec<String> {
+    let (documents, listed) = stored_and_listed(store, flags).await;
+    let mut unlisted: Vec<String> = documents.difference(&listed).cloned().collect();
+    unlisted.sort();
+    unlisted
+}
+
+/// Flags whose end disagrees with the answers (a `PUT` answered 201 came after the deletion and
+/// must have left the flag; one answered 200 came before it), or that a replica serves otherwise
+/// than the store holds them after a full read.
+async fn ended_wrongly(store: &RedisStore, replicas: [&TestApp; 2], put_created: &[(String, bool)]) -> Vec<String> {
+    let flags: Vec<String> = put_created.iter().map(|(flag, _)| flag.clone()).collect();
+    let (documents, _) = stored_and_listed(store, &flags).await;
+    let mut wrong = Vec::new();
+    for (flag, created) in put_created {
+        let mut right = documents.contains(flag) == *created;
+        for app in replicas {
+            right &= (app.admin_get(&format!("/flags/{flag}")).await.status == 200) == *created;
+        }
+        if !right {
+            wrong.push(flag.clone());
+        }
+    }
+    wrong
+}
+
+/// How many names, and the first few.
+fn few(names: &[String]) -> String {
+    format!("{} {:?}", names.len(), &names[..names.len().min(8)])
+}
+
+/// `DELETE` of existing flags through `a` while `PUT {}` of the same flags goes through `b`,
+/// `parallel` flags at a time, `rounds` times. Every answer must be one a user may get, and each
+/// flag must end deleted everywhere or present everywhere, its document listed in the index;
+/// a later `PUT` and `start` of every flag must then hold on both replicas.
+async fn delete_while_put(shared: Shared<'_>, rounds: usize, parallel: usize) -> String {
+    let store = shared.store();
+    let a = spawn_with(shared.settings()).await;
+    let b = spawn_with(shared.settings()).await;
+    let started = Instant::now();
+    let mut flags = Vec::new();
+    let mut put_created = Vec::new();
+    for round in 0..rounds {
+        let batch: Vec<String> = (0..parallel).map(|i| format!("race-{round}-{i}")).collect();
+        join_all(batch.iter().map(|f| a.create_flag(f, json!({})))).await;
+        let (a, b) = (&a, &b);
+        let answers = join_all(batch.iter().map(|f| async move {
+            let path = format!("/flags/{f}");
+            tokio::join!(a.admin_delete(&path), b.admin_put(&path, json!({})))
+        }))
+        .await;
+        for (flag, (deleted, put)) in batch.iter().zip(answers) {
+            assert_eq!(deleted.status, 204, "{flag}: the flag existed: {}", deleted.body);
+            assert!(matches!(put.status, 200 | 201), "{flag}: PUT answered {}: {}", put.status, put.body);
+            put_created.push((flag.clone(), put.status == 201));
+        }
+        flags.extend(batch);
+    }
+    let trials = flags.len();
+    let created = put_created.iter().filter(|(_, created)| *created).count();
+    let vanished = unlisted(&store, &flags).await;
+    after_a_full_read(&shared, [&a, &b], 1).await;
+    let wrong = ended_wrongly(&store, [&a, &b], &put_created).await;
+
+    // Whatever the race left, a later PUT and start through either replica hold on both.
+    for flag in &flags {
+        let saved = b.admin_put(&format!("/flags/{flag}"), json!({})).await;
+        assert!(matches!(saved.status, 200 | 201), "{flag}: {}", saved.body);
+        a.must(flag, "start").await;
+    }
+    let still_unlisted = unlisted(&store, &flags).await;
+    after_a_full_read(&shared, [&a, &b], 2).await;
+    let mut forgotten = Vec::new();
+    for flag in &flags {
+        for app in [&a, &b] {
+            if app.try_evaluate(flag, "u").await.is_none() {
+                forgotten.push(flag.clone());
+                break;
+            }
+        }
+    }
+    assert!(
+        vanished.is_empty() && wrong.is_empty() && still_unlisted.is_empty() && forgotten.is_empty(),
+        "of {trials} flags: {} held without an index entry; {} ended otherwise than the answers say or served \
+         otherwise than stored after a full read; after a later PUT and start, {} unlisted and {} forgotten",
+        few(&vanished),
+        few(&wrong),
+        few(&still_unlisted),
+        few(&forgotten)
+    );
+    format!(
+        "{trials} trials ({parallel} at a time) in {} ms: PUT created {created}, updated {}; 0 held without an \
+         index entry, 0 ended or served wrongly after a full read, 0 forgotten after a later PUT and start",
+        started.elapsed().as_millis(),
+        trials - created
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_and_a_put_of_one_flag_at_once_leave_it_deleted_or_present_on_both_replicas() {
+    let redis = RedisServer::start();
+    let one_at_a_time = delete_while_put(Shared::One(&redis), 150, 1).await;
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.connection()).expect("flush");
+    let many_at_once = delete_while_put(Shared::One(&redis), 15, 20).await;
+    println!("FIGURES race delete+put, one Redis: {one_at_a_time}; {many_at_once}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_and_a_put_of_one_flag_at_once_leave_it_deleted_or_present_on_both_replicas_of_a_cluster() {
+    let cluster = RedisCluster::start();
+    let many_at_once = delete_while_put(Shared::Cluster(&cluster), 15, 20).await;
+    println!("FIGURES race delete+put, Redis Cluster: {many_at_once}");
 }

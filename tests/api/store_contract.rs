@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rollout_controller::clock::Clock;
-use rollout_controller::domain::guards::{MetricSample, MetricSeries, WindowTotals};
+use rollout_controller::domain::guards::{MetricSample, MetricSeries, WindowTotals, bucket_ms_for};
 use rollout_controller::domain::plan::FlagDefinition;
 use rollout_controller::domain::rollout::{Command, Flag, Status};
 use rollout_controller::store::{Change, MemoryStore, RedisStore, Stamp, Store, Written};
 
 use crate::helpers::{RedisCluster, RedisServer, T0};
 
-pub async fn contract(store: Arc<dyn Store>) {
+/// The contract, through `store`; `twin` is a second client of the same data (another replica).
+pub async fn contract(store: Arc<dyn Store>, twin: Arc<dyn Store>) {
     let mut changes = store.subscribe().await.expect("subscribe");
     assert!(store.get_flag("f").await.expect("get").is_none());
     assert!(store.list_flags().await.expect("list").is_empty());
@@ -70,9 +71,13 @@ pub async fn contract(store: Arc<dyn Store>) {
     some.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(some, [started.clone(), other.clone()], "existing flags only");
 
-    // Delete removes the flag and its history, once.
-    assert!(store.delete_flag("f").await.expect("delete"));
-    assert!(!store.delete_flag("f").await.expect("delete again"));
+    // Delete removes the flag and its history, once, and only at the expected version.
+    let record = started.deletion("operator:ann", "replaced by checkout-v2", T0 + 2);
+    assert_eq!(store.delete_flag("f", 1, Some(&record)).await.expect("stale"), Written::Conflict { found: 2 });
+    assert_eq!(store.get_flag("f").await.expect("get"), Some(started.clone()), "a stale delete changed nothing");
+    assert!(store.deletions(10).await.expect("deletions").is_empty(), "nor recorded anything");
+    assert_eq!(store.delete_flag("f", 2, Some(&record)).await.expect("delete"), Written::Yes);
+    assert_eq!(store.delete_flag("f", 2, Some(&record)).await.expect("again"), Written::Conflict { found: 0 });
     assert!(store.get_flag("f").await.expect("get").is_none());
     assert!(store.history("f", 10).await.expect("history").is_empty());
     assert_eq!(store.list_flags().await.expect("list").len(), 1);
@@ -83,6 +88,7 @@ pub async fn contract(store: Arc<dyn Store>) {
         seen.push(next.expect("stream open"));
     }
     assert_eq!(seen, [Change { flag: "g.2".into(), version: 1 }, Change { flag: "f".into(), version: 0 }]);
+    deletion_audit(store.as_ref(), &record).await;
 
     // Concurrent conditional writes from the same version: exactly one wins.
     let (a, ea) = other.apply(Command::Start, "x", "", T0).expect("legal");
@@ -104,6 +110,79 @@ pub async fn contract(store: Arc<dyn Store>) {
     leases(store.as_ref()).await;
     metric_windows(store.as_ref()).await;
     store_clock(store.as_ref()).await;
+    deletions_racing_creations(store, twin).await;
+}
+
+/// Deletions are recorded, newest first, and outlive the flag's re-creation and its next deletion;
+/// deleting what is not there records nothing unless told what it was.
+async fn deletion_audit(store: &dyn Store, first: &rollout_controller::domain::rollout::Deletion) {
+    assert_eq!(store.deletions(10).await.expect("deletions"), std::slice::from_ref(first));
+    assert_eq!(store.delete_flag("f", 0, None).await.expect("nothing there"), Written::Yes);
+    assert_eq!(store.deletions(10).await.expect("deletions").len(), 1, "nothing deleted, nothing recorded");
+    let again = Flag::new("f".into(), FlagDefinition::default(), T0 + 10);
+    store.write_flag(&again, 0, &again.creation_event("operator:bob", "")).await.expect("re-create");
+    let second = again.deletion("operator:bob", "", T0 + 11);
+    assert_eq!(store.delete_flag("f", 1, Some(&second)).await.expect("delete"), Written::Yes);
+    assert_eq!(store.deletions(10).await.expect("deletions"), [second.clone(), first.clone()]);
+    assert_eq!(store.deletions(1).await.expect("deletions"), [second]);
+    assert_eq!((first.version, first.last.status, first.created_at), (2, Status::Running, T0));
+}
+
+/// Each flag of `FLAGS` is deleted through `store` while three writers (through `twin` and
+/// `store`) re-create it as soon as it is gone: exactly one of them does, and every flag must end
+/// stored *and* listed in the index (what full reads go by), never stored unlisted.
+async fn deletions_racing_creations(store: Arc<dyn Store>, twin: Arc<dyn Store>) {
+    const FLAGS: usize = 100;
+    let names: Vec<String> = (0..FLAGS).map(|i| format!("race-{i}")).collect();
+    for name in &names {
+        let flag = Flag::new(name.clone(), FlagDefinition::default(), T0);
+        assert_eq!(store.write_flag(&flag, 0, &flag.creation_event("a", "")).await.expect("create"), Written::Yes);
+    }
+    let mut tasks = Vec::new();
+    for name in &names {
+        let created = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers = [&twin, &store, &twin].map(|writer| {
+            let (writer, name, created) = (Arc::clone(writer), name.clone(), Arc::clone(&created));
+            async move {
+                let flag = Flag::new(name.clone(), FlagDefinition::default(), T0 + 1);
+                let event = flag.creation_event("b", "");
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    if writer.write_flag(&flag, 0, &event).await.expect("create") == Written::Yes {
+                        return !created.swap(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    if created.load(std::sync::atomic::Ordering::SeqCst) {
+                        return false;
+                    }
+                    assert!(tokio::time::Instant::now() < deadline, "{name}: never re-created");
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let (store, name) = (Arc::clone(&store), name.clone());
+        tasks.push(tokio::spawn(async move {
+            let (deleted, wins) = tokio::join!(store.delete_flag(&name, 1, None), futures::future::join_all(writers));
+            assert_eq!(deleted.expect("delete"), Written::Yes);
+            assert_eq!(wins.iter().filter(|won| **won).count(), 1, "{name}: re-created exactly once");
+        }));
+    }
+    for task in tasks {
+        task.await.expect("race task");
+    }
+    let catalog = store.load_stamps().await.expect("stamps");
+    let listed: std::collections::HashSet<String> =
+        catalog.stamps.iter().map(|s| s.name.clone()).chain(catalog.missing).collect();
+    let stored = store.get_flags(&names).await.expect("flags");
+    assert_eq!(stored.len(), FLAGS, "every flag was re-created after its deletion");
+    let unlisted: Vec<&str> = stored.iter().map(|f| f.name.as_str()).filter(|n| !listed.contains(*n)).collect();
+    assert!(unlisted.is_empty(), "{} of {FLAGS} flags stored without an index entry: {unlisted:?}", unlisted.len());
+    for flag in &stored {
+        assert_eq!(flag.state.created_at, T0 + 1, "{}: the re-created incarnation", flag.name);
+    }
+    println!(
+        "FIGURES store {} deletions racing creations: {FLAGS} flags, 0 stored without an index entry",
+        store.kind()
+    );
 }
 
 /// Redis answers `TIME` (the doctor compares replicas' clocks with it); memory has no clock of its own.
@@ -138,8 +217,8 @@ async fn leases(store: &dyn Store) {
 }
 
 async fn metric_windows(store: &dyn Store) {
-    let series = MetricSeries::new("1.2".into(), 60);
-    let other = MetricSeries::new("1.3".into(), 60);
+    let series = MetricSeries::new("1.2".into(), bucket_ms_for(60), 60);
+    let other = MetricSeries::new("1.3".into(), bucket_ms_for(60), 60);
     let sample =
         |requests, errors, p99| MetricSample { requests, errors, p99_latency_ms: p99, ..MetricSample::default() };
     store.record_metrics("m", &series, T0, &sample(100, 1, Some(10.0))).await.expect("record");
@@ -164,13 +243,15 @@ async fn metric_windows(store: &dyn Store) {
 
 #[tokio::test]
 async fn memory_store_meets_the_store_contract() {
-    contract(Arc::new(MemoryStore::new())).await;
+    let store = Arc::new(MemoryStore::new());
+    contract(store.clone(), store).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_store_meets_the_store_contract() {
     let redis = RedisServer::start();
-    contract(Arc::new(RedisStore::connect(&redis.url(), "rollout").expect("url"))).await;
+    let connect = || Arc::new(RedisStore::connect(&redis.url(), "rollout").expect("url"));
+    contract(connect(), connect()).await;
 }
 
 #[tokio::test]
@@ -194,7 +275,7 @@ async fn the_redis_generation_changes_exactly_when_redis_loses_its_data() {
     store.write_flag(&flag, 0, &flag.creation_event("a", "b")).await.expect("create");
     let first = store.load_stamps().await.expect("stamps");
     assert_eq!(first.stamps.len(), 1);
-    store.delete_flag("f").await.expect("delete");
+    store.delete_flag("f", 1, None).await.expect("delete");
     let after_delete = store.load_stamps().await.expect("stamps");
     assert_eq!((after_delete.generation.as_str(), after_delete.stamps.len()), (first.generation.as_str(), 0));
     let _: () = redis::cmd("FLUSHALL").query(&mut redis.connection()).expect("flush");
@@ -204,12 +285,12 @@ async fn the_redis_generation_changes_exactly_when_redis_loses_its_data() {
     assert_eq!(store.load_stamps().await.expect("stamps").generation, after_flush.generation);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_cluster_store_meets_the_store_contract() {
     let cluster = RedisCluster::start();
     let store = cluster.store();
     assert_eq!(store.kind(), "redis-cluster");
-    contract(Arc::new(store)).await;
+    contract(Arc::new(store), Arc::new(cluster.store())).await;
 }
 
 #[tokio::test]
@@ -288,7 +369,7 @@ async fn redis_window_reads_fetch_each_sealed_bucket_once_and_add_up_as_a_fresh_
     let redis = RedisServer::start();
     let store = RedisStore::connect(&redis.url(), "rollout").expect("url");
     // A 5-minute window: 5-second buckets, 61 of them in a window read.
-    let series = MetricSeries::new("1.1".into(), 300);
+    let series = MetricSeries::new("1.1".into(), bucket_ms_for(300), 300);
     let sample =
         |requests, errors, p99| MetricSample { requests, errors, p99_latency_ms: p99, ..MetricSample::default() };
     for i in 0..60 {
@@ -319,7 +400,7 @@ async fn redis_window_reads_fetch_each_sealed_bucket_once_and_add_up_as_a_fresh_
     }
 
     // A series nobody pushes to: its empty buckets are kept as such, not fetched again.
-    let quiet = MetricSeries::new("1.2".into(), 300);
+    let quiet = MetricSeries::new("1.2".into(), bucket_ms_for(300), 300);
     let before = command_calls(&redis, "hgetall");
     assert_eq!(store.read_window("f", &quiet, now - window, now).await.expect("window"), WindowTotals::default());
     assert_eq!(command_calls(&redis, "hgetall") - before, 61);

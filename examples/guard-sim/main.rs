@@ -47,10 +47,10 @@ fn main() {
         for multiple in [0.5, 0.9, 1.5, 3.0, 10.0] {
             let def = FlagDefinition { decision, ..FlagDefinition::default() };
             let scenario = Scenario::threshold(0.01 * multiple).with_definition(def);
-            row(&format!("{multiple}× (p = {})", 0.01 * multiple), &simulate(&scenario, traffic, runs, 1));
+            row(&format!("{multiple}× (p = {:.3})", 0.01 * multiple), &simulate(&scenario, traffic, runs, 1));
         }
     }
-    header("late regression: 0.5× for the first 30 min, then 3× (sequential, 60-minute soak)");
+    header("late regression: 0.5× for the first 30 min (72,000 requests), then 3× (sequential, 60-minute soak)");
     let late = Traffic { soak_secs: 3600, ..traffic };
     let scenario = Scenario { jump: Some((1800, 0.03)), ..Scenario::threshold(0.005) };
     row("0.005 → 0.03 at 30 min", &simulate(&scenario, late, runs, 1));

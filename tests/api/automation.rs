@@ -316,7 +316,10 @@ async fn widening_the_window_keeps_the_stage_s_data(app: &TestApp) {
         let reply = app.push(flag, json!({"requests": 100})).await;
         assert_eq!(reply.body["action"], "rollback", "{flag}: 9 errors in 190 requests breach 1%");
         assert_eq!(state(app, flag).await, s("rolled_back", "10%", 0), "{flag}");
-        assert_eq!(history(app, flag).await[0]["reason"], "error_rate 0.0474 [0.0107, 0.124] > 0.01 at 95% over 190 requests");
+        assert_eq!(
+            history(app, flag).await[0]["reason"],
+            "error_rate 0.0474 [0.0107, 0.124] > 0.01 at 95% over 190 requests"
+        );
     }
 }
 

@@ -248,3 +248,39 @@ fn seeded_simulation_meets_the_decision_targets() {
         simulate(&Scenario { true_share: 0.2, ..Scenario::compare(0.002, 0.002, 0.005) }, traffic, runs, 1);
     assert_eq!(wired_wrong.paused, runs, "{wired_wrong:?}");
 }
+
+/// The smaller run through the real service: seeded Bernoulli traffic pushed over HTTP, the
+/// controller ticking after every push, 10 flags at 3× the threshold and 10 at half of it.
+#[tokio::test]
+async fn seeded_traffic_through_the_service_rolls_back_bad_flags_and_advances_healthy_ones() {
+    use rand::SeedableRng;
+    use rand_distr::{Binomial, Distribution};
+    let app = spawn_app(None).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let plan = json!({"stages": [{"name": "10%", "percent": 10, "soak_secs": 2}, {"name": "50%", "percent": 50, "soak_secs": 3600}]});
+    let mut outcomes = Vec::new();
+    for (i, rate) in [0.03, 0.005].into_iter().flat_map(|r| std::iter::repeat_n(r, 10)).enumerate() {
+        let flag = format!("sim-{i}");
+        app.create_flag(&flag, plan.clone()).await;
+        app.must(&flag, "start").await;
+        let errors = Binomial::new(20, rate).expect("a rate");
+        let mut requests = 0;
+        let end = loop {
+            let reply = app.push(&flag, json!({"requests": 20, "errors": errors.sample(&mut rng)})).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            requests += 20;
+            app.clock.advance_ms(500);
+            app.tick().await;
+            let (status, stage) = status_of(&app, &flag).await;
+            if status != "running" || stage != "10%" || requests >= 40_000 {
+                break format!("{status} {stage}");
+            }
+        };
+        outcomes.push((rate, end, requests));
+    }
+    println!("FIGURES through the service (rate, end, requests): {outcomes:?}");
+    for (rate, end, requests) in &outcomes {
+        let expected = if *rate > 0.01 { "rolled_back 10%" } else { "running 50%" };
+        assert_eq!(end, expected, "rate {rate} after {requests} requests");
+    }
+}

@@ -21,13 +21,17 @@ use tokio::time::{Instant, Sleep};
 /// A connection's socket with a write timeout and hyper's parse errors in our JSON shape.
 pub struct ConnIo {
     stream: TcpStream,
-    write_timeout: Duration,
-    /// Fires when the socket has taken no byte for `write_timeout`; armed at the first blocked
-    /// write, disarmed by any progress. Allocated on the first stall only.
-    stall: Option<Pin<Box<Sleep>>>,
-    stalled: bool,
+    stall: StallTimer,
     /// Our answer being written in place of hyper's bare error head.
     rewrite: Option<Rewrite>,
+}
+
+/// Fires when the socket has taken no byte for `timeout`: armed at the first blocked write,
+/// disarmed by any progress. Its timer is allocated on the connection's first stall only.
+struct StallTimer {
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
 }
 
 struct Rewrite {
@@ -39,52 +43,44 @@ struct Rewrite {
 
 impl ConnIo {
     pub fn new(stream: TcpStream, write_timeout: Duration) -> Self {
-        Self { stream, write_timeout, stall: None, stalled: false, rewrite: None }
+        Self { stream, stall: StallTimer { timeout: write_timeout, sleep: None, armed: false }, rewrite: None }
     }
+}
 
-    /// Passes a write's outcome on; a blocked write arms the stall timer, which turns it into a
-    /// `TimedOut` error once it fires. Any progress disarms it.
-    fn timed(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+impl StallTimer {
+    /// Passes a write's outcome on; a blocked write arms the timer, which turns it into a
+    /// `TimedOut` error once it fires.
+    fn watch(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         if written.is_ready() {
-            self.stalled = false;
+            self.armed = false;
             return written;
         }
-        if !self.stalled {
-            let deadline = Instant::now() + self.write_timeout;
-            match &mut self.stall {
-                Some(stall) => stall.as_mut().reset(deadline),
-                None => self.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-            self.stalled = true;
+        let timeout = self.timeout;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if !self.armed {
+            sleep.as_mut().reset(Instant::now() + timeout);
+            self.armed = true;
         }
-        if let Some(stall) = &mut self.stall {
-            ready!(stall.as_mut().poll(cx));
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client took none of the answer in time",
-            )));
-        }
-        Poll::Pending
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client took none of the answer in time")))
     }
+}
 
-    /// Writes the rest of our answer; reports hyper's head as written once all of it is out.
-    fn poll_rewrite(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            let Some(rewrite) = &self.rewrite else { return Poll::Ready(Ok(0)) };
-            let written = Pin::new(&mut self.stream).poll_write(cx, &rewrite.bytes[rewrite.written..]);
-            let n = ready!(self.timed(cx, written))?;
-            let Some(rewrite) = &mut self.rewrite else { return Poll::Ready(Ok(0)) };
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            rewrite.written += n;
-            if rewrite.written == rewrite.bytes.len() {
-                let replaces = rewrite.replaces;
-                self.rewrite = None;
-                return Poll::Ready(Ok(replaces));
-            }
+/// Writes the rest of `rewrite`; ready once all of it is out.
+fn poll_rewrite(
+    stream: &mut TcpStream,
+    stall: &mut StallTimer,
+    cx: &mut Context<'_>,
+    rewrite: &mut Rewrite,
+) -> Poll<io::Result<()>> {
+    while rewrite.written < rewrite.bytes.len() {
+        let written = Pin::new(&mut *stream).poll_write(cx, &rewrite.bytes[rewrite.written..]);
+        match ready!(stall.watch(cx, written))? {
+            0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            n => rewrite.written += n,
         }
     }
+    Poll::Ready(Ok(()))
 }
 
 impl AsyncRead for ConnIo {
@@ -104,20 +100,25 @@ impl AsyncWrite for ConnIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.rewrite.is_some() {
-            return this.poll_rewrite(cx);
-        }
-        let first = bufs.first().map_or(&[][..], |b| &b[..]);
-        if let Some(head) = parse_error_head(first) {
-            if head.at > 0 {
-                let written = Pin::new(&mut this.stream).poll_write(cx, &first[..head.at]);
-                return this.timed(cx, written);
+        let rewrite = match &mut this.rewrite {
+            Some(rewrite) => rewrite,
+            None => {
+                let first = bufs.first().map_or(&[][..], |b| &b[..]);
+                let Some(head) = parse_error_head(first) else {
+                    let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+                    return this.stall.watch(cx, written);
+                };
+                if head.at > 0 {
+                    let written = Pin::new(&mut this.stream).poll_write(cx, &first[..head.at]);
+                    return this.stall.watch(cx, written);
+                }
+                this.rewrite.insert(Rewrite { bytes: json_error(&head), written: 0, replaces: first.len() })
             }
-            this.rewrite = Some(Rewrite { bytes: json_error(&head), written: 0, replaces: first.len() });
-            return this.poll_rewrite(cx);
-        }
-        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.timed(cx, written)
+        };
+        ready!(poll_rewrite(&mut this.stream, &mut this.stall, cx, rewrite))?;
+        let replaces = rewrite.replaces;
+        this.rewrite = None;
+        Poll::Ready(Ok(replaces))
     }
 
     fn is_write_vectored(&self) -> bool {

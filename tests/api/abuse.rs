@@ -278,9 +278,17 @@ async fn raw_answer(addr: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
     answer
 }
 
-/// Splits one HTTP/1.1 answer off the front of `raw`: status line, lower-cased headers, body (by
-/// its content-length, none for an answer to HEAD), and what follows it.
-fn next_answer(raw: &[u8], to_head: bool) -> (String, Vec<(String, String)>, Vec<u8>, &[u8]) {
+/// One HTTP/1.1 answer split off the front of a stream: status line, lower-cased headers, body,
+/// and what follows it.
+struct Answer<'a> {
+    status: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    rest: &'a [u8],
+}
+
+/// Splits the first answer off `raw`, its body by its content-length (none for an answer to HEAD).
+fn next_answer(raw: &[u8], to_head: bool) -> Answer<'_> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head");
     let head = String::from_utf8(raw[..end].to_vec()).expect("a UTF-8 head");
     let mut lines = head.split("\r\n");
@@ -295,12 +303,12 @@ fn next_answer(raw: &[u8], to_head: bool) -> (String, Vec<(String, String)>, Vec
     };
     let rest = &raw[end + 4..];
     assert!(rest.len() >= length, "body cut short: {status}");
-    (status, headers, rest[..length].to_vec(), &rest[length..])
+    Answer { status, headers, body: rest[..length].to_vec(), rest: &rest[length..] }
 }
 
 /// Asserts `raw` starts with an error in our JSON shape with this status line and code; returns the rest.
 fn assert_json_error<'a>(raw: &'a [u8], status_line: &str, code: &str) -> &'a [u8] {
-    let (status, headers, body, rest) = next_answer(raw, false);
+    let Answer { status, headers, body, rest } = next_answer(raw, false);
     assert_eq!(status, status_line, "{}", String::from_utf8_lossy(raw));
     let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     assert_eq!(header("content-type"), Some("application/json"), "{status}: {headers:?}");
@@ -355,9 +363,9 @@ async fn requests_hyper_cannot_parse_are_answered_in_the_json_error_shape() {
         ("GET /healthz HTTP/1.0\r\nconnection: keep-alive\r\n\r\n", "HTTP/1.0 400 Bad Request"),
     ] {
         let answer = raw_answer(app.addr, format!("{first}GET /\u{1} HTTP/1.1\r\n\r\n").as_bytes()).await;
-        let (ok, _, _, rest) = next_answer(&answer, first.starts_with("HEAD"));
-        assert!(ok.ends_with("200 OK"), "{ok}");
-        let rest = assert_json_error(rest, status, "malformed_request");
+        let ok = next_answer(&answer, first.starts_with("HEAD"));
+        assert!(ok.status.ends_with("200 OK"), "{}", ok.status);
+        let rest = assert_json_error(ok.rest, status, "malformed_request");
         assert!(rest.is_empty(), "{first}: {:?}", String::from_utf8_lossy(rest));
     }
     println!(

@@ -216,15 +216,15 @@ async fn status_of_a_fresh_request(addr: std::net::SocketAddr) -> String {
 async fn clients_that_pipeline_and_never_read_are_cut_off_by_the_write_timeout_and_free_their_slots() {
     let _timed = timed_test().await;
     let redis = RedisServer::start();
-    // Header-read and request timeouts of 2 s: neither frees a connection whose answers are not read.
+    // Header-read and request timeouts of 4 s: neither frees a connection whose answers are not read.
     let service = ServiceProcess::spawn(
         &redis.url(),
         &[],
         &[
             ("ROLLOUT_MAX_CONNECTIONS", "20"),
             ("ROLLOUT_WRITE_TIMEOUT_SECS", "1"),
-            ("ROLLOUT_HEADER_READ_TIMEOUT_SECS", "2"),
-            ("ROLLOUT_REQUEST_TIMEOUT_SECS", "2"),
+            ("ROLLOUT_HEADER_READ_TIMEOUT_SECS", "4"),
+            ("ROLLOUT_REQUEST_TIMEOUT_SECS", "4"),
         ],
     )
     .await;
@@ -245,7 +245,7 @@ async fn clients_that_pipeline_and_never_read_are_cut_off_by_the_write_timeout_a
             break attack.elapsed();
         }
         assert!(
-            attack.elapsed() < Duration::from_secs(8),
+            attack.elapsed() < Duration::from_secs(10),
             "a normal client was still refused ({status}) after {:?}: the non-readers pin their connections",
             attack.elapsed()
         );
@@ -261,10 +261,10 @@ async fn clients_that_pipeline_and_never_read_are_cut_off_by_the_write_timeout_a
     println!(
         "FIGURES write timeout: 20 clients pipelining 200 requests for /openapi.json without reading held all 20 \
          connection slots; a normal client was served {} ms after the attack began (write timeout 1 s, \
-         header-read and request timeouts 2 s); 20 of 20 non-readers were cut off",
+         header-read and request timeouts 4 s); 20 of 20 non-readers were cut off",
         served.as_millis()
     );
-    assert!(served < Duration::from_secs(3), "served only after {served:?}");
+    assert!(served < Duration::from_millis(3500), "served only after {served:?}");
 }
 
 /// One raw request and the service's whole answer (it closes the connection after an error).

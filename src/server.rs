@@ -15,11 +15,10 @@
 mod accept;
 mod io;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::collections::HashMap;
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;

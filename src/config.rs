@@ -426,6 +426,16 @@ mod tests {
     }
 
     #[test]
+    fn the_drain_defaults_to_5_s_and_may_be_0_and_the_write_timeout_may_not() {
+        let s = Settings::load(&ServeArgs::default()).expect("valid");
+        assert_eq!((s.drain, s.write_timeout), (Duration::from_secs(5), Duration::from_secs(10)));
+        let none = ServeArgs { drain_secs: Some(0), ..ServeArgs::default() };
+        assert_eq!(Settings::load(&none).expect("valid").drain, Duration::ZERO);
+        let zero = ServeArgs { write_timeout_secs: Some(0), ..ServeArgs::default() };
+        assert!(matches!(Settings::load(&zero), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
     fn an_invalid_flag_in_the_file_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");

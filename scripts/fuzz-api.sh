@@ -20,7 +20,7 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --d
 redis_pid=$!
 TOKEN=fuzz-admin-token
 ROLLOUT_ADMIN_TOKENS="fuzz:$TOKEN" ROLLOUT_METRICS_TOKENS="metrics-token-1" ROLLOUT_ALERT_TOKENS="alert-token-1" \
-ROLLOUT_CIO_SIGNING_KEYS="whsec_fuzz" ROLLOUT_CIO_DEFAULT_FLAG="checkout" RUST_LOG=warn \
+ROLLOUT_CIO_SIGNING_KEYS="whsec_fuzz" ROLLOUT_CIO_DEFAULT_FLAG="checkout" ROLLOUT_DRAIN_SECS=0 RUST_LOG=warn \
     ./target/debug/rollout serve --listen "127.0.0.1:$app_port" --redis-url "redis://127.0.0.1:$redis_port/" \
     2>"$work/service.log" &
 app_pid=$!

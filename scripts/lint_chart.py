@@ -270,6 +270,12 @@ def check_secure_controller(c: Checks, replicas: int, pdb: tuple[str, Any] = ("m
     c.check(dig(env, "ROLLOUT_LOG_FORMAT", "value") == "json", "ROLLOUT_LOG_FORMAT json")
     c.check(dig(env, "ROLLOUT_LISTEN", "value") == "0.0.0.0:8080", "ROLLOUT_LISTEN")
     c.check("RUST_LOG" in env, "RUST_LOG")
+    c.check(dig(env, "ROLLOUT_DRAIN_SECS", "value") == "5", "ROLLOUT_DRAIN_SECS 5")
+    c.check(dig(env, "ROLLOUT_SHUTDOWN_GRACE_SECS", "value") == "10", "ROLLOUT_SHUTDOWN_GRACE_SECS 10")
+    ready = ctr.get("readinessProbe") or {}
+    c.check(ready.get("periodSeconds", 99) * ready.get("failureThreshold", 99) <= 5,
+            "the readiness probe notices a draining pod within the 5 s drain")
+    c.check(dig(pod, "terminationGracePeriodSeconds") == 30, "terminationGracePeriodSeconds 30 (> drain 5 + grace 10)")
     mounts = {m["mountPath"]: m for m in ctr.get("volumeMounts") or []}
     c.check(dig(mounts, "/etc/rollout", "readOnly") is True, "config mounted read-only at /etc/rollout")
     c.check(len(pod.get("topologySpreadConstraints") or []) == 2, "default topology spread (hostname, zone)")
@@ -511,6 +517,11 @@ BAD_VALUES: list[tuple[str, dict[str, Any], Callable[[Lint], bool]]] = [
      lambda lint: any("no Redis is configured (in-memory store)" in f for f in lint.fails)),
     ("redis.caSecret with a plain redis:// URL", {"redis": {"caSecret": {"name": CA_SECRET}}},
      lambda lint: any("redis.url is not rediss://" in f for f in lint.fails)),
+    ("terminationGracePeriodSeconds not above drain + grace", {"terminationGracePeriodSeconds": 15},
+     lambda lint: any("must be above shutdown.drainSeconds + shutdown.graceSeconds" in f for f in lint.fails)),
+    ("readiness probe slower than the drain", {"probes": {"readiness": {"periodSeconds": 5}}},
+     lambda lint: any("longer than shutdown.drainSeconds" in f for f in lint.fails)),
+    ("shutdown.drainSeconds negative", {"shutdown": {"drainSeconds": -1}}, lambda lint: bool(lint.errors)),
     ("redis.caSecret with only redis:// cluster seeds",
      {"redis": {"url": "", "clusterUrls": CLUSTER_URLS[:2], "caSecret": {"name": CA_SECRET}}},
      lambda lint: any("no URL in redis.clusterUrls is rediss://" in f for f in lint.fails)),

@@ -87,13 +87,22 @@ pub struct ServeArgs {
     /// Requests taking longer are answered 408 [default: 10]
     #[arg(long, env = "ROLLOUT_REQUEST_TIMEOUT_SECS")]
     pub request_timeout_secs: Option<u64>,
-    /// On SIGTERM/Ctrl-C, in-flight requests get this long to finish [default: 10]
+    /// On SIGTERM/Ctrl-C, first this many seconds of draining: `/readyz` answers 503 so load
+    /// balancers stop sending, every other request is still served (and told `connection: close`);
+    /// 0 = none [default: 5]
+    #[arg(long, env = "ROLLOUT_DRAIN_SECS")]
+    pub drain_secs: Option<u64>,
+    /// After the drain, in-flight requests and queued notifications get this long to finish [default: 10]
     #[arg(long, env = "ROLLOUT_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
     /// A connection that has not sent a complete request head within this many seconds (idle
     /// keep-alive connections included) is closed [default: 10]
     #[arg(long, env = "ROLLOUT_HEADER_READ_TIMEOUT_SECS")]
     pub header_read_timeout_secs: Option<u64>,
+    /// A connection whose client takes none of its answer for this many seconds (its socket stays
+    /// full) is closed [default: 10]
+    #[arg(long, env = "ROLLOUT_WRITE_TIMEOUT_SECS")]
+    pub write_timeout_secs: Option<u64>,
     /// Open connections at most; over it a new connection is answered 503 and closed [default: 10000]
     #[arg(long, env = "ROLLOUT_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -112,8 +121,10 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub resync_secs: Option<u64>,
     pub request_timeout_secs: Option<u64>,
+    pub drain_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub header_read_timeout_secs: Option<u64>,
+    pub write_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
     pub controller_tick_ms: Option<u64>,
     pub lease_ms: Option<u64>,
@@ -176,9 +187,13 @@ pub struct Settings {
     pub push_judge_gap: Duration,
     pub resync_every: Duration,
     pub request_timeout: Duration,
+    /// On shutdown, how long `/readyz` answers 503 while everything else is still served.
+    pub drain: Duration,
     pub shutdown_grace: Duration,
     /// Slowloris guard: the whole request head must arrive within this (also ends idle connections).
     pub header_read_timeout: Duration,
+    /// Slow-reader guard: a write the client's socket takes no byte of for this long closes the connection.
+    pub write_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
     pub flags: BTreeMap<String, FlagDefinition>,
@@ -207,8 +222,10 @@ impl Default for Settings {
             push_judge_gap: Duration::from_millis(50),
             resync_every: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             flags: BTreeMap::new(),
         }
@@ -298,12 +315,14 @@ impl Settings {
                 .map_or(d.push_judge_gap, Duration::from_millis),
             resync_every: secs(args.resync_secs, file.resync_secs, d.resync_every),
             request_timeout: secs(args.request_timeout_secs, file.request_timeout_secs, d.request_timeout),
+            drain: secs(args.drain_secs, file.drain_secs, d.drain),
             shutdown_grace: secs(args.shutdown_grace_secs, file.shutdown_grace_secs, d.shutdown_grace),
             header_read_timeout: secs(
                 args.header_read_timeout_secs,
                 file.header_read_timeout_secs,
                 d.header_read_timeout,
             ),
+            write_timeout: secs(args.write_timeout_secs, file.write_timeout_secs, d.write_timeout),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(d.max_connections),
             flags: file.flags,
         };
@@ -321,10 +340,15 @@ impl Settings {
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
             return Err(ConfigError::Invalid("key prefix must be non-empty and free of braces".into()));
         }
-        for d in [self.resync_every, self.request_timeout, self.shutdown_grace, self.header_read_timeout] {
+        for d in
+            [self.resync_every, self.request_timeout, self.shutdown_grace, self.header_read_timeout, self.write_timeout]
+        {
             if d.is_zero() || d > Duration::from_secs(3600) {
                 return Err(ConfigError::Invalid("durations must be between 1 s and 1 h".into()));
             }
+        }
+        if self.drain > Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid("the drain must last at most 1 h".into()));
         }
         if self.controller_tick < Duration::from_millis(10) || self.controller_tick > Duration::from_secs(3600) {
             return Err(ConfigError::Invalid("controller tick must be between 10 ms and 1 h".into()));
@@ -399,6 +423,16 @@ mod tests {
         assert_eq!(urls, ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
         let both = ServeArgs { redis_url: Some("redis://10.0.0.3/".into()), ..args };
         assert!(matches!(Settings::load(&both), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn the_drain_defaults_to_5_s_and_may_be_0_and_the_write_timeout_may_not() {
+        let s = Settings::load(&ServeArgs::default()).expect("valid");
+        assert_eq!((s.drain, s.write_timeout), (Duration::from_secs(5), Duration::from_secs(10)));
+        let none = ServeArgs { drain_secs: Some(0), ..ServeArgs::default() };
+        assert_eq!(Settings::load(&none).expect("valid").drain, Duration::ZERO);
+        let zero = ServeArgs { write_timeout_secs: Some(0), ..ServeArgs::default() };
+        assert!(matches!(Settings::load(&zero), Err(ConfigError::Invalid(_))));
     }
 
     #[test]

@@ -51,8 +51,8 @@ pub fn replica_id() -> String {
 }
 
 impl Controller {
-    pub fn new(rollouts: Rollouts, holder: String, lease: Duration, signals: Arc<SignalStats>) -> Self {
-        Self { rollouts, holder, lease, leading: AtomicBool::new(false), puller: Puller::new(), signals }
+    pub fn new(rollouts: Rollouts, holder: String, lease: Duration, signals: Arc<SignalStats>, puller: Puller) -> Self {
+        Self { rollouts, holder, lease, leading: AtomicBool::new(false), puller, signals }
     }
 
     pub fn holder(&self) -> &str {

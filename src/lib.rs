@@ -13,7 +13,8 @@
 //! - [`cli`]: the `rollout` command line: `serve`, and the operator commands (tables, `doctor`).
 //! - [`client`]: the typed HTTP client the operator commands talk to the service through.
 //! - [`config`]: typed settings: defaults → file → env → flags.
-//! - [`server`]: wires store, snapshot feed and HTTP (header-read timeout, connection limit); graceful shutdown.
+//! - [`server`]: wires store, snapshot feed and HTTP (header-read and write timeouts, connection limit,
+//!   JSON parse errors); supervises the tasks; drains, then shuts down gracefully.
 //! - [`http`]: the axum edge, one file per concern.
 //! - [`controller`]: the leader-elected stepper: advance when soaked and healthy, roll back on breach,
 //!   restore flags the store lost.

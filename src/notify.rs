@@ -3,12 +3,14 @@
 //! Transitions hand a [`Notice`] to a bounded queue and move on: delivery never delays or blocks
 //! a state change. A worker posts each notice to every notification URL (and, for rollbacks, to the
 //! flag's `rollback_hooks`) with a timeout and 3 retries with backoff; failures are logged and counted.
+//! On shutdown the worker delivers what is still queued before it ends.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
 use crate::clock::rfc3339;
 use crate::domain::rollout::{Action, AuditEvent, Position};
@@ -94,51 +96,93 @@ const QUEUE: usize = 1024;
 /// Deliveries in flight at once.
 const CONCURRENCY: usize = 32;
 
-/// Starts the delivery worker; returns the queue transitions post to.
+/// The notification clients could not be built (their timeouts would be lost).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client of the notifications")]
+pub struct ClientError(#[source] reqwest::Error);
+
+/// Starts the delivery worker; returns the queue transitions post to. When `stop` flips, the worker
+/// takes no new notice, delivers every notice already queued and waits for the deliveries in
+/// flight (the caller bounds that wait by the shutdown grace period).
 pub fn spawn(
     settings: NotifySettings,
     telemetry: Arc<Telemetry>,
-    mut shutdown: watch::Receiver<bool>,
-) -> (mpsc::Sender<Notice>, tokio::task::JoinHandle<()>) {
+    mut stop: watch::Receiver<bool>,
+) -> Result<(mpsc::Sender<Notice>, impl Future<Output = ()> + Send + 'static), ClientError> {
     let (tx, mut rx) = mpsc::channel::<Notice>(QUEUE);
     let client = reqwest::Client::builder()
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap_or_default();
-    let settings = Arc::new(settings);
-    let handle = tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        .map_err(ClientError)?;
+    let worker = Worker { client, settings: Arc::new(settings), telemetry, deliveries: JoinSet::new() };
+    let run = async move {
+        let mut worker = worker;
         loop {
-            let notice = tokio::select! {
-                n = rx.recv() => match n { Some(n) => n, None => break },
-                _ = shutdown.changed() => break,
-            };
-            let body = match serde_json::to_vec(&Message::new(&notice)) {
-                Ok(b) => bytes::Bytes::from(b),
-                Err(_) => continue,
-            };
-            let mut targets: Vec<String> = settings.urls.clone();
-            if notice.event.action == Action::Rollback {
-                targets.extend(notice.rollback_hooks.iter().cloned());
-            }
-            for url in targets {
-                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { return };
-                let (client, settings, telemetry, body) =
-                    (client.clone(), Arc::clone(&settings), Arc::clone(&telemetry), body.clone());
-                let flag = notice.flag.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    if let Err(e) = deliver(&client, &settings, &url, body).await {
-                        telemetry.notification_failed();
-                        tracing::warn!(flag, target = %redact(&url), error = %e, "notification failed after retries");
-                    }
-                });
+            tokio::select! {
+                notice = rx.recv() => match notice {
+                    Some(notice) => worker.dispatch(&notice).await,
+                    None => break,
+                },
+                Some(_) = worker.deliveries.join_next(), if !worker.deliveries.is_empty() => {}
+                _ = async { let _ = stop.wait_for(|stop| *stop).await; } => break,
             }
         }
-    });
-    (tx, handle)
+        rx.close();
+        let queued = rx.len();
+        if queued + worker.deliveries.len() > 0 {
+            tracing::info!(
+                queued,
+                in_flight = worker.deliveries.len(),
+                "delivering the pending notifications before exiting"
+            );
+        }
+        while let Some(notice) = rx.recv().await {
+            worker.dispatch(&notice).await;
+        }
+        while worker.deliveries.join_next().await.is_some() {}
+    };
+    Ok((tx, run))
+}
+
+/// Posts notices, at most [`CONCURRENCY`] at once.
+struct Worker {
+    client: reqwest::Client,
+    settings: Arc<NotifySettings>,
+    telemetry: Arc<Telemetry>,
+    deliveries: JoinSet<()>,
+}
+
+impl Worker {
+    /// Starts the deliveries of one notice, once there is room for them.
+    async fn dispatch(&mut self, notice: &Notice) {
+        let body = match serde_json::to_vec(&Message::new(notice)) {
+            Ok(b) => bytes::Bytes::from(b),
+            Err(e) => {
+                tracing::error!(flag = notice.flag, error = %e, "cannot serialize a notification");
+                return;
+            }
+        };
+        let mut targets: Vec<String> = self.settings.urls.clone();
+        if notice.event.action == Action::Rollback {
+            targets.extend(notice.rollback_hooks.iter().cloned());
+        }
+        for url in targets {
+            while self.deliveries.len() >= CONCURRENCY {
+                self.deliveries.join_next().await;
+            }
+            let (client, settings, telemetry, body) =
+                (self.client.clone(), Arc::clone(&self.settings), Arc::clone(&self.telemetry), body.clone());
+            let flag = notice.flag.clone();
+            self.deliveries.spawn(async move {
+                if let Err(e) = deliver(&client, &settings, &url, body).await {
+                    telemetry.notification_failed();
+                    tracing::warn!(flag, target = %redact(&url), error = %e, "notification failed after retries");
+                }
+            });
+        }
+    }
 }
 
 /// Posts with retries: `retries` more attempts after the first, backoff doubling.
@@ -164,13 +208,13 @@ async fn deliver(client: &reqwest::Client, s: &NotifySettings, url: &str, body: 
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The client for [`probe`]: [`PROBE_TIMEOUT`], no redirects. Build it once and reuse it.
-pub fn probe_client() -> reqwest::Client {
+pub fn probe_client() -> Result<reqwest::Client, ClientError> {
     reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
         .connect_timeout(PROBE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap_or_default()
+        .map_err(ClientError)
 }
 
 /// Whether a receiver answers at all: one HEAD request, and any HTTP status counts (a webhook may

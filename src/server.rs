@@ -1,37 +1,43 @@
 //! Wires the store, the snapshot and its feed, the controller, the notifier and the HTTP server;
-//! runs until shut down.
+//! supervises them and runs until shut down.
 //!
-//! The HTTP server is our own accept loop over hyper's HTTP/1.1 connections, for the limits
-//! `axum::serve` does not have: a header-read timeout (a client trickling its request head —
-//! slowloris — or idling on a keep-alive connection is cut off), and a cap on open connections
-//! (over it a new connection gets a canned 503 `too_many_connections` and is closed at once, so a
-//! load balancer tries another replica instead of queueing behind a full one). On shutdown it stops
-//! accepting and lets open connections finish their requests (bounded by the grace period).
+//! The HTTP server is our own accept loop ([`accept`]) over hyper, on sockets with a write timeout
+//! that answer hyper's own parse errors in our JSON shape ([`io`]).
+//!
+//! Supervision: every task but the config-file seeding runs until shutdown; one that ends or
+//! panics before is a failure, logged with its name, and `rollout serve` exits non-zero.
+//!
+//! Shutdown, in order: the drain (`/readyz` answers 503, everything else is still served with
+//! `connection: close`; the controller stops at once and gives its lease up), then the listener
+//! closes and open connections finish their requests, then the change feed stops and the notifier
+//! delivers what is queued. Everything after the drain is bounded by the grace period.
 
+mod accept;
+mod io;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinError, JoinSet};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{NamedToken, Settings};
 use crate::controller::{self, Controller};
 use crate::http::auth::{Auth, Scope};
 use crate::http::evaluate::EvalState;
+use crate::http::ops::Drain;
 use crate::http::signals::PushChecks;
 use crate::http::status::OpsInfo;
 use crate::http::{self, AppState};
 use crate::notify::{self, NotifySettings};
 use crate::rollouts::{Request, Rollouts};
 use crate::snapshot::{self, Snapshot};
+use crate::sources::prometheus::Puller;
 use crate::sources::{SignalStats, SourcesSettings};
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::telemetry::Telemetry;
@@ -52,6 +58,16 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    NotifyClient(#[from] notify::ClientError),
+    #[error("cannot build the HTTP client of the Prometheus queries")]
+    PrometheusClient(#[source] reqwest::Error),
+    #[error("cannot make up an admin token: the OS random source failed")]
+    Random(#[source] getrandom::Error),
+    #[error("the {task} task stopped while the service was running")]
+    TaskExited { task: &'static str },
+    #[error("the {task} task panicked: {message}")]
+    TaskPanicked { task: &'static str, message: String },
 }
 
 /// A started service: its address, its state, and the handle that stops it.
@@ -61,8 +77,8 @@ pub struct Running {
     pub controller: Arc<Controller>,
     /// The admin token made up at start when none was configured (printed once on stderr).
     pub generated_token: Option<SecretString>,
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<(&'static str, Result<(), ServerError>)>,
+    tasks: Tasks,
+    drain: Duration,
     grace: Duration,
 }
 
@@ -70,11 +86,11 @@ fn token_list(tokens: &[NamedToken], scope: Scope) -> impl Iterator<Item = (Scop
     tokens.iter().map(move |t| (scope, t.name.clone(), t.secret.expose_secret().to_owned()))
 }
 
-fn generated_token() -> String {
+/// 24 random bytes in hex; an error when the OS random source fails (never a predictable token).
+fn generated_token() -> Result<String, ServerError> {
     let mut bytes = [0u8; 24];
-    // The OS random source failing leaves zeros; the check below refuses to use them.
-    let _ = getrandom::fill(&mut bytes);
-    hex::encode(bytes)
+    getrandom::fill(&mut bytes).map_err(ServerError::Random)?;
+    Ok(hex::encode(bytes))
 }
 
 pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ServerError> {
@@ -118,18 +134,14 @@ pub async fn start_with_store(
     let snapshot = Arc::new(Snapshot::new());
     let signals = Arc::new(SignalStats::default());
     let telemetry = Arc::new(Telemetry::new());
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = JoinSet::new();
+    let mut tasks = Tasks::new();
 
     let notify_settings = NotifySettings {
         urls: settings.notify_urls.iter().map(|u| u.expose_secret().to_owned()).collect(),
         ..NotifySettings::default()
     };
-    let (notices, notifier) = notify::spawn(notify_settings, Arc::clone(&telemetry), shutdown_rx.clone());
-    tasks.spawn(async move {
-        let _ = notifier.await;
-        ("notifier", Ok(()))
-    });
+    let (notices, notifier) =
+        notify::spawn(notify_settings, Arc::clone(&telemetry), tasks.stop_signal(Stage::Background))?;
     let replica = controller::replica_id();
     let rollouts = Rollouts::new(Arc::clone(&store), Arc::clone(&snapshot), clock, telemetry)
         .with_notices(notices)
@@ -138,7 +150,7 @@ pub async fn start_with_store(
     let mut admin = settings.admin_tokens.clone();
     let mut generated = None;
     if admin.is_empty() {
-        let token = generated_token();
+        let token = generated_token()?;
         // Printed once, to the terminal only: never through the logs.
         eprintln!("no admin token configured; this process accepts the generated token: {token}");
         generated = Some(SecretString::from(token.clone()));
@@ -175,29 +187,38 @@ pub async fn start_with_store(
             alert_tokens: settings.alert_tokens.len(),
             cio_signing_keys: settings.cio_signing_keys.clone(),
             notify_urls: settings.notify_urls.clone(),
-            probe: notify::probe_client(),
+            probe: notify::probe_client()?,
         }),
+        drain: Arc::new(Drain::default()),
     };
 
-    tasks.spawn({
-        let (store, snapshot, rx) = (Arc::clone(&store), Arc::clone(&snapshot), shutdown_rx.clone());
-        let every = settings.resync_every;
-        async move {
-            snapshot::run_feed(store, snapshot, every, rx).await;
-            ("change feed", Ok(()))
-        }
-    });
-    let controller =
-        Arc::new(Controller::new(rollouts.clone(), state.ops.replica.clone(), settings.lease, Arc::clone(&signals)));
-    tasks.spawn({
-        let (controller, rx, every) = (Arc::clone(&controller), shutdown_rx.clone(), settings.controller_tick);
-        async move {
-            controller.run(every, rx).await;
-            ("controller", Ok(()))
-        }
-    });
+    tasks.spawn(Task::UNTIL_STOPPED.named("notifier", Stage::Background), notifier);
+    tasks.spawn(
+        Task::UNTIL_STOPPED.named("change feed", Stage::Background),
+        snapshot::run_feed(
+            Arc::clone(&store),
+            Arc::clone(&snapshot),
+            settings.resync_every,
+            tasks.stop_signal(Stage::Background),
+        ),
+    );
+    let puller = Puller::new().map_err(ServerError::PrometheusClient)?;
+    let controller = Arc::new(Controller::new(
+        rollouts.clone(),
+        state.ops.replica.clone(),
+        settings.lease,
+        Arc::clone(&signals),
+        puller,
+    ));
+    tasks.spawn(
+        Task::UNTIL_STOPPED.named("controller", Stage::Drain),
+        Arc::clone(&controller).run(settings.controller_tick, tasks.stop_signal(Stage::Drain)),
+    );
     if !settings.flags.is_empty() {
-        tasks.spawn(seed_flags(rollouts, settings.flags.clone(), shutdown_rx.clone()));
+        tasks.spawn(
+            Task::ONE_SHOT.named("config flags", Stage::Drain),
+            seed_flags(rollouts, settings.flags.clone(), tasks.stop_signal(Stage::Drain)),
+        );
     }
 
     let listener = TcpListener::bind(settings.listen)
@@ -205,76 +226,25 @@ pub async fn start_with_store(
         .map_err(|source| ServerError::Bind { addr: settings.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: settings.listen, source })?;
     let app = http::router(state.clone(), settings.request_timeout);
-    let limits =
-        Limits { header_read_timeout: settings.header_read_timeout, max_connections: settings.max_connections };
-    tasks.spawn(async move {
-        serve(listener, app, limits, shutdown_rx).await;
-        ("http server", Ok(()))
-    });
-    tracing::info!(%addr, store = store.kind(), "listening");
-    Ok(Running { addr, state, controller, generated_token: generated, shutdown, tasks, grace: settings.shutdown_grace })
-}
-
-/// What one replica's HTTP server allows its clients.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    header_read_timeout: Duration,
-    max_connections: usize,
-}
-
-/// The body of the answer to a connection over the limit.
-const TOO_MANY_CONNECTIONS: &str =
-    r#"{"error":"too_many_connections","message":"this replica has all the connections it takes; try again"}"#;
-
-/// Serves `app` until `stop` flips, then drains the open connections.
-async fn serve(listener: TcpListener, app: Router, limits: Limits, mut stop: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            refuse(&stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                // Header-read timeouts, resets and clients going away: theirs, not ours.
-                tracing::debug!(error = %e, "connection closed with an error");
-            }
-            drop(slot);
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-}
-
-/// Answers a connection over the limit with a 503, written once without waiting; dropping the
-/// stream then closes it.
-fn refuse(stream: &TcpStream) {
-    tracing::debug!("connection limit reached; refusing a connection");
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
-         connection: close\r\ncontent-length: {}\r\n\r\n{TOO_MANY_CONNECTIONS}",
-        TOO_MANY_CONNECTIONS.len()
+    let limits = accept::Limits {
+        header_read_timeout: settings.header_read_timeout,
+        write_timeout: settings.write_timeout,
+        max_connections: settings.max_connections,
+    };
+    tasks.spawn(
+        Task::UNTIL_STOPPED.named("http server", Stage::Close),
+        accept::serve(listener, app, Arc::clone(&state.drain), limits, tasks.stop_signal(Stage::Close)),
     );
-    let _ = stream.try_write(response.as_bytes());
+    tracing::info!(%addr, store = store.kind(), "listening");
+    Ok(Running {
+        addr,
+        state,
+        controller,
+        generated_token: generated,
+        tasks,
+        drain: settings.drain,
+        grace: settings.shutdown_grace,
+    })
 }
 
 /// Creates the config file's flags that do not exist yet, retrying while the store is down.
@@ -282,7 +252,7 @@ async fn seed_flags(
     rollouts: Rollouts,
     flags: std::collections::BTreeMap<String, crate::domain::plan::FlagDefinition>,
     mut shutdown: watch::Receiver<bool>,
-) -> (&'static str, Result<(), ServerError>) {
+) {
     let req = Request::new("config", "declared in the config file");
     let mut pending: Vec<_> = flags.into_iter().collect();
     while !pending.is_empty() {
@@ -305,48 +275,148 @@ async fn seed_flags(
             }
         }
     }
-    ("config flags", Ok(()))
+}
+
+/// When a task is told to stop, in shutdown order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// At the start of the drain: the controller (it hands its lease over at once) and the seeding.
+    Drain,
+    /// At the end of the drain: the HTTP server closes its listener and finishes open requests.
+    Close,
+    /// Once no request is left: the change feed, and the notifier after delivering its queue.
+    Background,
+}
+
+const STAGES: [Stage; 3] = [Stage::Drain, Stage::Close, Stage::Background];
+
+/// A supervised task: its name in the logs, whether it may end by itself, and when it is stopped.
+#[derive(Debug, Clone, Copy)]
+struct Task {
+    name: &'static str,
+    one_shot: bool,
+    stage: Stage,
+}
+
+impl Task {
+    /// Runs until told to stop: ending before is a failure.
+    const UNTIL_STOPPED: Task = Task { name: "", one_shot: false, stage: Stage::Background };
+    /// Does its job and ends (the config-file seeding).
+    const ONE_SHOT: Task = Task { name: "", one_shot: true, stage: Stage::Background };
+
+    const fn named(self, name: &'static str, stage: Stage) -> Task {
+        Task { name, stage, ..self }
+    }
+}
+
+/// The service's tasks, their stop signals (one per [`Stage`]) and what each one is.
+struct Tasks {
+    set: JoinSet<()>,
+    running: HashMap<tokio::task::Id, Task>,
+    stops: [watch::Sender<bool>; 3],
+}
+
+impl Tasks {
+    fn new() -> Self {
+        Self { set: JoinSet::new(), running: HashMap::new(), stops: STAGES.map(|_| watch::channel(false).0) }
+    }
+
+    fn stop_signal(&self, stage: Stage) -> watch::Receiver<bool> {
+        self.stops[stage as usize].subscribe()
+    }
+
+    fn spawn(&mut self, task: Task, work: impl Future<Output = ()> + Send + 'static) {
+        let id = self.set.spawn(work).id();
+        self.running.insert(id, task);
+    }
+
+    /// The next task to end: which one, and the failure if it panicked.
+    async fn next_end(&mut self) -> Option<(Task, Option<ServerError>)> {
+        let (id, panic) = match self.set.join_next_with_id().await? {
+            Ok((id, ())) => (id, None),
+            Err(e) => (e.id(), Some(e)),
+        };
+        let task = self.running.remove(&id).unwrap_or(Task::UNTIL_STOPPED.named("unknown", Stage::Background));
+        Some((task, panic.map(|e| panicked(task.name, e))))
+    }
+
+    /// Waits until a task fails: a panic, or a task other than a one-shot one ending at all.
+    async fn failure(&mut self) -> ServerError {
+        loop {
+            match self.next_end().await {
+                Some((_, Some(panic))) => return panic,
+                Some((task, None)) if !task.one_shot => return ServerError::TaskExited { task: task.name },
+                Some((task, None)) => tracing::debug!(task = task.name, "task done"),
+                // Nothing left to supervise: nothing can fail any more.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Tells the tasks of `stage` to stop and waits until they have.
+    async fn stop(&mut self, stage: Stage) {
+        self.stops[stage as usize].send_replace(true);
+        while self.running.values().any(|task| task.stage == stage) {
+            match self.next_end().await {
+                Some((_, Some(panic))) => tracing::error!(error = %panic, "task failed while stopping"),
+                Some(_) => {}
+                None => return,
+            }
+        }
+    }
+}
+
+fn panicked(task: &'static str, e: JoinError) -> ServerError {
+    let message = match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into()),
+        Err(e) => e.to_string(),
+    };
+    ServerError::TaskPanicked { task, message }
 }
 
 impl Running {
-    /// Stops taking requests, lets in-flight ones finish within the grace period, stops every task.
+    /// Drains (`/readyz` 503 for the drain period, every other request still served), then stops
+    /// taking connections, lets in-flight requests finish and the notifier deliver its queue
+    /// within the grace period, and stops every task.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        let grace = self.grace;
-        let drained = tokio::time::timeout(grace, async {
-            while let Some(done) = self.tasks.join_next().await {
-                if let Ok((task, Err(e))) = done {
-                    tracing::error!(task, error = %e, "task failed while stopping");
-                }
+        self.state.drain.start();
+        let drain_ends = tokio::time::Instant::now() + self.drain;
+        let (drain, grace) = (self.drain, self.grace);
+        let stopped = tokio::time::timeout_at(drain_ends + grace, async {
+            self.tasks.stop(Stage::Drain).await;
+            if !drain.is_zero() {
+                tracing::info!(?drain, "draining: /readyz answers 503, requests are still served");
+                tokio::time::sleep_until(drain_ends).await;
             }
+            self.tasks.stop(Stage::Close).await;
+            self.tasks.stop(Stage::Background).await;
         })
         .await;
-        if drained.is_err() {
-            tracing::warn!(?grace, "grace period over; abandoning requests still in flight");
-            self.tasks.abort_all();
+        if stopped.is_err() {
+            tracing::warn!(?grace, "grace period over; abandoning requests and notifications still in flight");
+            self.tasks.set.abort_all();
         }
     }
 
     /// Stops every task at once without any clean-up, like a crash (for fault tests).
     pub fn kill(mut self) {
-        self.tasks.abort_all();
-        self.tasks.detach_all();
+        self.tasks.set.abort_all();
+        self.tasks.set.detach_all();
     }
 
-    /// Runs until a task stops by itself (an error) or the process is told to stop.
+    /// Runs until the process is told to stop (then shuts down and returns `Ok`) or a task fails
+    /// (then shuts down and returns the failure).
     pub async fn until_signal(mut self) -> Result<(), ServerError> {
         let outcome = tokio::select! {
             _ = shutdown_signal() => Ok(()),
-            Some(done) = self.tasks.join_next() => match done {
-                Ok((task, result)) => {
-                    tracing::error!(task, "task exited");
-                    result
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "task panicked");
-                    Ok(())
-                }
-            },
+            failure = self.tasks.failure() => {
+                tracing::error!(error = %failure, "a task failed");
+                Err(failure)
+            }
         };
         tracing::info!("shutting down");
         self.shutdown().await;
@@ -378,4 +448,53 @@ async fn shutdown_signal() {
 /// `rollout serve`.
 pub async fn run(settings: Settings) -> Result<(), ServerError> {
     start(settings, Arc::new(SystemClock)).await?.until_signal().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tasks that park until their stage's stop signal.
+    fn parked(tasks: &Tasks, stage: Stage) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = tasks.stop_signal(stage);
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_one_shot_task_may_end_but_a_long_running_one_that_ends_or_panics_is_a_failure() {
+        let mut tasks = Tasks::new();
+        tasks.spawn(Task::UNTIL_STOPPED.named("http server", Stage::Close), parked(&tasks, Stage::Close));
+        tasks.spawn(Task::ONE_SHOT.named("config flags", Stage::Drain), async {});
+        let mut stop = tasks.stop_signal(Stage::Background);
+        tasks.spawn(Task::UNTIL_STOPPED.named("change feed", Stage::Background), async move {
+            let _ = stop.changed().await;
+            panic!("the feed broke");
+        });
+        // The seeding ends at once; that is no failure, and nothing else has failed yet.
+        let quiet = tokio::time::timeout(Duration::from_millis(100), tasks.failure()).await;
+        assert!(quiet.is_err(), "{quiet:?}");
+        tasks.stops[Stage::Background as usize].send_replace(true);
+        let failure = tasks.failure().await;
+        assert!(
+            matches!(&failure, ServerError::TaskPanicked { task: "change feed", message } if message == "the feed broke"),
+            "{failure:?}"
+        );
+
+        tasks.spawn(Task::UNTIL_STOPPED.named("controller", Stage::Drain), async {});
+        let failure = tasks.failure().await;
+        assert!(matches!(failure, ServerError::TaskExited { task: "controller" }), "{failure:?}");
+        assert_eq!(failure.to_string(), "the controller task stopped while the service was running");
+    }
+
+    #[tokio::test]
+    async fn stopping_a_stage_waits_for_its_tasks_only() {
+        let mut tasks = Tasks::new();
+        tasks.spawn(Task::UNTIL_STOPPED.named("controller", Stage::Drain), parked(&tasks, Stage::Drain));
+        tasks.spawn(Task::UNTIL_STOPPED.named("http server", Stage::Close), parked(&tasks, Stage::Close));
+        tokio::time::timeout(Duration::from_secs(5), tasks.stop(Stage::Drain)).await.expect("the drain stage stops");
+        let names: Vec<&str> = tasks.running.values().map(|t| t.name).collect();
+        assert_eq!(names, ["http server"]);
+    }
 }

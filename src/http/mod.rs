@@ -47,6 +47,8 @@ pub struct AppState {
     pub sources: Arc<crate::sources::SourcesSettings>,
     /// How this replica was set up, for `GET /admin/status`.
     pub ops: Arc<status::OpsInfo>,
+    /// Set on shutdown: `/readyz` answers 503 while the other routes still serve.
+    pub drain: Arc<ops::Drain>,
 }
 
 /// The hot path takes only [`evaluate::EvalState`]: one reference count per request instead of a

@@ -1,23 +1,35 @@
 //! The OpenAPI 3.1 document of every route, generated from the handlers' annotations, served at
 //! `GET /openapi.json`.
 
+use std::sync::LazyLock;
+
 use axum::Router;
-use axum::response::Response;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
-use super::error::ErrorBody;
-use super::{AppState, json_response};
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/openapi.json", get(document))
 }
 
+/// The document, serialized once: it never changes while the process runs, and building it takes
+/// far longer than sending it (a client pipelining requests for it would make us spin).
+static DOCUMENT: LazyLock<Result<Bytes, String>> =
+    LazyLock::new(|| serde_json::to_vec(&ApiDoc::openapi()).map(Bytes::from).map_err(|e| e.to_string()));
+
 /// The document (no auth: it holds no secrets).
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "this document", content_type = "application/json", body = Object)))]
 pub async fn document() -> Response {
-    json_response(&ApiDoc::openapi())
+    match &*DOCUMENT {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes.clone()).into_response(),
+        Err(e) => ApiError::Internal(e.clone().into()).into_response(),
+    }
 }
 
 /// Errors of read-only routes.

@@ -1,4 +1,7 @@
-//! Liveness and readiness for load balancers and Kubernetes; Prometheus metrics.
+//! Liveness and readiness for load balancers and Kubernetes (and the drain that precedes a
+//! shutdown); Prometheus metrics.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -19,10 +22,25 @@ pub async fn healthz() -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
 }
 
+/// Set when the process is told to stop: from then on `/readyz` answers 503 `draining`, so load
+/// balancers take this replica out before it closes its listener; every other route still serves.
+#[derive(Debug, Default)]
+pub struct Drain(AtomicBool);
+
+impl Drain {
+    pub fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// `GET /readyz`.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ReadyBody {
-    /// `ready` or `degraded`.
+    /// `ready`, `degraded` or `draining`.
     pub status: &'static str,
     /// `redis` or `memory`.
     pub store: &'static str,
@@ -32,8 +50,9 @@ pub struct ReadyBody {
     pub reason: Option<String>,
 }
 
-/// 200 when the store answers and the snapshot is fresh; 503 with the reason otherwise.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "store reachable, snapshot fresh", body = ReadyBody), (status = 503, description = "degraded: evaluations continue from the snapshot", body = ReadyBody)))]
+/// 200 when the store answers and the snapshot is fresh; 503 with the reason otherwise, and 503
+/// `draining` once the process is shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "store reachable, snapshot fresh", body = ReadyBody), (status = 503, description = "degraded (evaluations continue from the snapshot) or draining (shutting down: everything else is still served until the listener closes)", body = ReadyBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let snapshot = &state.rollouts.snapshot;
     let body = |status: &'static str, reason: Option<String>| ReadyBody {
@@ -42,6 +61,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         flags: snapshot.len(),
         reason,
     };
+    if state.drain.is_draining() {
+        let why = "shutting down: this replica stops taking connections at the end of the drain".to_owned();
+        return (StatusCode::SERVICE_UNAVAILABLE, json_response(&body("draining", Some(why)))).into_response();
+    }
     match snapshot.readiness(state.max_snapshot_age) {
         Ok(()) => json_response(&body("ready", None)),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, json_response(&body("degraded", Some(why)))).into_response(),

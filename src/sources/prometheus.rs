@@ -99,20 +99,14 @@ pub struct Puller {
     last_run: Mutex<HashMap<String, i64>>,
 }
 
-impl Default for Puller {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Puller {
-    pub fn new() -> Self {
+    /// Fails when the HTTP client cannot be built (it would lose its connect timeout).
+    pub fn new() -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .redirect(reqwest::redirect::Policy::limited(2))
-            .build()
-            .unwrap_or_default();
-        Self { client, last_run: Mutex::new(HashMap::new()) }
+            .build()?;
+        Ok(Self { client, last_run: Mutex::new(HashMap::new()) })
     }
 
     /// Queries every guard of `config` if `flag`'s interval has passed; returns the readings.

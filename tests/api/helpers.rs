@@ -385,6 +385,8 @@ pub fn settings(redis_url: Option<String>) -> Settings {
         lease: Duration::from_secs(7200),
         // Every push is judged inline (the gap is covered by its own test).
         push_judge_gap: Duration::ZERO,
+        // In-process apps stop at once; the drain is tested on the real binary (shutdown.rs).
+        drain: Duration::ZERO,
         ..Settings::default()
     }
 }

@@ -173,6 +173,15 @@ install renders it), so a bad combination fails the whole render with a clear me
 {{- if and $v.redis.clusterUrls $v.redis.bundled.enabled }}
 {{- fail "redis.clusterUrls and redis.bundled.enabled are both set: choose one Redis (the bundled Redis is a single node, not a cluster)" }}
 {{- end }}
+{{- $drain := int $v.shutdown.drainSeconds }}
+{{- $stopping := add $drain (int $v.shutdown.graceSeconds) }}
+{{- if le (int $v.terminationGracePeriodSeconds) $stopping }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be above shutdown.drainSeconds + shutdown.graceSeconds (%d): Kubernetes would kill the pod while it still drains or finishes requests" (int $v.terminationGracePeriodSeconds) $stopping) }}
+{{- end }}
+{{- $noticed := mul (int $v.probes.readiness.periodSeconds) (int $v.probes.readiness.failureThreshold) }}
+{{- if and (eq $v.probes.readiness.path "/readyz") (gt $noticed $drain) }}
+{{- fail (printf "the readiness probe notices a draining pod only after periodSeconds x failureThreshold = %d s, longer than shutdown.drainSeconds (%d s): the pod would stop listening while still in the Service. Probe more often or drain longer" $noticed $drain) }}
+{{- end }}
 {{- if and $v.redis.allowInMemory (gt (int $v.replicaCount) 1) }}
 {{- fail (printf "redis.allowInMemory needs replicaCount=1 (got %d): the in-memory store is per pod, so replicas would disagree. Use redis.url, redis.clusterUrls, existingSecret or redis.bundled.enabled=true" (int $v.replicaCount)) }}
 {{- end }}

@@ -24,7 +24,7 @@ curl -s -XPUT "$URL/flags/demo" "${auth[@]}" -d '{
 curl -s -XPOST "$URL/flags/demo/start" "${auth[@]}" >/dev/null
 for second in $(seq 45); do
     # The app reports healthy traffic every second.
-    curl -s -XPOST "$URL/flags/demo/metrics" "${auth[@]}" -d '{"requests": 200, "errors": 1}' >/dev/null
+    curl -s -XPOST "$URL/flags/demo/metrics" "${auth[@]}" -d '{"requests": 500, "errors": 1}' >/dev/null
     state=$(curl -s "$URL/flags/demo" "${auth[@]}")
     printf '%2ds  %s\n' "$second" "$(echo "$state" | python3 -c 'import json,sys; f=json.load(sys.stdin); print(f["status"], f["stage"], str(f["percent"])+"%")')"
     [[ "$state" == *'"status":"completed"'* ]] && break
@@ -34,7 +34,7 @@ done
 echo "--- the same flag again: resume is refused (completed); roll back, resume, then a bad push"
 curl -s -XPOST "$URL/flags/demo/rollback" "${auth[@]}" -d '{"reason": "demo"}' >/dev/null
 curl -s -XPOST "$URL/flags/demo/resume" "${auth[@]}" | python3 -c 'import json,sys; f=json.load(sys.stdin); print("resumed at", f["stage"])'
-curl -s -XPOST "$URL/flags/demo/metrics" "${auth[@]}" -d '{"requests": 100, "errors": 7}'
+curl -s -XPOST "$URL/flags/demo/metrics" "${auth[@]}" -d '{"requests": 100, "errors": 10}'
 echo
 curl -s "$URL/flags/demo/history?limit=3" "${auth[@]}" |
     python3 -c 'import json,sys; [print(e["at"], e["action"], e["actor"], "-", e["reason"]) for e in json.load(sys.stdin)["events"]]'

@@ -2,6 +2,7 @@
 //! timeline. No I/O, no clock.
 
 pub mod bucket;
+pub mod calendar;
 pub mod evidence;
 pub mod guards;
 pub mod plan;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+use super::calendar::AdvanceWindow;
 use super::evidence::DEFAULT_CONFIDENCE;
 use super::guards::{CompareRules, Decision, Guard, ThresholdOverrides};
 
@@ -39,6 +40,24 @@ pub struct Stage {
     /// The flag's `decision`, for this stage only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+    /// The controller does not enter this stage, however healthy, until approved
+    /// (`POST /flags/{flag}/approve`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requires_approval: bool,
+    /// Distinct operators who must approve (1–10) when `requires_approval`.
+    #[serde(default = "default_approvals", skip_serializing_if = "is_one")]
+    pub approvals: u8,
+    /// The flag's `advance_window`, for entering this stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advance_window: Option<AdvanceWindow>,
+}
+
+fn default_approvals() -> u8 {
+    1
+}
+
+fn is_one(n: &u8) -> bool {
+    *n == 1
 }
 
 impl Stage {
@@ -51,6 +70,9 @@ impl Stage {
             thresholds: ThresholdOverrides::new(),
             confidence: None,
             decision: None,
+            requires_approval: false,
+            approvals: 1,
+            advance_window: None,
         }
     }
 }
@@ -141,6 +163,82 @@ pub struct FlagDefinition {
     /// Pause the flag when the cohorts' request counts do not match the share it serves.
     #[serde(default = "default_true")]
     pub sample_ratio_check: bool,
+    /// HTTP checks the leader runs: before the start, before entering a stage, or during the rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckDefinition>,
+    /// Automatic advances and scheduled starts happen only inside it; rollbacks at any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advance_window: Option<AdvanceWindow>,
+    /// The post-launch review is posted this long after the first start (default 24 h).
+    #[serde(default = "default_review_after")]
+    pub review_after_secs: u64,
+}
+
+fn default_review_after() -> u64 {
+    86_400
+}
+
+/// When a check runs.
+#[derive(Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+pub enum CheckWhen {
+    /// `before_start`: at `scheduled_for − offset_secs`, or at once for an immediate start.
+    BeforeStart,
+    /// `before_stage:<name>`: before the controller enters that stage.
+    BeforeStage(String),
+    /// `during`: every `interval_secs` while the flag runs; a failure is a breach.
+    During,
+}
+
+impl Serialize for CheckWhen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            CheckWhen::BeforeStart => s.serialize_str("before_start"),
+            CheckWhen::BeforeStage(stage) => s.serialize_str(&format!("before_stage:{stage}")),
+            CheckWhen::During => s.serialize_str("during"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CheckWhen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "before_start" => Ok(CheckWhen::BeforeStart),
+            "during" => Ok(CheckWhen::During),
+            other => match other.strip_prefix("before_stage:") {
+                Some(stage) if !stage.is_empty() => Ok(CheckWhen::BeforeStage(stage.to_owned())),
+                _ => Err(serde::de::Error::custom("expected before_start, before_stage:<stage name> or during")),
+            },
+        }
+    }
+}
+
+/// A check: the leader POSTs `{flag, stage, run_id, check}` to `url`; a 2xx within
+/// `timeout_secs` passes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckDefinition {
+    pub name: String,
+    pub url: String,
+    #[schema(value_type = String)]
+    pub when: CheckWhen,
+    /// `before_start`: how long before the scheduled start it runs.
+    #[serde(default)]
+    pub offset_secs: u64,
+    /// How long a failed `before_stage` check waits before it runs again, and the period of a
+    /// `during` check.
+    #[serde(default = "default_check_interval")]
+    pub interval_secs: u64,
+    #[serde(default = "default_check_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_check_interval() -> u64 {
+    60
+}
+
+fn default_check_timeout() -> u64 {
+    30
 }
 
 /// PromQL guards: the leader queries `url` every `interval_secs` and feeds each guard the result.
@@ -177,8 +275,48 @@ impl Default for FlagDefinition {
             breach_reports: default_breach_reports(),
             compare: CompareRules::new(),
             sample_ratio_check: true,
+            checks: Vec::new(),
+            advance_window: None,
+            review_after_secs: default_review_after(),
         }
     }
+}
+
+fn validate_window(field: &str, window: &AdvanceWindow) -> Result<(), DefinitionError> {
+    window.resolve().map(|_| ()).map_err(|(part, message)| invalid(format!("{field}.{part}"), message))
+}
+
+fn validate_checks(definition: &FlagDefinition) -> Result<(), DefinitionError> {
+    if definition.checks.len() > 20 {
+        return Err(invalid("checks", "at most 20 checks"));
+    }
+    for (i, check) in definition.checks.iter().enumerate() {
+        let field = |f: &str| format!("checks[{i}].{f}");
+        if check.name.is_empty() || check.name.len() > 64 || check.name.chars().any(char::is_control) {
+            return Err(invalid(field("name"), "must be 1–64 printable characters"));
+        }
+        if definition.checks[..i].iter().any(|c| c.name == check.name) {
+            return Err(invalid(field("name"), format!("duplicate check name {:?}", check.name)));
+        }
+        if !valid_http_url(&check.url) {
+            return Err(invalid(field("url"), "must be an http:// or https:// URL"));
+        }
+        if let CheckWhen::BeforeStage(stage) = &check.when
+            && !definition.stages.iter().any(|s| &s.name == stage)
+        {
+            return Err(invalid(field("when"), format!("the plan has no stage named {stage:?}")));
+        }
+        if check.offset_secs > MAX_SOAK_SECS {
+            return Err(invalid(field("offset_secs"), format!("must be at most {MAX_SOAK_SECS}")));
+        }
+        if !(1..=86_400).contains(&check.interval_secs) {
+            return Err(invalid(field("interval_secs"), "must be between 1 and 86400"));
+        }
+        if !(1..=300).contains(&check.timeout_secs) {
+            return Err(invalid(field("timeout_secs"), "must be between 1 and 300"));
+        }
+    }
+    Ok(())
 }
 
 fn validate_confidence(field: &str, confidence: f64) -> Result<(), DefinitionError> {
@@ -276,6 +414,12 @@ impl FlagDefinition {
             if let Some(confidence) = stage.confidence {
                 validate_confidence(&field("confidence"), confidence)?;
             }
+            if !(1..=10).contains(&stage.approvals) {
+                return Err(invalid(field("approvals"), "must be between 1 and 10"));
+            }
+            if let Some(window) = &stage.advance_window {
+                validate_window(&field("advance_window"), window)?;
+            }
             previous = stage.percent;
         }
         if self.internal_users.len() > MAX_INTERNAL_USERS {
@@ -303,6 +447,13 @@ impl FlagDefinition {
             return Err(invalid("breach_reports", format!("must be between 1 and {}", super::guards::RECENT_REPORTS)));
         }
         validate_compare(&self.compare)?;
+        validate_checks(self)?;
+        if let Some(window) = &self.advance_window {
+            validate_window("advance_window", window)?;
+        }
+        if !(60..=MAX_SOAK_SECS).contains(&self.review_after_secs) {
+            return Err(invalid("review_after_secs", format!("must be between 60 and {MAX_SOAK_SECS}")));
+        }
         if self.rollback_hooks.len() > 10 {
             return Err(invalid("rollback_hooks", "at most 10 hooks"));
         }

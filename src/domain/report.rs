@@ -149,9 +149,17 @@ pub fn timeline(events: &[AuditEvent], status: Status, now_ms: i64) -> Timeline 
             Action::Rollback => Some(Outcome::RolledBack),
             Action::Pause => Some(Outcome::Paused),
             Action::Start | Action::Resume => Some(Outcome::Restarted),
-            Action::Create | Action::Update | Action::AlertResolved | Action::Restored | Action::WaitingForEvidence => {
-                None
-            }
+            Action::Create
+            | Action::Update
+            | Action::AlertResolved
+            | Action::Restored
+            | Action::WaitingForEvidence
+            | Action::Schedule
+            | Action::Cancel
+            | Action::Approve
+            | Action::Held
+            | Action::CheckFailed
+            | Action::ReviewPosted => None,
         };
         if let (Some(outcome), Some(mut visit)) = (ends, open.take()) {
             visit.left_at = Some(event.at);

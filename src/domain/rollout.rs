@@ -11,6 +11,8 @@ use super::plan::FlagDefinition;
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Pending,
+    /// Waiting for its `scheduled_for` time; the leader starts it then (after its checks).
+    Scheduled,
     Running,
     Paused,
     RolledBack,
@@ -18,12 +20,13 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 5] =
-        [Status::Pending, Status::Running, Status::Paused, Status::RolledBack, Status::Completed];
+    pub const ALL: [Status; 6] =
+        [Status::Pending, Status::Scheduled, Status::Running, Status::Paused, Status::RolledBack, Status::Completed];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
+            Status::Scheduled => "scheduled",
             Status::Running => "running",
             Status::Paused => "paused",
             Status::RolledBack => "rolled_back",
@@ -41,11 +44,13 @@ pub enum Command {
     Pause,
     Resume,
     Rollback,
+    /// A scheduled flag back to `pending`.
+    Cancel,
 }
 
 impl Command {
-    pub const ALL: [Command; 5] =
-        [Command::Start, Command::Advance, Command::Pause, Command::Resume, Command::Rollback];
+    pub const ALL: [Command; 6] =
+        [Command::Start, Command::Advance, Command::Pause, Command::Resume, Command::Rollback, Command::Cancel];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -54,6 +59,7 @@ impl Command {
             Command::Pause => "pause",
             Command::Resume => "resume",
             Command::Rollback => "rollback",
+            Command::Cancel => "cancel",
         }
     }
 
@@ -64,8 +70,19 @@ impl Command {
             Command::Pause => Action::Pause,
             Command::Resume => Action::Resume,
             Command::Rollback => Action::Rollback,
+            Command::Cancel => Action::Cancel,
         }
     }
+}
+
+/// One operator's approval to enter a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Approval {
+    pub stage: String,
+    /// The actor, `operator:<token name>`: the same name twice counts once.
+    pub by: String,
+    pub at: i64,
+    pub reason: String,
 }
 
 /// What an audit event records.
@@ -87,6 +104,19 @@ pub enum Action {
     /// A stage's soak ended while a guard was still inconclusive: the flag holds for evidence.
     /// Recorded once per stage entry; it changes nothing.
     WaitingForEvidence,
+    /// A pending flag given a start time.
+    Schedule,
+    /// A scheduled start called off (by an operator, a failed check, or the emergency stop).
+    Cancel,
+    /// An operator approved entering a stage that requires approval.
+    Approve,
+    /// The controller holds a flag: a check failed, an approval or the advance window is awaited,
+    /// or the controller is frozen. Recorded once per stage entry and cause; it changes nothing.
+    Held,
+    /// A check the leader ran failed (recorded with its status and an excerpt of its answer).
+    CheckFailed,
+    /// The post-launch review was posted to the notification URLs.
+    ReviewPosted,
 }
 
 impl Action {
@@ -102,6 +132,12 @@ impl Action {
             Action::AlertResolved => "alert_resolved",
             Action::Restored => "restored",
             Action::WaitingForEvidence => "waiting_for_evidence",
+            Action::Schedule => "schedule",
+            Action::Cancel => "cancel",
+            Action::Approve => "approve",
+            Action::Held => "held",
+            Action::CheckFailed => "check_failed",
+            Action::ReviewPosted => "review_posted",
         }
     }
 }
@@ -125,6 +161,16 @@ pub struct RolloutState {
     #[serde(default)]
     pub stage_bucket_ms: i64,
     pub updated_at: i64,
+    /// When a scheduled flag is to start (ms since epoch); set only while `scheduled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<i64>,
+    /// When the rollout first started: the post-launch review counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    /// Approvals given to enter the next stage (or the first, for a scheduled start); cleared
+    /// whenever a stage is entered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<Approval>,
 }
 
 /// A flag: its name, definition and rollout state, stored as one document.
@@ -175,6 +221,10 @@ pub enum TransitionError {
     Invalid { command: Command, status: Status },
     #[error("the new plan has no stage named {stage:?}, the stage the rollout is in; pause or roll back first")]
     StageRemoved { stage: String },
+    #[error("only a pending or scheduled flag can be scheduled; this one is {status}", status = .status.as_str())]
+    NotSchedulable { status: Status },
+    #[error("no approval is awaited for stage {stage:?}: it is not the next stage, or does not require approval")]
+    NoApprovalAwaited { stage: String },
 }
 
 impl Flag {
@@ -189,6 +239,9 @@ impl Flag {
             stage_version: 1,
             stage_bucket_ms: bucket_ms_for(definition.window_secs),
             updated_at: now_ms,
+            scheduled_for: None,
+            started_at: None,
+            approvals: Vec::new(),
         };
         Self { name, definition, state }
     }
@@ -200,7 +253,7 @@ impl Flag {
     /// The share of users enabled by bucket right now.
     pub fn percent(&self) -> u8 {
         match self.state.status {
-            Status::Pending | Status::RolledBack => 0,
+            Status::Pending | Status::Scheduled | Status::RolledBack => 0,
             Status::Running | Status::Paused | Status::Completed => {
                 self.definition.stages.get(self.state.stage_index).map_or(0, |s| s.percent)
             }
@@ -228,7 +281,8 @@ impl Flag {
         let last = self.definition.stages.len().saturating_sub(1);
         let invalid = || TransitionError::Invalid { command, status: state.status };
         let (status, stage_index) = match (command, state.status) {
-            (Command::Start, Status::Pending) => (Status::Running, 0),
+            (Command::Start, Status::Pending | Status::Scheduled) => (Status::Running, 0),
+            (Command::Cancel, Status::Scheduled) => (Status::Pending, 0),
             (Command::Advance, Status::Running) if state.stage_index >= last => (Status::Completed, last),
             (Command::Advance, Status::Running) => (Status::Running, state.stage_index + 1),
             (Command::Pause, Status::Running) => (Status::Paused, state.stage_index),
@@ -247,6 +301,7 @@ impl Flag {
         } else {
             (now_ms, state.version + 1, bucket_ms_for(self.definition.window_secs))
         };
+        let entered = stage_version != state.stage_version;
         let next = Flag {
             name: self.name.clone(),
             definition: self.definition.clone(),
@@ -258,10 +313,88 @@ impl Flag {
                 stage_version,
                 stage_bucket_ms,
                 updated_at: now_ms,
+                scheduled_for: None,
+                started_at: state.started_at.or((command == Command::Start).then_some(now_ms)),
+                approvals: if entered { Vec::new() } else { state.approvals.clone() },
                 ..state.clone()
             },
         };
         let event = self.event_to(&next, command.action(), actor, reason, now_ms);
+        Ok((next, event))
+    }
+
+    /// A pending flag gets a start time: `scheduled`, started by the leader at `at_ms`.
+    pub fn schedule(
+        &self,
+        at_ms: i64,
+        actor: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(Flag, AuditEvent), TransitionError> {
+        if !matches!(self.state.status, Status::Pending | Status::Scheduled) {
+            return Err(TransitionError::NotSchedulable { status: self.state.status });
+        }
+        let mut next = self.clone();
+        next.state.status = Status::Scheduled;
+        next.state.scheduled_for = Some(at_ms);
+        next.state.version += 1;
+        next.state.updated_at = now_ms;
+        let event = self.event_to(&next, Action::Schedule, actor, reason, now_ms);
+        Ok((next, event))
+    }
+
+    /// The stage the controller would enter next: the first for a scheduled or pending flag, the
+    /// one after the current for a running one; `None` after the last.
+    pub fn next_stage(&self) -> Option<&super::plan::Stage> {
+        match self.state.status {
+            Status::Pending | Status::Scheduled => self.definition.stages.first(),
+            Status::Running | Status::Paused => self.definition.stages.get(self.state.stage_index + 1),
+            Status::RolledBack | Status::Completed => None,
+        }
+    }
+
+    /// Distinct operators who approved entering `stage`.
+    pub fn approvers(&self, stage: &str) -> usize {
+        let mut by: Vec<&str> =
+            self.state.approvals.iter().filter(|a| a.stage == stage).map(|a| a.by.as_str()).collect();
+        by.sort_unstable();
+        by.dedup();
+        by.len()
+    }
+
+    /// Approvals the next stage still needs (0 when it needs none, or has them).
+    pub fn approvals_missing(&self) -> usize {
+        match self.next_stage() {
+            Some(stage) if stage.requires_approval => {
+                usize::from(stage.approvals.max(1)).saturating_sub(self.approvers(&stage.name))
+            }
+            _ => 0,
+        }
+    }
+
+    /// Records an operator's approval to enter `stage`, which must be the next stage and require
+    /// approval. The same operator approving twice counts once (the second is still audited).
+    pub fn approve(
+        &self,
+        stage: &str,
+        actor: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(Flag, AuditEvent), TransitionError> {
+        let next_stage = self.next_stage().filter(|s| s.requires_approval && s.name == stage);
+        if next_stage.is_none() || matches!(self.state.status, Status::RolledBack | Status::Completed) {
+            return Err(TransitionError::NoApprovalAwaited { stage: stage.to_owned() });
+        }
+        let mut next = self.clone();
+        next.state.approvals.push(Approval {
+            stage: stage.to_owned(),
+            by: actor.to_owned(),
+            at: now_ms,
+            reason: reason.to_owned(),
+        });
+        next.state.version += 1;
+        next.state.updated_at = now_ms;
+        let event = self.event_to(&next, Action::Approve, actor, reason, now_ms);
         Ok((next, event))
     }
 

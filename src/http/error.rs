@@ -90,6 +90,8 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Transition(TransitionError::Invalid { .. }) => "invalid_transition",
             ApiError::Transition(TransitionError::StageRemoved { .. }) => "stage_removed",
+            ApiError::Transition(TransitionError::NotSchedulable { .. }) => "invalid_transition",
+            ApiError::Transition(TransitionError::NoApprovalAwaited { .. }) => "no_approval_awaited",
             ApiError::VersionConflict { .. } => "version_conflict",
             ApiError::Contended => "contended",
             ApiError::StoreUnavailable(_) => "store_unavailable",

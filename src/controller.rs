@@ -24,6 +24,7 @@ use crate::domain::rollout::{Command, Flag, Status};
 use crate::rollouts::{Request, RolloutError, Rollouts};
 use crate::sources::SignalStats;
 use crate::sources::prometheus::{Puller, QueryError};
+use crate::timeline::Timeline;
 
 /// What the controller did to one flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,7 @@ pub struct Controller {
     leading: AtomicBool,
     puller: Puller,
     signals: Arc<SignalStats>,
+    timeline: Timeline,
 }
 
 /// A name for this replica in the lease: host, process and a random suffix.
@@ -51,8 +53,15 @@ pub fn replica_id() -> String {
 }
 
 impl Controller {
-    pub fn new(rollouts: Rollouts, holder: String, lease: Duration, signals: Arc<SignalStats>, puller: Puller) -> Self {
-        Self { rollouts, holder, lease, leading: AtomicBool::new(false), puller, signals }
+    pub fn new(
+        rollouts: Rollouts,
+        holder: String,
+        lease: Duration,
+        signals: Arc<SignalStats>,
+        puller: Puller,
+        timeline: Timeline,
+    ) -> Self {
+        Self { rollouts, holder, lease, leading: AtomicBool::new(false), puller, signals, timeline }
     }
 
     pub fn holder(&self) -> &str {
@@ -106,13 +115,35 @@ impl Controller {
             if let Err(e) = self.pull(&view.flag).await {
                 tracing::warn!(flag = %view.flag.name, error = %e, "could not record Prometheus readings");
             }
-            match judge(&self.rollouts, &view.flag, true).await {
+            let judged = if view.flag.state.status == Status::Scheduled {
+                self.start_scheduled(&view.flag).await
+            } else {
+                judge_with(&self.rollouts, &view.flag, Some(Some(&self.timeline))).await
+            };
+            match judged {
                 Ok(Some(outcome)) => outcomes.push(outcome),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(flag = %view.flag.name, error = %e, "controller could not judge the flag"),
             }
         }
         outcomes
+    }
+
+    /// A scheduled flag: its `before_start` checks run when due (a failure cancels the start);
+    /// at `scheduled_for` it starts unless something holds it (the freeze, a missing approval,
+    /// the advance window, a `before_stage` check of the first stage).
+    async fn start_scheduled(&self, flag: &Flag) -> Result<Option<Outcome>, RolloutError> {
+        let now = self.rollouts.clock.now_ms();
+        let Some(at) = flag.state.scheduled_for else { return Ok(None) };
+        if let Some((check, detail)) = self.timeline.before_start_checks(flag, now).await? {
+            let reason = format!("check {check} failed: {detail}");
+            return act(&self.rollouts, flag, Command::Cancel, reason, Some("check".into())).await;
+        }
+        if now < at || self.timeline.hold(flag, now).await?.is_some() {
+            return Ok(None);
+        }
+        let reason = format!("scheduled start at {}", crate::clock::rfc3339(at));
+        act(&self.rollouts, flag, Command::Start, reason, None).await
     }
 
     /// Runs the flag's PromQL guards when due and records what they read (a failed, empty or NaN
@@ -168,8 +199,27 @@ impl Controller {
 /// Judges one flag and acts: on a breach apply its `on_breach`; when `may_advance`, advance a
 /// running flag whose soak is over and whose guards are healthy. Returns what was done.
 pub async fn judge(rollouts: &Rollouts, flag: &Flag, may_advance: bool) -> Result<Option<Outcome>, RolloutError> {
+    judge_with(rollouts, flag, may_advance.then_some(None)).await
+}
+
+/// [`judge`], for the leader: `advancing` is `Some` when it may advance, with the timeline whose
+/// gates (freeze, approvals, advance windows, `before_stage` checks) an advance must pass and whose
+/// `during` checks are breaches.
+async fn judge_with(
+    rollouts: &Rollouts,
+    flag: &Flag,
+    advancing: Option<Option<&Timeline>>,
+) -> Result<Option<Outcome>, RolloutError> {
     if !matches!(flag.state.status, Status::Running | Status::Paused) {
         return Ok(None);
+    }
+    let may_advance = advancing.is_some();
+    let timeline = advancing.flatten();
+    if let Some(timeline) = timeline
+        && let Some(reason) = timeline.during_checks(flag).await?
+    {
+        let command = if flag.definition.on_breach == OnBreach::Pause { Command::Pause } else { Command::Rollback };
+        return act(rollouts, flag, command, reason, Some("check".into())).await;
     }
     let health = rollouts.health(flag).await?;
     for reading in &health.guards {
@@ -184,6 +234,23 @@ pub async fn judge(rollouts: &Rollouts, flag: &Flag, may_advance: bool) -> Resul
         }
         return Ok(None);
     };
+    if command == Command::Advance
+        && let Some(timeline) = timeline
+        && timeline.hold(flag, now).await?.is_some()
+    {
+        return Ok(None);
+    }
+    act(rollouts, flag, command, reason, cause).await
+}
+
+/// Writes the controller's decision against the version (or stage) it was made on.
+async fn act(
+    rollouts: &Rollouts,
+    flag: &Flag,
+    command: Command,
+    reason: String,
+    cause: Option<String>,
+) -> Result<Option<Outcome>, RolloutError> {
     let req = Request {
         actor: "controller".into(),
         reason,

@@ -42,3 +42,4 @@ pub mod snapshot;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod timeline;

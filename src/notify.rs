@@ -217,6 +217,16 @@ pub fn probe_client() -> Result<reqwest::Client, ClientError> {
         .map_err(ClientError)
 }
 
+/// The client the leader runs checks with: no redirects, a connect timeout; each check sets its
+/// own overall timeout.
+pub fn check_client() -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .connect_timeout(PROBE_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(ClientError)
+}
+
 /// Whether a receiver answers at all: one HEAD request, and any HTTP status counts (a webhook may
 /// well answer 405 to HEAD). `Ok` holds the status; `Err` says why nothing answered.
 pub async fn probe(client: &reqwest::Client, url: &str) -> Result<u16, &'static str> {

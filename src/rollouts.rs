@@ -91,6 +91,11 @@ impl Rollouts {
         self
     }
 
+    /// The flag as stored now.
+    pub async fn flag(&self, name: &str) -> Result<Flag, RolloutError> {
+        self.load(name).await
+    }
+
     async fn load(&self, name: &str) -> Result<Flag, RolloutError> {
         self.current(name).await?.ok_or_else(|| RolloutError::NotFound(name.to_owned()))
     }
@@ -322,26 +327,51 @@ impl Rollouts {
     /// event and a notification, no change to the flag. True when this call recorded it.
     pub async fn note_waiting_for_evidence(&self, flag: &Flag, reason: &str) -> Result<bool, StoreError> {
         let key = format!("evidence:{}:{}.{}", flag.name, flag.state.created_at, flag.state.stage_version);
+        self.note_once(flag, Action::WaitingForEvidence, reason, &key).await
+    }
+
+    /// Records an event that changes nothing (an audit entry and a notification, actor
+    /// `controller`), once per `key`: true when this call recorded it. A failed write forgets the
+    /// key again, so a later call records it.
+    pub async fn note_once(&self, flag: &Flag, action: Action, reason: &str, key: &str) -> Result<bool, StoreError> {
         let ttl = std::time::Duration::from_secs(flag.definition.window_secs.max(86_400) * 2);
-        if !self.store.remember_once(&key, ttl).await? {
+        if !self.store.remember_once(key, ttl).await? {
             return Ok(false);
         }
         let event = AuditEvent {
             version: flag.state.version,
             at: self.clock.now_ms(),
-            action: Action::WaitingForEvidence,
+            action,
             from: None,
             to: flag.position(),
             actor: "controller".into(),
             reason: reason.to_owned(),
         };
         if let Err(e) = self.store.append_history(&flag.name, &event).await {
-            let _ = self.store.forget(&key).await;
+            let _ = self.store.forget(key).await;
             return Err(e);
         }
-        tracing::info!(flag = %flag.name, reason, "soak over, waiting for evidence");
+        tracing::info!(flag = %flag.name, action = action.as_str(), reason, "recorded");
         self.announce(flag, &event);
         Ok(true)
+    }
+
+    /// Applies a pure change to the flag as stored now (`change` gets it and the time) and writes
+    /// it if nobody wrote in between; a lost race is a [`RolloutError::VersionConflict`].
+    pub async fn change<F>(&self, name: &str, req: &Request, change: F) -> Result<Flag, RolloutError>
+    where
+        F: Fn(&Flag, i64) -> Result<(Flag, AuditEvent), TransitionError>,
+    {
+        let flag = self.load(name).await?;
+        check_expected(req, &flag)?;
+        let (next, event) = change(&flag, self.clock.now_ms())?;
+        if self.write(&next, flag.state.version, &event, req).await? {
+            tracing::info!(flag = name, action = event.action.as_str(), actor = %req.actor, reason = %req.reason,
+                version = next.state.version, "change");
+            return Ok(next);
+        }
+        let found = self.load(name).await?.state.version;
+        Err(RolloutError::VersionConflict { expected: flag.state.version, found })
     }
 
     fn announce(&self, flag: &Flag, event: &AuditEvent) {

@@ -41,6 +41,7 @@ use crate::sources::prometheus::Puller;
 use crate::sources::{SignalStats, SourcesSettings};
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::telemetry::Telemetry;
+use crate::timeline::Timeline;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -190,6 +191,7 @@ pub async fn start_with_store(
             probe: notify::probe_client()?,
         }),
         drain: Arc::new(Drain::default()),
+        timeline: Timeline::new(rollouts.clone(), notify::check_client()?),
     };
 
     tasks.spawn(Task::UNTIL_STOPPED.named("notifier", Stage::Background), notifier);
@@ -209,6 +211,7 @@ pub async fn start_with_store(
         settings.lease,
         Arc::clone(&signals),
         puller,
+        state.timeline.clone(),
     ));
     tasks.spawn(
         Task::UNTIL_STOPPED.named("controller", Stage::Drain),

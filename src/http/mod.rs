@@ -49,6 +49,8 @@ pub struct AppState {
     pub ops: Arc<status::OpsInfo>,
     /// Set on shutdown: `/readyz` answers 503 while the other routes still serve.
     pub drain: Arc<ops::Drain>,
+    /// Scheduled starts, checks, approvals, the freeze and the emergency stop.
+    pub timeline: crate::timeline::Timeline,
 }
 
 /// The hot path takes only [`evaluate::EvalState`]: one reference count per request instead of a

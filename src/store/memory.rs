@@ -44,6 +44,8 @@ pub struct MemoryStore {
     metrics: Mutex<HashMap<BucketKey, Bucket>>,
     lease: Mutex<Option<(String, Instant)>>,
     seen: Mutex<HashMap<String, Instant>>,
+    settings: Mutex<HashMap<String, String>>,
+    check_runs: Mutex<HashMap<String, std::collections::BTreeMap<String, String>>>,
     /// The process's map is never lost while it runs: one generation for its lifetime.
     generation: String,
 }
@@ -56,6 +58,8 @@ impl Default for MemoryStore {
             metrics: Mutex::new(HashMap::new()),
             lease: Mutex::new(None),
             seen: Mutex::new(HashMap::new()),
+            settings: Mutex::new(HashMap::new()),
+            check_runs: Mutex::new(HashMap::new()),
             generation: new_generation(),
         }
     }
@@ -303,5 +307,27 @@ impl Store for MemoryStore {
     /// The process's own clock is the only one there is: nothing to compare it with.
     async fn time_ms(&self) -> StoreResult<Option<i64>> {
         Ok(None)
+    }
+
+    async fn put_setting(&self, name: &str, value: Option<&str>) -> StoreResult<()> {
+        let mut settings = locked(&self.settings);
+        match value {
+            Some(value) => settings.insert(name.to_owned(), value.to_owned()),
+            None => settings.remove(name),
+        };
+        Ok(())
+    }
+
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
+        Ok(locked(&self.settings).get(name).cloned())
+    }
+
+    async fn put_check_run(&self, flag: &str, check: &str, run: &str) -> StoreResult<()> {
+        locked(&self.check_runs).entry(flag.to_owned()).or_default().insert(check.to_owned(), run.to_owned());
+        Ok(())
+    }
+
+    async fn check_runs(&self, flag: &str) -> StoreResult<Vec<(String, String)>> {
+        Ok(locked(&self.check_runs).get(flag).map(|runs| runs.clone().into_iter().collect()).unwrap_or_default())
     }
 }

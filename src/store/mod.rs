@@ -189,6 +189,19 @@ pub trait Store: Send + Sync + 'static {
     /// Who holds the lease now.
     async fn leader(&self) -> StoreResult<Option<String>>;
 
+    /// A setting shared by every replica and kept across restarts (the controller freeze), as
+    /// JSON; `None` removes it.
+    async fn put_setting(&self, name: &str, value: Option<&str>) -> StoreResult<()>;
+
+    /// A setting written by [`Store::put_setting`].
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
+
+    /// Records the latest run of one of a flag's checks (JSON), replacing the previous one.
+    async fn put_check_run(&self, flag: &str, check: &str, run: &str) -> StoreResult<()>;
+
+    /// The latest run of each of a flag's checks, as JSON, by check name.
+    async fn check_runs(&self, flag: &str) -> StoreResult<Vec<(String, String)>>;
+
     /// The store's own clock in ms since the Unix epoch (Redis `TIME`), to check replicas' clocks
     /// against; `None` when the store has no clock of its own (memory).
     async fn time_ms(&self) -> StoreResult<Option<i64>>;

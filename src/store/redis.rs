@@ -13,6 +13,8 @@
 //! - `<prefix>:deletions`            stream of `deletion` (deletion records as JSON), trimmed to
 //!   ~DELETIONS_CAP: the audit that outlives deleted flags; `<prefix>:{catalog}:deletions` on a cluster
 //! - `<prefix>:leader`               the controller lease
+//! - `<prefix>:setting:<name>`       settings shared by the replicas (`freeze`: who froze the controller)
+//! - `<prefix>:{<flag>}:checks`      hash check name → its latest run (JSON)
 //! - channel `<prefix>:changes`      `{"flag","version"}` after every write
 //! - on a cluster only: `<prefix>:{<flag>}:deleted`, the flag's deletion epoch (kept a day), and
 //!   `<prefix>:{catalog}:fences`, a hash flag → the deletion epoch its latest creation saw
@@ -1019,6 +1021,30 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let (secs, micros): (i64, i64) = bounded(redis::cmd("TIME").query_async(&mut conn)).await?;
         Ok(Some(secs.saturating_mul(1000).saturating_add(micros / 1000)))
+    }
+
+    async fn put_setting(&self, name: &str, value: Option<&str>) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}:setting:{name}", self.prefix);
+        match value {
+            Some(value) => bounded(conn.set::<_, _, ()>(key, value)).await,
+            None => bounded(conn.del::<_, ()>(key)).await,
+        }
+    }
+
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
+        let mut conn = self.conn.clone();
+        bounded(conn.get(format!("{}:setting:{name}", self.prefix))).await
+    }
+
+    async fn put_check_run(&self, flag: &str, check: &str, run: &str) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        bounded(conn.hset::<_, _, _, ()>(format!("{}:{{{flag}}}:checks", self.prefix), check, run)).await
+    }
+
+    async fn check_runs(&self, flag: &str) -> StoreResult<Vec<(String, String)>> {
+        let mut conn = self.conn.clone();
+        bounded(conn.hgetall(format!("{}:{{{flag}}}:checks", self.prefix))).await
     }
 }
 

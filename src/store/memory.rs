@@ -65,7 +65,8 @@ impl Default for MemoryStore {
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section here is a single insert or read, so a poisoned lock holds sound data.
+    // No critical section here can panic halfway through a change (they compare, clone, insert,
+    // remove), so a poisoned lock still holds sound data.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

@@ -1,5 +1,5 @@
-//! One contract per store capability, and every store meets each: memory, Redis and Redis
-//! Cluster must behave the same as a [`FlagStore`], a [`MetricStore`] and for [`Coordination`].
+//! One contract per store capability ([`FlagStore`], [`MetricStore`], [`Coordination`]), each met
+//! alike by memory, Redis and Redis Cluster.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -129,7 +129,7 @@ enum Field {
 }
 
 impl Field {
-    /// `None` for a name no version of the stores writes.
+    /// `None` for a name this version does not know: the bucket keeps it, the window skips it.
     fn parse(name: &str) -> Option<Field> {
         if let Some(counter) = COUNTERS.iter().find(|(counter, ..)| *counter == name) {
             return Some(Field::Counter(counter));

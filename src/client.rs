@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::util::is_connection_refused;
+
 /// The API's error body.
 #[derive(Debug, Deserialize)]
 struct ErrorBody {
@@ -267,7 +269,7 @@ impl Client {
         let server = self.server.clone();
         if e.is_timeout() {
             ClientError::Timeout { server, secs: self.timeout.as_secs() }
-        } else if crate::notify::is_connection_refused(&e) {
+        } else if is_connection_refused(&e) {
             ClientError::Refused { server }
         } else {
             ClientError::Unreachable { server, source: e }

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use crate::clock::rfc3339;
 use crate::domain::rollout::{Action, AuditEvent, Position};
 use crate::telemetry::Telemetry;
+use crate::util::is_connection_refused;
 
 /// One transition to announce.
 #[derive(Debug, Clone)]
@@ -228,18 +229,6 @@ pub async fn probe(client: &reqwest::Client, url: &str) -> Result<u16, &'static 
         Err(e) if e.is_builder() => Err("not a usable URL"),
         Err(_) => Err("request failed"),
     }
-}
-
-/// Whether an I/O error in the cause chain is a refused connection.
-pub fn is_connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(err) = cause {
-        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
-            return true;
-        }
-        cause = err.source();
-    }
-    false
 }
 
 /// Scheme and host only: webhook URLs often carry secrets in their path or query.

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::util::lock;
+
 pub mod alertmanager;
 pub mod customerio;
 pub mod prometheus;
@@ -41,7 +43,7 @@ pub struct SignalStats {
 
 impl SignalStats {
     fn with<T>(&self, source: &'static str, f: impl FnOnce(&mut SourceStats) -> T) -> T {
-        let mut sources = self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut sources = lock(&self.sources);
         f(sources.entry(source).or_default())
     }
 
@@ -67,6 +69,6 @@ impl SignalStats {
     }
 
     pub fn snapshot(&self) -> BTreeMap<&'static str, SourceStats> {
-        self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        lock(&self.sources).clone()
     }
 }

@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::domain::evidence::Interval;
+use crate::domain::rollout::Position;
 use crate::util::is_connection_refused;
 
 /// The API's error body.
@@ -98,21 +100,13 @@ pub struct FlagList {
     pub flags: Vec<FlagState>,
 }
 
-/// A flag's position in an audit event.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Place {
-    pub status: String,
-    pub stage: String,
-    pub percent: u8,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 pub struct Event {
     pub version: u64,
     pub at: String,
     pub action: String,
-    pub from: Option<Place>,
-    pub to: Place,
+    pub from: Option<Position>,
+    pub to: Position,
     pub actor: String,
     pub reason: String,
 }
@@ -139,13 +133,6 @@ pub struct GuardRow {
     /// One line with the numbers, as audit reasons write it.
     #[serde(default)]
     pub summary: String,
-}
-
-/// Both ends of a confidence sequence.
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub struct Interval {
-    pub lower: f64,
-    pub upper: f64,
 }
 
 /// Guard readings of the current stage (`GET /flags/{flag}/health`).

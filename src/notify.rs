@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::rfc3339;
-use crate::domain::rollout::{Action, AuditEvent, Position};
+use crate::domain::rollout::{Action, AuditEvent, Position, Status};
 use crate::telemetry::Telemetry;
 use crate::util::is_connection_refused;
 
@@ -39,27 +39,20 @@ pub struct Message<'a> {
     pub at: String,
 }
 
-fn label(p: &Position) -> String {
-    match p.status.as_str() {
-        "running" => format!("{} ({}%)", p.stage, p.percent),
-        other => format!("{other} ({}%)", p.percent),
-    }
-}
-
 impl<'a> Message<'a> {
     pub fn new(notice: &'a Notice) -> Self {
         let e = &notice.event;
         let icon = match e.action {
             Action::Rollback => ":rotating_light:",
-            Action::Advance if e.to.status.as_str() == "completed" => ":white_check_mark:",
+            Action::Advance if e.to.status == Status::Completed => ":white_check_mark:",
             _ => ":arrow_forward:",
         };
-        let from = e.from.as_ref().map_or_else(|| "new".to_owned(), label);
+        let from = e.from.as_ref().map_or_else(|| "new".to_owned(), Position::to_string);
         let text = format!(
             "{icon} {flag}: {action} {from} → {to} by {actor}: {reason}",
             flag = notice.flag,
             action = e.action.as_str(),
-            to = label(&e.to),
+            to = e.to,
             actor = e.actor,
             reason = e.reason,
         );
@@ -246,7 +239,6 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::rollout::Status;
 
     #[test]
     fn the_text_reads_as_one_slack_line() {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::domain::guards::Guard;
 use crate::domain::plan::PrometheusGuards;
+use crate::domain::secs_to_ms;
 use crate::util::lock;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -119,8 +120,7 @@ impl Puller {
     ) -> Vec<(Guard, Result<f64, QueryError>)> {
         {
             let mut last = lock(&self.last_run);
-            let interval_ms = i64::try_from(config.interval_secs * 1000).unwrap_or(i64::MAX);
-            if last.get(flag).is_some_and(|at| now_ms - at < interval_ms) {
+            if last.get(flag).is_some_and(|at| now_ms - at < secs_to_ms(config.interval_secs)) {
                 return Vec::new();
             }
             last.insert(flag.to_owned(), now_ms);

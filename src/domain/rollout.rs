@@ -565,7 +565,7 @@ mod tests {
         let mut endless = flag.clone();
         endless.definition.window_secs = u64::MAX;
         endless.state.stage_entered_at = i64::MIN;
-        assert_eq!(endless.window_start(0), i64::MIN, "no overflow");
+        assert_eq!(endless.window_start(-5), i64::MIN, "saturates instead of overflowing");
     }
 
     #[test]

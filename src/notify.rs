@@ -93,7 +93,7 @@ const CONCURRENCY: usize = 32;
 /// The notification clients could not be built (their timeouts would be lost).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client of the notifications")]
-pub struct ClientError(#[source] reqwest::Error);
+pub struct BuildError(#[source] reqwest::Error);
 
 /// Starts the delivery worker; returns the queue transitions post to. When `stop` flips, the worker
 /// takes no new notice, delivers every notice already queued and waits for the deliveries in
@@ -102,14 +102,14 @@ pub fn spawn(
     settings: NotifySettings,
     telemetry: Arc<Telemetry>,
     mut stop: watch::Receiver<bool>,
-) -> Result<(mpsc::Sender<Notice>, impl Future<Output = ()> + Send + 'static), ClientError> {
+) -> Result<(mpsc::Sender<Notice>, impl Future<Output = ()> + Send + 'static), BuildError> {
     let (tx, mut rx) = mpsc::channel::<Notice>(QUEUE);
     let client = reqwest::Client::builder()
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(ClientError)?;
+        .map_err(BuildError)?;
     let worker = Worker { client, settings: Arc::new(settings), telemetry, deliveries: JoinSet::new() };
     let run = async move {
         let mut worker = worker;
@@ -202,13 +202,13 @@ async fn deliver(client: &reqwest::Client, s: &NotifySettings, url: &str, body: 
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The client for [`probe`]: [`PROBE_TIMEOUT`], no redirects. Build it once and reuse it.
-pub fn probe_client() -> Result<reqwest::Client, ClientError> {
+pub fn probe_client() -> Result<reqwest::Client, BuildError> {
     reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
         .connect_timeout(PROBE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(ClientError)
+        .map_err(BuildError)
 }
 
 /// Whether a receiver answers at all: one HEAD request, and any HTTP status counts (a webhook may

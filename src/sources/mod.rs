@@ -1,5 +1,6 @@
-//! Guard signal sources: parse and verify what Alertmanager, Customer.io and Prometheus send or
-//! answer, and keep per-source counters for `/debug/signals`. Nothing here changes rollout state.
+//! Guard signal sources: parse and verify what Alertmanager and Customer.io send, query Prometheus
+//! for PromQL guards (the leader's [`prometheus::Puller`] does the HTTP), and keep per-source
+//! counters for `/debug/signals`. Nothing here changes rollout state.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -1,6 +1,7 @@
 //! What the operator commands print for people: aligned tables and short summaries.
 
 use crate::client::{Event, Explanation, FlagState, HealthReport};
+use crate::domain::guards::round;
 use crate::domain::report::human_duration;
 use crate::domain::rollout::Position;
 
@@ -108,7 +109,7 @@ pub fn history_table(events: &[Event]) -> String {
 }
 
 fn number(v: f64) -> String {
-    ((v * 10_000.0).round() / 10_000.0).to_string()
+    round(v).to_string()
 }
 
 /// `GUARD VALUE INTERVAL THRESHOLD SAMPLES VERDICT`, then the overall verdict.

@@ -490,7 +490,8 @@ fn percent(confidence: f64) -> String {
     format!("{}%", (confidence * 1000.0).round() / 10.0)
 }
 
-fn round(v: f64) -> f64 {
+/// Four decimals: how guard values read in audit reasons, the CLI's tables and the report.
+pub fn round(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
 }
 

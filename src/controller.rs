@@ -4,8 +4,8 @@
 //! that dies is replaced once its lease runs out (one lease period). Soak timers come from the
 //! stage start stored with the flag, so a new leader continues them. Decisions are written with
 //! the stage they were made on (and, but for a rollback, the version), so two replicas ticking at
-//! once can never skip or double a stage. Time comes from the injected clock; [`Controller::tick`] is one
-//! step, which the tests call directly.
+//! once can never skip or double a stage. Time comes from the injected clock; [`Controller::tick`]
+//! is one step, which the tests call directly.
 //!
 //! The leader also repairs a store that lost its data (Redis restarted without persistence,
 //! flushed): every flag its snapshot still serves but the store no longer has is written back as

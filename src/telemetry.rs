@@ -246,7 +246,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl In
     out.push('\n');
 }
 
-/// The help text of the series the recorder holds.
+/// Gives the recorder's own series their help text.
 fn register_help(recorder: &PrometheusRecorder) {
     use metrics::SharedString;
     let help = |name: &'static str, text: &'static str| {

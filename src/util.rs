@@ -4,9 +4,9 @@
 use std::error::Error;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// Locks `m`, even when a thread panicked while holding it. Every lock of this crate guards
-/// short critical sections that leave the data whole (one insert, one swap, one read), so a
-/// poisoned lock still holds sound data.
+/// Locks `m`, even when a thread panicked while holding it. For locks whose critical sections
+/// leave the data whole whatever happens (one insert, one swap, one read): a poisoned lock of
+/// that kind still holds sound data.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

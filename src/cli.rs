@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::client::{Client, ClientError};
 use crate::config::{LogFormat, ServeArgs, Settings};
+use crate::util::error_chain;
 
 #[derive(Debug, Parser)]
 #[command(name = "rollout", version, about = "Staged feature rollouts with guard rails")]
@@ -244,16 +245,4 @@ async fn transition(client: &Client, json: bool, command: &str, args: Transition
         emit(&output::status_table(&[state.data]))
     }
     Ok(())
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -12,6 +12,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::domain::evidence::Interval;
+use crate::domain::rollout::Position;
+use crate::util::is_connection_refused;
+
 /// The API's error body.
 #[derive(Debug, Deserialize)]
 struct ErrorBody {
@@ -96,21 +100,13 @@ pub struct FlagList {
     pub flags: Vec<FlagState>,
 }
 
-/// A flag's position in an audit event.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Place {
-    pub status: String,
-    pub stage: String,
-    pub percent: u8,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 pub struct Event {
     pub version: u64,
     pub at: String,
     pub action: String,
-    pub from: Option<Place>,
-    pub to: Place,
+    pub from: Option<Position>,
+    pub to: Position,
     pub actor: String,
     pub reason: String,
 }
@@ -137,13 +133,6 @@ pub struct GuardRow {
     /// One line with the numbers, as audit reasons write it.
     #[serde(default)]
     pub summary: String,
-}
-
-/// Both ends of a confidence sequence.
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub struct Interval {
-    pub lower: f64,
-    pub upper: f64,
 }
 
 /// Guard readings of the current stage (`GET /flags/{flag}/health`).
@@ -267,7 +256,7 @@ impl Client {
         let server = self.server.clone();
         if e.is_timeout() {
             ClientError::Timeout { server, secs: self.timeout.as_secs() }
-        } else if crate::notify::is_connection_refused(&e) {
+        } else if is_connection_refused(&e) {
             ClientError::Refused { server }
         } else {
             ClientError::Unreachable { server, source: e }

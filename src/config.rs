@@ -18,7 +18,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// `rollout serve` options. Each also reads its `ROLLOUT_*` variable and, below that, the config file.
+/// `rollout serve` options. Each also reads its `ROLLOUT_*` variable and, below that, the config
+/// file, which has every setting but the tokens, the signing keys and the notification URLs.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]
@@ -108,7 +109,8 @@ pub struct ServeArgs {
     pub max_connections: Option<usize>,
 }
 
-/// What the config file may hold. Secrets stay out of it: pass them through the environment.
+/// What the config file may hold. Tokens, signing keys and notification URLs stay out of it: pass
+/// them through the environment.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -250,6 +252,11 @@ pub fn parse_tokens(raw: &[String], default_name: &str) -> Result<Vec<NamedToken
     Ok(tokens)
 }
 
+/// The entries of a list of secrets, trimmed, empty ones dropped.
+fn secrets(raw: &[String]) -> Vec<SecretString> {
+    raw.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(|s| SecretString::from(s.to_owned())).collect()
+}
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
     toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
@@ -265,18 +272,14 @@ impl Settings {
         let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
             flag.or(file).map_or(default, Duration::from_secs)
         };
+        let millis = |flag: Option<u64>, file: Option<u64>, default: Duration| {
+            flag.or(file).map_or(default, Duration::from_millis)
+        };
+        let cluster_urls = Some(args.redis_cluster_urls.clone()).filter(|urls| !urls.is_empty());
         let settings = Settings {
             listen: args.listen.or(file.listen).unwrap_or(d.listen),
             redis_url: args.redis_url.clone().or(file.redis_url).filter(|u| !u.is_empty()).map(SecretString::from),
-            redis_cluster_urls: Some(args.redis_cluster_urls.clone())
-                .filter(|urls| !urls.is_empty())
-                .or(file.redis_cluster_urls)
-                .unwrap_or_default()
-                .iter()
-                .map(|u| u.trim())
-                .filter(|u| !u.is_empty())
-                .map(|u| SecretString::from(u.to_owned()))
-                .collect(),
+            redis_cluster_urls: secrets(&cluster_urls.or(file.redis_cluster_urls).unwrap_or_default()),
             redis_ca_file: args.redis_ca_file.clone().or(file.redis_ca_file),
             key_prefix: args.key_prefix.clone().or(file.key_prefix).unwrap_or(d.key_prefix),
             default_flag: args.default_flag.clone().or(file.default_flag).unwrap_or(d.default_flag),
@@ -286,33 +289,15 @@ impl Settings {
             metrics_tokens: parse_tokens(&args.metrics_tokens, "metrics")?,
             alert_tokens: parse_tokens(&args.alert_tokens, "alertmanager")?,
             alert_flag_label: args.alert_flag_label.clone().or(file.alert_flag_label).unwrap_or(d.alert_flag_label),
-            cio_signing_keys: args
-                .cio_signing_keys
-                .iter()
-                .map(|k| k.trim())
-                .filter(|k| !k.is_empty())
-                .map(|k| SecretString::from(k.to_owned()))
-                .collect(),
+            cio_signing_keys: secrets(&args.cio_signing_keys),
             cio_mapping: FlagMapping {
                 default_flag: args.cio_default_flag.clone().or(file.customerio.default_flag.clone()),
                 ..file.customerio
             },
-            notify_urls: args
-                .notify_urls
-                .iter()
-                .map(|u| u.trim())
-                .filter(|u| !u.is_empty())
-                .map(|u| SecretString::from(u.to_owned()))
-                .collect(),
-            controller_tick: args
-                .controller_tick_ms
-                .or(file.controller_tick_ms)
-                .map_or(d.controller_tick, Duration::from_millis),
-            lease: args.lease_ms.or(file.lease_ms).map_or(d.lease, Duration::from_millis),
-            push_judge_gap: args
-                .push_judge_gap_ms
-                .or(file.push_judge_gap_ms)
-                .map_or(d.push_judge_gap, Duration::from_millis),
+            notify_urls: secrets(&args.notify_urls),
+            controller_tick: millis(args.controller_tick_ms, file.controller_tick_ms, d.controller_tick),
+            lease: millis(args.lease_ms, file.lease_ms, d.lease),
+            push_judge_gap: millis(args.push_judge_gap_ms, file.push_judge_gap_ms, d.push_judge_gap),
             resync_every: secs(args.resync_secs, file.resync_secs, d.resync_every),
             request_timeout: secs(args.request_timeout_secs, file.request_timeout_secs, d.request_timeout),
             drain: secs(args.drain_secs, file.drain_secs, d.drain),

@@ -3,9 +3,9 @@
 //! One replica at a time leads, through a lease in the store that it renews every tick; a replica
 //! that dies is replaced once its lease runs out (one lease period). Soak timers come from the
 //! stage start stored with the flag, so a new leader continues them. Decisions are written with
-//! the version (advance) or stage (rollback) they were made on, so two replicas ticking at once can
-//! never skip or double a stage. Time comes from the injected clock; [`Controller::tick`] is one
-//! step, which the tests call directly.
+//! the stage they were made on (and, but for a rollback, the version), so two replicas ticking at
+//! once can never skip or double a stage. Time comes from the injected clock; [`Controller::tick`]
+//! is one step, which the tests call directly.
 //!
 //! The leader also repairs a store that lost its data (Redis restarted without persistence,
 //! flushed): every flag its snapshot still serves but the store no longer has is written back as
@@ -72,7 +72,8 @@ impl Controller {
         self.leading.load(Ordering::SeqCst)
     }
 
-    /// Takes or renews the lease, then steps every flag if this replica leads.
+    /// Takes or renews the lease; if this replica leads, restores the flags the store lost, then
+    /// steps every flag.
     pub async fn tick(&self) -> Vec<Outcome> {
         let leading = match self.rollouts.store.try_lead(&self.holder, self.lease).await {
             Ok(leading) => leading,
@@ -196,8 +197,10 @@ impl Controller {
     }
 }
 
-/// Judges one flag and acts: on a breach apply its `on_breach`; when `may_advance`, advance a
-/// running flag whose soak is over and whose guards are healthy. Returns what was done.
+/// Judges one running or paused flag and acts: on a breach apply its `on_breach`, on a
+/// sample-ratio mismatch pause; when `may_advance`, advance a running flag whose soak is over and
+/// whose guards are healthy, or record (once per stage) that it waits for evidence. Returns what
+/// was done.
 pub async fn judge(rollouts: &Rollouts, flag: &Flag, may_advance: bool) -> Result<Option<Outcome>, RolloutError> {
     judge_with(rollouts, flag, may_advance.then_some(None)).await
 }

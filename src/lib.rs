@@ -19,14 +19,16 @@
 //! - [`controller`]: the leader-elected stepper: advance when soaked and healthy, roll back on breach,
 //!   restore flags the store lost.
 //! - [`notify`]: outbound webhooks and rollback hooks, off the transition path.
-//! - [`sources`]: Alertmanager, Customer.io and Prometheus signals: parse and verify, nothing else.
+//! - [`sources`]: guard signals: Alertmanager and Customer.io payloads parsed and verified, PromQL
+//!   guards queried over HTTP (the leader's puller), per-source counters. No rollout state changes.
 //! - [`rollouts`]: read–transition–conditional write, shared by every caller.
 //! - [`telemetry`]: Prometheus metrics of this replica.
 //! - [`snapshot`]: the hot path's in-process copy of all flags, fed by the change feed.
-//! - [`store`]: the `Store` trait, Redis and memory implementations.
+//! - [`store`]: the `Store` trait; Redis (one node or a cluster) and memory implementations.
 //! - [`clock`]: injected time.
 //! - [`domain`]: pure bucketing, plan, state machine, guard verdicts with their evidence
 //!   (confidence sequences) and the review timeline.
+//! - [`util`]: std idioms every layer shares (poison-tolerant locks, an error's cause chain).
 
 pub mod cli;
 pub mod client;
@@ -43,3 +45,4 @@ pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod timeline;
+pub mod util;

@@ -13,8 +13,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::rfc3339;
-use crate::domain::rollout::{Action, AuditEvent, Position};
+use crate::domain::rollout::{Action, AuditEvent, Position, Status};
 use crate::telemetry::Telemetry;
+use crate::util::is_connection_refused;
 
 /// One transition to announce.
 #[derive(Debug, Clone)]
@@ -38,27 +39,20 @@ pub struct Message<'a> {
     pub at: String,
 }
 
-fn label(p: &Position) -> String {
-    match p.status.as_str() {
-        "running" => format!("{} ({}%)", p.stage, p.percent),
-        other => format!("{other} ({}%)", p.percent),
-    }
-}
-
 impl<'a> Message<'a> {
     pub fn new(notice: &'a Notice) -> Self {
         let e = &notice.event;
         let icon = match e.action {
             Action::Rollback => ":rotating_light:",
-            Action::Advance if e.to.status.as_str() == "completed" => ":white_check_mark:",
+            Action::Advance if e.to.status == Status::Completed => ":white_check_mark:",
             _ => ":arrow_forward:",
         };
-        let from = e.from.as_ref().map_or_else(|| "new".to_owned(), label);
+        let from = e.from.as_ref().map_or_else(|| "new".to_owned(), Position::to_string);
         let text = format!(
             "{icon} {flag}: {action} {from} → {to} by {actor}: {reason}",
             flag = notice.flag,
             action = e.action.as_str(),
-            to = label(&e.to),
+            to = e.to,
             actor = e.actor,
             reason = e.reason,
         );
@@ -99,7 +93,7 @@ const CONCURRENCY: usize = 32;
 /// The notification clients could not be built (their timeouts would be lost).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client of the notifications")]
-pub struct ClientError(#[source] reqwest::Error);
+pub struct BuildError(#[source] reqwest::Error);
 
 /// Starts the delivery worker; returns the queue transitions post to. When `stop` flips, the worker
 /// takes no new notice, delivers every notice already queued and waits for the deliveries in
@@ -108,14 +102,14 @@ pub fn spawn(
     settings: NotifySettings,
     telemetry: Arc<Telemetry>,
     mut stop: watch::Receiver<bool>,
-) -> Result<(mpsc::Sender<Notice>, impl Future<Output = ()> + Send + 'static), ClientError> {
+) -> Result<(mpsc::Sender<Notice>, impl Future<Output = ()> + Send + 'static), BuildError> {
     let (tx, mut rx) = mpsc::channel::<Notice>(QUEUE);
     let client = reqwest::Client::builder()
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(ClientError)?;
+        .map_err(BuildError)?;
     let worker = Worker { client, settings: Arc::new(settings), telemetry, deliveries: JoinSet::new() };
     let run = async move {
         let mut worker = worker;
@@ -208,23 +202,23 @@ async fn deliver(client: &reqwest::Client, s: &NotifySettings, url: &str, body: 
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The client for [`probe`]: [`PROBE_TIMEOUT`], no redirects. Build it once and reuse it.
-pub fn probe_client() -> Result<reqwest::Client, ClientError> {
+pub fn probe_client() -> Result<reqwest::Client, BuildError> {
     reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
         .connect_timeout(PROBE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(ClientError)
+        .map_err(BuildError)
 }
 
 /// The client the leader runs checks with: no redirects, a connect timeout; each check sets its
 /// own overall timeout.
-pub fn check_client() -> Result<reqwest::Client, ClientError> {
+pub fn check_client() -> Result<reqwest::Client, BuildError> {
     reqwest::Client::builder()
         .connect_timeout(PROBE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(ClientError)
+        .map_err(BuildError)
 }
 
 /// Whether a receiver answers at all: one HEAD request, and any HTTP status counts (a webhook may
@@ -238,18 +232,6 @@ pub async fn probe(client: &reqwest::Client, url: &str) -> Result<u16, &'static 
         Err(e) if e.is_builder() => Err("not a usable URL"),
         Err(_) => Err("request failed"),
     }
-}
-
-/// Whether an I/O error in the cause chain is a refused connection.
-pub fn is_connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(err) = cause {
-        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
-            return true;
-        }
-        cause = err.source();
-    }
-    false
 }
 
 /// Scheme and host only: webhook URLs often carry secrets in their path or query.
@@ -267,7 +249,6 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::rollout::Status;
 
     #[test]
     fn the_text_reads_as_one_slack_line() {

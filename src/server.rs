@@ -60,7 +60,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    NotifyClient(#[from] notify::ClientError),
+    NotifyClient(#[from] notify::BuildError),
     #[error("cannot build the HTTP client of the Prometheus queries")]
     PrometheusClient(#[source] reqwest::Error),
     #[error("cannot make up an admin token: the OS random source failed")]

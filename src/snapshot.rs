@@ -15,15 +15,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::watch;
 
 use crate::domain::bucket;
 use crate::domain::rollout::{Evaluation, Flag, evaluate};
-use crate::store::{Catalog, Stamp, Store, StoreError};
+use crate::store::{Catalog, Change, Stamp, Store, StoreError};
+use crate::util::{self, error_chain, lock};
 
 /// A flag prepared for evaluation: what the hot path needs, computed once per change.
 #[derive(Debug)]
@@ -225,7 +227,7 @@ impl Snapshot {
     /// Returns how many flags are orphans now.
     pub fn sync(&self, catalog: Catalog, fresh: Vec<Flag>) -> usize {
         let Catalog { generation, stamps, missing } = catalog;
-        let mut known = self.generation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut known = lock(&self.generation);
         let same_store = known.as_ref().is_none_or(|g| *g == generation);
         {
             let flags = self.read();
@@ -294,34 +296,34 @@ impl Snapshot {
         self.sync(Catalog { generation: generation.to_owned(), stamps, missing: Vec::new() }, all)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Flags> {
+    fn read(&self) -> RwLockReadGuard<'_, Flags> {
         // Writers replace whole entries, so a poisoned map is still consistent.
-        self.flags.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        util::read(&self.flags)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Flags> {
-        self.flags.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn write(&self) -> RwLockWriteGuard<'_, Flags> {
+        util::write(&self.flags)
     }
 
     fn mark_ok(&self) {
         self.store_ok.store(true, Ordering::SeqCst);
-        *self.last_sync.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
-        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *lock(&self.last_sync) = Some(Instant::now());
+        *lock(&self.last_error) = None;
     }
 
     fn mark_failed(&self, why: String) {
         if self.store_ok.swap(false, Ordering::SeqCst) {
             tracing::warn!(error = %why, "store unreachable; serving the last snapshot");
         }
-        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+        *lock(&self.last_error) = Some(why);
     }
 
     /// `Ok` when the store answers and the snapshot was fully re-read recently, else the reason.
     pub fn readiness(&self, max_age: Duration) -> Result<(), String> {
-        if let Some(why) = self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+        if let Some(why) = lock(&self.last_error).clone() {
             return Err(why);
         }
-        match *self.last_sync.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        match *lock(&self.last_sync) {
             Some(at) if at.elapsed() <= max_age => Ok(()),
             Some(at) => Err(format!("the snapshot was last refreshed {} ms ago", at.elapsed().as_millis())),
             None => Err("the snapshot was never loaded".into()),
@@ -331,17 +333,6 @@ impl Snapshot {
     pub fn store_ok(&self) -> bool {
         self.store_ok.load(Ordering::SeqCst)
     }
-}
-
-fn describe(e: &StoreError) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// How many times in a row a full read starts over because the store lost its data meanwhile.
@@ -373,7 +364,7 @@ async fn full_reload(store: &dyn Store, snapshot: &Snapshot) -> bool {
             true
         }
         Err(e) => {
-            snapshot.mark_failed(describe(&e));
+            snapshot.mark_failed(error_chain(&e));
             false
         }
     }
@@ -391,54 +382,69 @@ pub async fn run_feed(
         if *shutdown.borrow() {
             return;
         }
-        let mut changes = match store.subscribe().await {
-            Ok(stream) => stream,
+        let ended = match store.subscribe().await {
+            Ok(changes) => follow(store.as_ref(), &snapshot, changes, resync_every, &mut shutdown).await,
             Err(e) => {
-                snapshot.mark_failed(describe(&e));
-                tokio::select! {
-                    _ = tokio::time::sleep(retry) => continue,
-                    _ = shutdown.changed() => return,
-                }
+                snapshot.mark_failed(error_chain(&e));
+                FeedEnd::Broken
             }
         };
-        // Subscribed first, then read everything: no change can fall between the two.
-        if !full_reload(store.as_ref(), &snapshot).await {
-            tokio::select! {
-                _ = tokio::time::sleep(retry) => continue,
-                _ = shutdown.changed() => return,
-            }
-        }
-        let mut resync = tokio::time::interval(resync_every);
-        resync.tick().await;
-        loop {
-            tokio::select! {
-                change = changes.next() => match change {
-                    Some(change) => match store.get_flag(&change.flag).await {
-                        Ok(Some(flag)) => snapshot.upsert(flag),
-                        Ok(None) => {
-                            snapshot.remove(&change.flag);
-                        }
-                        Err(e) => {
-                            snapshot.mark_failed(describe(&e));
-                            break;
-                        }
-                    },
-                    None => {
-                        snapshot.mark_failed("the change feed subscription was lost".into());
-                        break;
-                    }
-                },
-                _ = resync.tick() => {
-                    if !full_reload(store.as_ref(), &snapshot).await {
-                        break;
-                    }
-                }
-                _ = shutdown.changed() => return,
-            }
+        if ended == FeedEnd::Shutdown {
+            return;
         }
         tokio::select! {
             _ = tokio::time::sleep(retry) => {}
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Why [`follow`] returned: the feed broke (subscribe again after a pause), or shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FeedEnd {
+    Broken,
+    Shutdown,
+}
+
+/// Reads everything once subscribed, then applies each change message and re-reads everything
+/// every `resync_every`, until the store fails, the subscription ends or `shutdown` changes.
+async fn follow(
+    store: &dyn Store,
+    snapshot: &Snapshot,
+    mut changes: BoxStream<'static, Change>,
+    resync_every: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> FeedEnd {
+    // Subscribed first, then read everything: no change can fall between the two.
+    if !full_reload(store, snapshot).await {
+        return FeedEnd::Broken;
+    }
+    let mut resync = tokio::time::interval(resync_every);
+    resync.tick().await;
+    loop {
+        tokio::select! {
+            change = changes.next() => match change {
+                Some(change) => match store.get_flag(&change.flag).await {
+                    Ok(Some(flag)) => snapshot.upsert(flag),
+                    Ok(None) => {
+                        snapshot.remove(&change.flag);
+                    }
+                    Err(e) => {
+                        snapshot.mark_failed(error_chain(&e));
+                        return FeedEnd::Broken;
+                    }
+                },
+                None => {
+                    snapshot.mark_failed("the change feed subscription was lost".into());
+                    return FeedEnd::Broken;
+                }
+            },
+            _ = resync.tick() => {
+                if !full_reload(store, snapshot).await {
+                    return FeedEnd::Broken;
+                }
+            }
+            _ = shutdown.changed() => return FeedEnd::Shutdown,
         }
     }
 }

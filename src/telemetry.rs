@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Recorder, with_local_recorder};
@@ -20,6 +20,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 use crate::domain::rollout::{Reason, Status};
 use crate::snapshot::{FlagView, Snapshot};
+use crate::util::lock;
 
 /// Evaluation latency buckets, in seconds (1 µs … 10 ms).
 const LATENCY_BUCKETS: [f64; 10] = [1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2];
@@ -113,7 +114,7 @@ impl Telemetry {
                 metrics::gauge!("rollout_leader"),
             )
         });
-        describe(&recorder);
+        register_help(&recorder);
         Self {
             handle,
             evaluations,
@@ -149,9 +150,9 @@ impl Telemetry {
         self.flag_series().remove(flag);
     }
 
-    fn flag_series(&self) -> std::sync::MutexGuard<'_, HashMap<String, FlagSeries>> {
+    fn flag_series(&self) -> MutexGuard<'_, HashMap<String, FlagSeries>> {
         // Every critical section is one map update or one render: a poisoned map is still sound.
-        self.per_flag.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.per_flag)
     }
 
     pub fn notification_failed(&self) {
@@ -245,7 +246,8 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl In
     out.push('\n');
 }
 
-fn describe(recorder: &PrometheusRecorder) {
+/// Gives the recorder's own series their help text.
+fn register_help(recorder: &PrometheusRecorder) {
     use metrics::SharedString;
     let help = |name: &'static str, text: &'static str| {
         recorder.describe_gauge(name.into(), None, SharedString::const_str(text));

@@ -266,7 +266,8 @@ impl Timeline {
         if let Some(stage) = flag.next_stage().filter(|_| missing > 0) {
             return Ok(Some(Hold::Approval { stage: stage.name.clone(), missing }));
         }
-        let window = flag.next_stage().and_then(|s| s.advance_window.as_ref()).or(flag.definition.advance_window.as_ref());
+        let window =
+            flag.next_stage().and_then(|s| s.advance_window.as_ref()).or(flag.definition.advance_window.as_ref());
         if let Some(window) = window.and_then(|w| w.resolve().ok())
             && !window.is_open(now_ms)
         {
@@ -294,7 +295,9 @@ impl Timeline {
             let last = runs.iter().find(|r| r.check == check.name && r.stage_version == flag.state.stage_version);
             let run = match (last, all) {
                 (Some(run), false) if run.passed => continue,
-                (Some(run), false) if Self::next_run(flag, check, Some(run)).is_some_and(|due| due > now) => run.clone(),
+                (Some(run), false) if Self::next_run(flag, check, Some(run)).is_some_and(|due| due > now) => {
+                    run.clone()
+                }
                 _ => self.run_check(flag, check).await?,
             };
             if !run.passed {
@@ -306,7 +309,11 @@ impl Timeline {
 
     /// The scheduled flag's `before_start` checks whose time has come (`scheduled_for −
     /// offset_secs`) and that did not run for this schedule yet; the first failure (check, detail).
-    pub async fn before_start_checks(&self, flag: &Flag, now_ms: i64) -> Result<Option<(String, String)>, RolloutError> {
+    pub async fn before_start_checks(
+        &self,
+        flag: &Flag,
+        now_ms: i64,
+    ) -> Result<Option<(String, String)>, RolloutError> {
         let runs = self.check_runs(flag).await?;
         for check in flag.definition.checks.iter().filter(|c| c.when == CheckWhen::BeforeStart) {
             let last = runs.iter().find(|r| r.check == check.name);
@@ -356,7 +363,8 @@ impl Timeline {
     /// POSTs `{flag, stage, run_id, check}` to the check's URL; a 2xx within its timeout passes.
     async fn run_check(&self, flag: &Flag, check: &CheckDefinition) -> Result<CheckRun, RolloutError> {
         let run_id = crate::store::new_generation();
-        let stage = flag.next_stage().filter(|_| matches!(check.when, CheckWhen::BeforeStage(_) | CheckWhen::BeforeStart));
+        let stage =
+            flag.next_stage().filter(|_| matches!(check.when, CheckWhen::BeforeStage(_) | CheckWhen::BeforeStart));
         let stage = stage.map_or_else(|| flag.stage_name().to_owned(), |s| s.name.clone());
         let body = serde_json::json!({"flag": flag.name, "stage": stage, "run_id": run_id, "check": check.name});
         let started = Instant::now();

@@ -2,33 +2,34 @@
 //!
 //! The service answers and is ready; it keeps state in Redis, not the embedded store; a replica
 //! holds the controller lease; its tokens are configured, not generated; its notification URLs are
-//! set and answer; its clock agrees with Redis `TIME`; every flag's plan is valid. The verdicts are
+//! set and answer; its clock agrees with Redis `TIME`; every flag's plan is valid. The results are
 //! a pure function of what `/healthz`, `/readyz` and `/admin/status` answered.
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::client::{AdminStatus, Client, ClientError};
+use crate::client::{AdminStatus, Client, ClientError, NotifyProbe};
 
 /// Most a replica's clock may differ from Redis `TIME` before soak timers and metric windows disagree.
 pub const MAX_CLOCK_SKEW_MS: i64 = 1000;
 /// A store round trip slower than this is worth a warning.
 pub const SLOW_STORE_MS: f64 = 50.0;
 
+/// How a check came out: a `fail` fails the audit, a `warn` does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Verdict {
+pub enum CheckResult {
     Pass,
     Warn,
     Fail,
 }
 
-impl Verdict {
+impl CheckResult {
     fn label(self) -> &'static str {
         match self {
-            Verdict::Pass => "[PASS]",
-            Verdict::Warn => "[WARN]",
-            Verdict::Fail => "[FAIL]",
+            CheckResult::Pass => "[PASS]",
+            CheckResult::Warn => "[WARN]",
+            CheckResult::Fail => "[FAIL]",
         }
     }
 }
@@ -37,11 +38,11 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     pub check: String,
-    pub result: Verdict,
+    pub result: CheckResult,
     pub detail: String,
 }
 
-fn check(name: impl Into<String>, result: Verdict, detail: impl Into<String>) -> Check {
+fn check(name: impl Into<String>, result: CheckResult, detail: impl Into<String>) -> Check {
     Check { check: name.into(), result, detail: detail.into() }
 }
 
@@ -49,133 +50,165 @@ fn check(name: impl Into<String>, result: Verdict, detail: impl Into<String>) ->
 pub async fn run(client: &Client) -> Vec<Check> {
     let mut checks = Vec::new();
     match client.probe("healthz").await {
-        Ok((200, _)) => checks.push(check("server", Verdict::Pass, format!("{} answers /healthz", client.server()))),
-        Ok((status, _)) => checks.push(check("server", Verdict::Fail, format!("/healthz answered HTTP {status}"))),
+        Ok((200, _)) => {
+            checks.push(check("server", CheckResult::Pass, format!("{} answers /healthz", client.server())))
+        }
+        Ok((status, _)) => checks.push(check("server", CheckResult::Fail, format!("/healthz answered HTTP {status}"))),
         Err(e) => {
-            checks.push(check("server", Verdict::Fail, e.to_string()));
+            checks.push(check("server", CheckResult::Fail, e.to_string()));
             return checks;
         }
     }
     checks.push(match client.probe("readyz").await {
         Ok((200, body)) => {
             let flags = body["flags"].as_u64().unwrap_or(0);
-            check("ready", Verdict::Pass, format!("/readyz: ready, {} in the snapshot", flags_count(flags)))
+            check("ready", CheckResult::Pass, format!("/readyz: ready, {} in the snapshot", flags_count(flags)))
         }
         Ok((status, body)) => {
             let reason = body["reason"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
-            check("ready", Verdict::Fail, format!("not ready: {reason}"))
+            check("ready", CheckResult::Fail, format!("not ready: {reason}"))
         }
-        Err(e) => check("ready", Verdict::Fail, e.to_string()),
+        Err(e) => check("ready", CheckResult::Fail, e.to_string()),
     });
     match client.admin_status().await {
-        Ok(status) => checks.extend(assess(&status.data)),
-        Err(e @ ClientError::Unauthorized) => checks.push(check("admin status", Verdict::Fail, e.to_string())),
-        Err(e) => checks.push(check("admin status", Verdict::Fail, format!("GET /admin/status: {e}"))),
+        Ok(status) => checks.extend(status_checks(&status.data)),
+        Err(e @ ClientError::Unauthorized) => checks.push(check("admin status", CheckResult::Fail, e.to_string())),
+        Err(e) => checks.push(check("admin status", CheckResult::Fail, format!("GET /admin/status: {e}"))),
     }
     checks
 }
 
-/// The checks that read `/admin/status`.
-pub fn assess(s: &AdminStatus) -> Vec<Check> {
-    let mut checks = Vec::new();
-    checks.push(match (s.store.as_str(), s.store_ping_ms) {
+/// The checks that read `/admin/status`, in the order they are printed.
+pub fn status_checks(s: &AdminStatus) -> Vec<Check> {
+    let mut checks = vec![store_check(s), leader_check(s), tokens_check(s), signing_keys_check(s)];
+    checks.extend(notify_checks(s));
+    checks.push(clock_check(s));
+    checks.push(plans_check(s));
+    checks
+}
+
+fn store_check(s: &AdminStatus) -> Check {
+    match (s.store.as_str(), s.store_ping_ms) {
         ("memory", _) => check(
             "store",
-            Verdict::Fail,
+            CheckResult::Fail,
             "embedded in-memory store: state is not shared between replicas and is lost on restart (set --redis-url)",
         ),
         (kind, Some(ms)) if ms > SLOW_STORE_MS => {
-            check("store", Verdict::Warn, format!("{kind}, slow round trip {ms:.1} ms (over {SLOW_STORE_MS} ms)"))
+            check("store", CheckResult::Warn, format!("{kind}, slow round trip {ms:.1} ms (over {SLOW_STORE_MS} ms)"))
         }
-        (kind, Some(ms)) => check("store", Verdict::Pass, format!("{kind}, round trip {ms:.2} ms")),
+        (kind, Some(ms)) => check("store", CheckResult::Pass, format!("{kind}, round trip {ms:.2} ms")),
         (kind, None) => check(
             "store",
-            Verdict::Fail,
+            CheckResult::Fail,
             format!("{kind} does not answer: {}", s.store_error.as_deref().unwrap_or("no reply")),
         ),
-    });
-    checks.push(match &s.leader {
+    }
+}
+
+fn leader_check(s: &AdminStatus) -> Check {
+    match &s.leader {
         Some(holder) if *holder == s.this_replica => {
-            check("leader", Verdict::Pass, format!("{holder} holds the controller lease (the replica asked)"))
+            check("leader", CheckResult::Pass, format!("{holder} holds the controller lease (the replica asked)"))
         }
-        Some(holder) => check("leader", Verdict::Pass, format!("{holder} holds the controller lease")),
+        Some(holder) => check("leader", CheckResult::Pass, format!("{holder} holds the controller lease")),
         None => check(
             "leader",
-            Verdict::Fail,
+            CheckResult::Fail,
             "no replica holds the controller lease: nothing advances or rolls back automatically",
         ),
-    });
+    }
+}
+
+fn tokens_check(s: &AdminStatus) -> Check {
     let counts = format!(
         "{} admin, {} read, {} metrics, {} alert",
         s.admin_tokens, s.read_tokens, s.metrics_tokens, s.alert_tokens
     );
-    checks.push(if s.token_generated {
+    if s.token_generated {
         check(
             "tokens",
-            Verdict::Fail,
+            CheckResult::Fail,
             "the admin token was generated at start-up and changes on every restart (set ROLLOUT_ADMIN_TOKENS)",
         )
     } else if s.read_tokens == 0 {
-        check("tokens", Verdict::Warn, format!("{counts}: evaluations are open to anyone who can reach the service"))
+        check(
+            "tokens",
+            CheckResult::Warn,
+            format!("{counts}: evaluations are open to anyone who can reach the service"),
+        )
     } else {
-        check("tokens", Verdict::Pass, format!("{counts} tokens configured"))
-    });
-    checks.push(if s.cio_signing_keys.is_empty() {
-        check("signing keys", Verdict::Warn, "no Customer.io signing key: delivery events cannot feed the guards")
+        check("tokens", CheckResult::Pass, format!("{counts} tokens configured"))
+    }
+}
+
+fn signing_keys_check(s: &AdminStatus) -> Check {
+    if s.cio_signing_keys.is_empty() {
+        check("signing keys", CheckResult::Warn, "no Customer.io signing key: delivery events cannot feed the guards")
     } else {
         check(
             "signing keys",
-            Verdict::Pass,
+            CheckResult::Pass,
             format!("{} Customer.io signing key(s): {}", s.cio_signing_keys.len(), s.cio_signing_keys.join(", ")),
         )
-    });
+    }
+}
+
+/// One check per notification URL, or one failing check when there is none.
+fn notify_checks(s: &AdminStatus) -> Vec<Check> {
     if s.notify_urls.is_empty() {
-        checks.push(check(
+        return vec![check(
             "notify",
-            Verdict::Fail,
+            CheckResult::Fail,
             "no notification URLs: transitions and rollbacks reach nobody (set ROLLOUT_NOTIFY_URLS)",
-        ));
+        )];
     }
-    for (i, url) in s.notify_urls.iter().enumerate() {
+    let probe = |(i, url): (usize, &NotifyProbe)| {
         let name = format!("notify #{}", i + 1);
-        checks.push(if url.reachable {
-            check(name, Verdict::Pass, format!("{} reachable ({})", url.url_prefix, url.detail))
+        if url.reachable {
+            check(name, CheckResult::Pass, format!("{} reachable ({})", url.url_prefix, url.detail))
         } else {
-            check(name, Verdict::Fail, format!("{} unreachable: {}", url.url_prefix, url.detail))
-        });
-    }
-    checks.push(match s.store_time_ms {
-        None if s.store == "memory" => check("clock", Verdict::Warn, "no store clock to compare with (memory store)"),
-        None => check("clock", Verdict::Fail, "cannot read the store's TIME"),
-        Some(store) => {
-            let skew = s.server_time_ms - store;
-            if skew.abs() <= MAX_CLOCK_SKEW_MS {
-                check("clock", Verdict::Pass, format!("within {} ms of Redis TIME", skew.abs()))
-            } else {
-                check(
-                    "clock",
-                    Verdict::Fail,
-                    format!(
-                        "{:.1} s {} Redis TIME: soak timers and metric windows disagree between replicas",
-                        skew.abs() as f64 / 1000.0,
-                        if skew > 0 { "ahead of" } else { "behind" }
-                    ),
-                )
-            }
+            check(name, CheckResult::Fail, format!("{} unreachable: {}", url.url_prefix, url.detail))
         }
-    });
+    };
+    s.notify_urls.iter().enumerate().map(probe).collect()
+}
+
+fn clock_check(s: &AdminStatus) -> Check {
+    let Some(store) = s.store_time_ms else {
+        return if s.store == "memory" {
+            check("clock", CheckResult::Warn, "no store clock to compare with (memory store)")
+        } else {
+            check("clock", CheckResult::Fail, "cannot read the store's TIME")
+        };
+    };
+    let skew = s.server_time_ms - store;
+    if skew.abs() <= MAX_CLOCK_SKEW_MS {
+        return check("clock", CheckResult::Pass, format!("within {} ms of Redis TIME", skew.abs()));
+    }
+    check(
+        "clock",
+        CheckResult::Fail,
+        format!(
+            "{:.1} s {} Redis TIME: soak timers and metric windows disagree between replicas",
+            skew.abs() as f64 / 1000.0,
+            if skew > 0 { "ahead of" } else { "behind" }
+        ),
+    )
+}
+
+fn plans_check(s: &AdminStatus) -> Check {
     let invalid: Vec<String> = s
         .flags
         .iter()
         .filter(|f| !f.valid)
         .map(|f| format!("{}: {}", f.name, f.problem.as_deref().unwrap_or("invalid")))
         .collect();
-    checks.push(match (s.flags.len(), invalid.len()) {
-        (0, _) => check("plans", Verdict::Pass, "no flags yet"),
-        (n, 0) => check("plans", Verdict::Pass, format!("{}, every plan valid", flags_count(n as u64))),
-        (n, k) => check("plans", Verdict::Fail, format!("{k} of {n} plans invalid: {}", invalid.join("; "))),
-    });
-    checks
+    match (s.flags.len(), invalid.len()) {
+        (0, _) => check("plans", CheckResult::Pass, "no flags yet"),
+        (n, 0) => check("plans", CheckResult::Pass, format!("{}, every plan valid", flags_count(n as u64))),
+        (n, k) => check("plans", CheckResult::Fail, format!("{k} of {n} plans invalid: {}", invalid.join("; "))),
+    }
 }
 
 fn flags_count(n: u64) -> String {
@@ -184,7 +217,7 @@ fn flags_count(n: u64) -> String {
 
 /// Whether the audit passed: nothing failed (warnings allowed).
 pub fn passed(checks: &[Check]) -> bool {
-    checks.iter().all(|c| c.result != Verdict::Fail)
+    checks.iter().all(|c| c.result != CheckResult::Fail)
 }
 
 /// One `[PASS]`/`[WARN]`/`[FAIL]` line per check, then `Result: N/M passed`.
@@ -194,7 +227,7 @@ pub fn render(checks: &[Check]) -> String {
     for c in checks {
         text.push_str(&format!("{} {:width$}  {}\n", c.result.label(), c.check, c.detail));
     }
-    let ok = checks.iter().filter(|c| c.result == Verdict::Pass).count();
+    let ok = checks.iter().filter(|c| c.result == CheckResult::Pass).count();
     text.push_str(&format!("Result: {ok}/{} passed\n", checks.len()));
     text
 }
@@ -203,7 +236,7 @@ pub fn render(checks: &[Check]) -> String {
 pub fn to_json(checks: &[Check]) -> Value {
     serde_json::json!({
         "checks": checks,
-        "passed": checks.iter().filter(|c| c.result == Verdict::Pass).count(),
+        "passed": checks.iter().filter(|c| c.result == CheckResult::Pass).count(),
         "total": checks.len(),
         "ok": passed(checks),
     })
@@ -212,7 +245,7 @@ pub fn to_json(checks: &[Check]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{FlagCheck, NotifyProbe};
+    use crate::client::FlagCheck;
 
     fn healthy() -> AdminStatus {
         AdminStatus {
@@ -234,14 +267,14 @@ mod tests {
         }
     }
 
-    fn verdicts(checks: &[Check]) -> Vec<(&str, Verdict)> {
+    fn verdicts(checks: &[Check]) -> Vec<(&str, CheckResult)> {
         checks.iter().map(|c| (c.check.as_str(), c.result)).collect()
     }
 
     #[test]
     fn a_healthy_production_setup_passes_every_check() {
-        let checks = assess(&healthy());
-        assert!(checks.iter().all(|c| c.result == Verdict::Pass), "{checks:?}");
+        let checks = status_checks(&healthy());
+        assert!(checks.iter().all(|c| c.result == CheckResult::Pass), "{checks:?}");
         assert!(passed(&checks));
         assert!(render(&checks).ends_with("Result: 7/7 passed\n"));
     }
@@ -258,17 +291,17 @@ mod tests {
             flags: vec![FlagCheck { name: "f".into(), valid: false, problem: Some("stages: required".into()) }],
             ..healthy()
         };
-        let checks = assess(&s);
+        let checks = status_checks(&s);
         assert_eq!(
             verdicts(&checks),
             [
-                ("store", Verdict::Warn),
-                ("leader", Verdict::Fail),
-                ("tokens", Verdict::Warn),
-                ("signing keys", Verdict::Warn),
-                ("notify", Verdict::Fail),
-                ("clock", Verdict::Fail),
-                ("plans", Verdict::Fail)
+                ("store", CheckResult::Warn),
+                ("leader", CheckResult::Fail),
+                ("tokens", CheckResult::Warn),
+                ("signing keys", CheckResult::Warn),
+                ("notify", CheckResult::Fail),
+                ("clock", CheckResult::Fail),
+                ("plans", CheckResult::Fail)
             ]
         );
         assert_eq!(
@@ -279,15 +312,15 @@ mod tests {
         assert!(!passed(&checks));
         let memory = AdminStatus { store: "memory".into(), store_time_ms: None, token_generated: true, ..healthy() };
         assert_eq!(
-            verdicts(&assess(&memory)),
+            verdicts(&status_checks(&memory)),
             [
-                ("store", Verdict::Fail),
-                ("leader", Verdict::Pass),
-                ("tokens", Verdict::Fail),
-                ("signing keys", Verdict::Pass),
-                ("notify #1", Verdict::Pass),
-                ("clock", Verdict::Warn),
-                ("plans", Verdict::Pass)
+                ("store", CheckResult::Fail),
+                ("leader", CheckResult::Pass),
+                ("tokens", CheckResult::Fail),
+                ("signing keys", CheckResult::Pass),
+                ("notify #1", CheckResult::Pass),
+                ("clock", CheckResult::Warn),
+                ("plans", CheckResult::Pass)
             ]
         );
     }

@@ -1,7 +1,9 @@
 //! What the operator commands print for people: aligned tables and short summaries.
 
-use crate::client::{Event, Explanation, FlagState, HealthReport, Place};
+use crate::client::{Event, Explanation, FlagState, HealthReport};
+use crate::domain::guards::round;
 use crate::domain::report::human_duration;
+use crate::domain::rollout::Position;
 
 /// A table whose columns are as wide as their widest cell, two spaces apart.
 pub struct Table {
@@ -90,22 +92,15 @@ pub fn status_table(flags: &[FlagState]) -> String {
     table.render()
 }
 
-fn place(p: &Place) -> String {
-    match p.status.as_str() {
-        "running" => format!("{} ({}%)", p.stage, p.percent),
-        other => format!("{other} ({}%)", p.percent),
-    }
-}
-
 /// `AT ACTION FROM→TO ACTOR REASON`, in the order given (newest first from the server).
 pub fn history_table(events: &[Event]) -> String {
     let mut table = Table::new(&["AT", "ACTION", "FROM→TO", "ACTOR", "REASON"]);
     for e in events {
-        let from = e.from.as_ref().map_or_else(|| "new".to_owned(), place);
+        let from = e.from.as_ref().map_or_else(|| "new".to_owned(), Position::to_string);
         table.row(vec![
             e.at.clone(),
             e.action.clone(),
-            format!("{from} → {}", place(&e.to)),
+            format!("{from} → {}", e.to),
             e.actor.clone(),
             e.reason.replace(['\r', '\n'], " "),
         ]);
@@ -114,7 +109,7 @@ pub fn history_table(events: &[Event]) -> String {
 }
 
 fn number(v: f64) -> String {
-    ((v * 10_000.0).round() / 10_000.0).to_string()
+    round(v).to_string()
 }
 
 /// `GUARD VALUE INTERVAL THRESHOLD SAMPLES VERDICT`, then the overall verdict.

@@ -199,8 +199,7 @@ pub const MIN_BUCKET_MS: i64 = 5000;
 
 /// The bucket length for a window: about 60 buckets per window, never shorter than 5 s.
 pub fn bucket_ms_for(window_secs: u64) -> i64 {
-    let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    (window_ms / 60).max(MIN_BUCKET_MS)
+    (super::secs_to_ms(window_secs) / 60).max(MIN_BUCKET_MS)
 }
 
 impl MetricSeries {
@@ -491,7 +490,8 @@ fn percent(confidence: f64) -> String {
     format!("{}%", (confidence * 1000.0).round() / 10.0)
 }
 
-fn round(v: f64) -> f64 {
+/// Four decimals: how guard values read in audit reasons, the CLI's tables and the report.
+pub fn round(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
 }
 

@@ -8,3 +8,8 @@ pub mod guards;
 pub mod plan;
 pub mod report;
 pub mod rollout;
+
+/// Seconds as milliseconds, saturating at `i64::MAX` (settings are `u64` seconds, time is `i64` ms).
+pub fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}

@@ -359,6 +359,36 @@ fn validate_thresholds(field: &str, overrides: &ThresholdOverrides) -> Result<()
     Ok(())
 }
 
+fn validate_rollback_hooks(hooks: &[String]) -> Result<(), DefinitionError> {
+    if hooks.len() > 10 {
+        return Err(invalid("rollback_hooks", "at most 10 hooks"));
+    }
+    for (i, url) in hooks.iter().enumerate() {
+        if !valid_http_url(url) {
+            return Err(invalid(format!("rollback_hooks[{i}]"), "must be an http:// or https:// URL"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_prometheus(p: &PrometheusGuards) -> Result<(), DefinitionError> {
+    if !valid_http_url(&p.url) {
+        return Err(invalid("prometheus.url", "must be an http:// or https:// URL"));
+    }
+    if !(1..=3600).contains(&p.interval_secs) {
+        return Err(invalid("prometheus.interval_secs", "must be between 1 and 3600"));
+    }
+    if p.queries.is_empty() {
+        return Err(invalid("prometheus.queries", "at least one guard query is required"));
+    }
+    for (guard, query) in &p.queries {
+        if query.trim().is_empty() || query.len() > 4096 {
+            return Err(invalid(format!("prometheus.queries.{guard}"), "must be 1–4096 characters of PromQL"));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `url` is an absolute http(s) URL of sane length.
 pub fn valid_http_url(url: &str) -> bool {
     url.len() <= 2048
@@ -380,9 +410,48 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> DefinitionEr
 }
 
 impl FlagDefinition {
-    /// Checks the plan: at least one stage, unique non-empty names, percent 0–100 and
-    /// non-decreasing, internal-only stages at 0%, bounded soak times and lists.
+    /// Checks the definition: at least one stage, unique non-empty stage names, percent 0–100 and
+    /// non-decreasing, internal-only stages at 0%, bounded soak times and lists, every setting
+    /// within its range. Returns the first problem found.
     pub fn validate(&self) -> Result<(), DefinitionError> {
+        self.validate_stages()?;
+        if self.internal_users.len() > MAX_INTERNAL_USERS {
+            return Err(invalid("internal_users", format!("at most {MAX_INTERNAL_USERS} users")));
+        }
+        for (i, user) in self.internal_users.iter().enumerate() {
+            if !valid_user(user) {
+                return Err(invalid(format!("internal_users[{i}]"), format!("must be 1–{MAX_USER_LEN} bytes")));
+            }
+        }
+        if let Some(salt) = &self.salt
+            && (salt.is_empty() || salt.len() > 128)
+        {
+            return Err(invalid("salt", "must be 1–128 bytes, or null for no salt"));
+        }
+        validate_thresholds("thresholds", &self.thresholds)?;
+        if !(1..=1_000_000_000).contains(&self.min_samples) {
+            return Err(invalid("min_samples", "must be between 1 and 1000000000"));
+        }
+        if !(10..=86_400).contains(&self.window_secs) {
+            return Err(invalid("window_secs", "must be between 10 and 86400"));
+        }
+        validate_confidence("confidence", self.confidence)?;
+        if !(1..=super::guards::RECENT_REPORTS as u64).contains(&self.breach_reports) {
+            return Err(invalid("breach_reports", format!("must be between 1 and {}", super::guards::RECENT_REPORTS)));
+        }
+        validate_compare(&self.compare)?;
+        validate_checks(self)?;
+        if let Some(window) = &self.advance_window {
+            validate_window("advance_window", window)?;
+        }
+        if !(60..=MAX_SOAK_SECS).contains(&self.review_after_secs) {
+            return Err(invalid("review_after_secs", format!("must be between 60 and {MAX_SOAK_SECS}")));
+        }
+        validate_rollback_hooks(&self.rollback_hooks)?;
+        self.prometheus.as_ref().map_or(Ok(()), validate_prometheus)
+    }
+
+    fn validate_stages(&self) -> Result<(), DefinitionError> {
         if self.stages.is_empty() {
             return Err(invalid("stages", "at least one stage is required"));
         }
@@ -421,62 +490,6 @@ impl FlagDefinition {
                 validate_window(&field("advance_window"), window)?;
             }
             previous = stage.percent;
-        }
-        if self.internal_users.len() > MAX_INTERNAL_USERS {
-            return Err(invalid("internal_users", format!("at most {MAX_INTERNAL_USERS} users")));
-        }
-        for (i, user) in self.internal_users.iter().enumerate() {
-            if !valid_user(user) {
-                return Err(invalid(format!("internal_users[{i}]"), format!("must be 1–{MAX_USER_LEN} bytes")));
-            }
-        }
-        if let Some(salt) = &self.salt
-            && (salt.is_empty() || salt.len() > 128)
-        {
-            return Err(invalid("salt", "must be 1–128 bytes, or null for no salt"));
-        }
-        validate_thresholds("thresholds", &self.thresholds)?;
-        if !(1..=1_000_000_000).contains(&self.min_samples) {
-            return Err(invalid("min_samples", "must be between 1 and 1000000000"));
-        }
-        if !(10..=86_400).contains(&self.window_secs) {
-            return Err(invalid("window_secs", "must be between 10 and 86400"));
-        }
-        validate_confidence("confidence", self.confidence)?;
-        if !(1..=super::guards::RECENT_REPORTS as u64).contains(&self.breach_reports) {
-            return Err(invalid("breach_reports", format!("must be between 1 and {}", super::guards::RECENT_REPORTS)));
-        }
-        validate_compare(&self.compare)?;
-        validate_checks(self)?;
-        if let Some(window) = &self.advance_window {
-            validate_window("advance_window", window)?;
-        }
-        if !(60..=MAX_SOAK_SECS).contains(&self.review_after_secs) {
-            return Err(invalid("review_after_secs", format!("must be between 60 and {MAX_SOAK_SECS}")));
-        }
-        if self.rollback_hooks.len() > 10 {
-            return Err(invalid("rollback_hooks", "at most 10 hooks"));
-        }
-        for (i, url) in self.rollback_hooks.iter().enumerate() {
-            if !valid_http_url(url) {
-                return Err(invalid(format!("rollback_hooks[{i}]"), "must be an http:// or https:// URL"));
-            }
-        }
-        if let Some(p) = &self.prometheus {
-            if !valid_http_url(&p.url) {
-                return Err(invalid("prometheus.url", "must be an http:// or https:// URL"));
-            }
-            if !(1..=3600).contains(&p.interval_secs) {
-                return Err(invalid("prometheus.interval_secs", "must be between 1 and 3600"));
-            }
-            if p.queries.is_empty() {
-                return Err(invalid("prometheus.queries", "at least one guard query is required"));
-            }
-            for (guard, query) in &p.queries {
-                if query.trim().is_empty() || query.len() > 4096 {
-                    return Err(invalid(format!("prometheus.queries.{guard}"), "must be 1–4096 characters of PromQL"));
-                }
-            }
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use super::rollout::{Action, AuditEvent, Status};
 /// How a stage visit ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum VisitOutcome {
     /// Moved on to the next stage.
     Advanced,
     /// The last stage passed: the rollout completed.
@@ -25,15 +25,15 @@ pub enum Outcome {
     Current,
 }
 
-impl Outcome {
+impl VisitOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Advanced => "advanced",
-            Outcome::Completed => "completed",
-            Outcome::RolledBack => "rolled_back",
-            Outcome::Paused => "paused",
-            Outcome::Restarted => "restarted",
-            Outcome::Current => "current",
+            VisitOutcome::Advanced => "advanced",
+            VisitOutcome::Completed => "completed",
+            VisitOutcome::RolledBack => "rolled_back",
+            VisitOutcome::Paused => "paused",
+            VisitOutcome::Restarted => "restarted",
+            VisitOutcome::Current => "current",
         }
     }
 }
@@ -42,9 +42,9 @@ impl Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
-    /// `controller`: a guard threshold was breached.
+    /// `controller`: a guard breached, or the cohorts' sample ratio did not match.
     Guard,
-    /// `alert:<name>`: a firing alert.
+    /// `alert`: a firing alert, through the Alertmanager webhook (`alert:<name>` reads the same).
     Alert,
     /// `operator:<name>`.
     Operator,
@@ -91,7 +91,7 @@ pub struct StageVisit {
     pub left_by: Option<AuditEvent>,
     /// Until it ended, or until `now` while it is current.
     pub duration_ms: i64,
-    pub outcome: Outcome,
+    pub outcome: VisitOutcome,
 }
 
 /// A rollback, or a pause by the controller or an alert: where it happened, who and why.
@@ -113,7 +113,7 @@ pub struct Timeline {
     pub stages: Vec<StageVisit>,
     /// Every rollback, whoever asked for it.
     pub rollbacks: Vec<Incident>,
-    /// Rollbacks and pauses by the controller (a guard breach) or an alert.
+    /// Rollbacks and pauses by the controller (a guard breach, a sample-ratio mismatch) or an alert.
     pub breaches: Vec<Incident>,
     /// The first `start`.
     pub started_at: Option<i64>,
@@ -137,30 +137,62 @@ fn incident(event: &AuditEvent) -> Incident {
     }
 }
 
+/// How `event` ends the visit in progress, if it ends one.
+fn ends_visit(event: &AuditEvent) -> Option<VisitOutcome> {
+    match event.action {
+        Action::Advance if event.to.status == Status::Completed => Some(VisitOutcome::Completed),
+        Action::Advance => Some(VisitOutcome::Advanced),
+        Action::Rollback => Some(VisitOutcome::RolledBack),
+        Action::Pause => Some(VisitOutcome::Paused),
+        Action::Start | Action::Resume => Some(VisitOutcome::Restarted),
+        Action::Create
+        | Action::Update
+        | Action::AlertResolved
+        | Action::Restored
+        | Action::WaitingForEvidence
+        | Action::Schedule
+        | Action::Cancel
+        | Action::Approve
+        | Action::Held
+        | Action::CheckFailed
+        | Action::ReviewPosted => None,
+    }
+}
+
+/// Whether `event` enters a stage (`visit_open`: a visit is still in progress after it).
+fn enters_stage(event: &AuditEvent, visit_open: bool) -> bool {
+    match event.action {
+        Action::Start | Action::Resume => true,
+        Action::Advance => event.to.status == Status::Running,
+        // The history before a restore was lost with the store: the stage goes on from here.
+        Action::Restored => !visit_open && matches!(event.to.status, Status::Running | Status::Paused),
+        _ => false,
+    }
+}
+
+impl StageVisit {
+    /// The visit `event` begins, in progress.
+    fn entered(event: &AuditEvent) -> Self {
+        StageVisit {
+            stage: event.to.stage.clone(),
+            percent: event.to.percent,
+            entered_at: event.at,
+            entered_by: event.clone(),
+            left_at: None,
+            left_by: None,
+            duration_ms: 0,
+            outcome: VisitOutcome::Current,
+        }
+    }
+}
+
 /// Rebuilds the timeline from the audit `events`, oldest first. `status` is the flag's status now.
 pub fn timeline(events: &[AuditEvent], status: Status, now_ms: i64) -> Timeline {
     let mut t = Timeline::default();
     let mut open: Option<StageVisit> = None;
     let mut ended_at = None;
     for event in events {
-        let ends = match event.action {
-            Action::Advance if event.to.status == Status::Completed => Some(Outcome::Completed),
-            Action::Advance => Some(Outcome::Advanced),
-            Action::Rollback => Some(Outcome::RolledBack),
-            Action::Pause => Some(Outcome::Paused),
-            Action::Start | Action::Resume => Some(Outcome::Restarted),
-            Action::Create
-            | Action::Update
-            | Action::AlertResolved
-            | Action::Restored
-            | Action::WaitingForEvidence
-            | Action::Schedule
-            | Action::Cancel
-            | Action::Approve
-            | Action::Held
-            | Action::CheckFailed
-            | Action::ReviewPosted => None,
-        };
+        let ends = ends_visit(event);
         if let (Some(outcome), Some(mut visit)) = (ends, open.take()) {
             visit.left_at = Some(event.at);
             visit.left_by = Some(event.clone());
@@ -168,24 +200,9 @@ pub fn timeline(events: &[AuditEvent], status: Status, now_ms: i64) -> Timeline 
             visit.outcome = outcome;
             t.stages.push(visit);
         }
-        let enters = match event.action {
-            Action::Start | Action::Resume => true,
-            Action::Advance => event.to.status == Status::Running,
-            // The history before a restore was lost with the store: the stage goes on from here.
-            Action::Restored => open.is_none() && matches!(event.to.status, Status::Running | Status::Paused),
-            _ => false,
-        };
+        let enters = enters_stage(event, open.is_some());
         if enters {
-            open = Some(StageVisit {
-                stage: event.to.stage.clone(),
-                percent: event.to.percent,
-                entered_at: event.at,
-                entered_by: event.clone(),
-                left_at: None,
-                left_by: None,
-                duration_ms: 0,
-                outcome: Outcome::Current,
-            });
+            open = Some(StageVisit::entered(event));
         }
         if event.action == Action::Start && t.started_at.is_none() {
             t.started_at = Some(event.at);
@@ -198,7 +215,7 @@ pub fn timeline(events: &[AuditEvent], status: Status, now_ms: i64) -> Timeline 
             t.breaches.push(incident(event));
         }
         ended_at = match ends {
-            Some(Outcome::Completed | Outcome::RolledBack) => Some(event.at),
+            Some(VisitOutcome::Completed | VisitOutcome::RolledBack) => Some(event.at),
             _ if enters => None,
             _ => ended_at,
         };
@@ -249,7 +266,7 @@ mod tests {
         (flag, events)
     }
 
-    fn summary(t: &Timeline) -> Vec<(&str, i64, Outcome)> {
+    fn summary(t: &Timeline) -> Vec<(&str, i64, VisitOutcome)> {
         t.stages.iter().map(|v| (v.stage.as_str(), v.duration_ms / H, v.outcome)).collect()
     }
 
@@ -266,10 +283,10 @@ mod tests {
         assert_eq!(
             summary(&t),
             [
-                ("internal", 1, Outcome::Advanced),
-                ("10%", 1, Outcome::Advanced),
-                ("50%", 1, Outcome::Advanced),
-                ("100%", 22, Outcome::Completed)
+                ("internal", 1, VisitOutcome::Advanced),
+                ("10%", 1, VisitOutcome::Advanced),
+                ("50%", 1, VisitOutcome::Advanced),
+                ("100%", 22, VisitOutcome::Completed)
             ]
         );
         assert_eq!(t.stages[0].entered_by.actor, "operator:ann");
@@ -293,10 +310,10 @@ mod tests {
         assert_eq!(
             summary(&t),
             [
-                ("internal", 1, Outcome::Advanced),
-                ("10%", 1, Outcome::RolledBack),
-                ("10%", 1, Outcome::Paused),
-                ("10%", 1, Outcome::RolledBack)
+                ("internal", 1, VisitOutcome::Advanced),
+                ("10%", 1, VisitOutcome::RolledBack),
+                ("10%", 1, VisitOutcome::Paused),
+                ("10%", 1, VisitOutcome::RolledBack)
             ]
         );
         let rollbacks: Vec<(&str, Trigger, &str)> =
@@ -324,7 +341,7 @@ mod tests {
         let t = timeline(&events, flag.state.status, T0 + 5 * H);
         assert_eq!(
             t.stages.last().map(|v| (v.outcome, v.left_at, v.duration_ms)),
-            Some((Outcome::Current, None, 2 * H))
+            Some((VisitOutcome::Current, None, 2 * H))
         );
         assert_eq!((t.ended_at, t.duration_ms), (None, Some(5 * H)), "resumed after the rollback: not over");
         assert_eq!(t.breaches[0].trigger, Trigger::Alert);

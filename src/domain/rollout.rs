@@ -2,10 +2,13 @@
 //!
 //! Time is an argument (`now_ms`, milliseconds since the Unix epoch); nothing here reads a clock.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use super::guards::{MetricSeries, bucket_ms_for};
 use super::plan::FlagDefinition;
+use super::secs_to_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -187,6 +190,16 @@ pub struct Position {
     pub status: Status,
     pub stage: String,
     pub percent: u8,
+}
+
+/// `10% (10%)`: the stage while running, otherwise the status (`paused (10%)`, `rolled_back (0%)`).
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Status::Running => write!(f, "{} ({}%)", self.stage, self.percent),
+            other => write!(f, "{} ({}%)", other.as_str(), self.percent),
+        }
+    }
 }
 
 /// One entry of a flag's history.
@@ -519,8 +532,13 @@ impl Flag {
             return None;
         }
         let soak = self.definition.stages.get(self.state.stage_index)?.soak_secs;
-        let soak_ms = i64::try_from(soak.saturating_mul(1000)).unwrap_or(i64::MAX);
-        Some((self.state.stage_entered_at.saturating_add(soak_ms) - now_ms).max(0))
+        Some((self.state.stage_entered_at.saturating_add(secs_to_ms(soak)) - now_ms).max(0))
+    }
+
+    /// Where the current stage's guard window begins at `now_ms`: `window_secs` ago, but never
+    /// before the stage was entered (a window counts only the stage's own data).
+    pub fn window_start(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(secs_to_ms(self.definition.window_secs)).max(self.state.stage_entered_at)
     }
 }
 
@@ -669,6 +687,25 @@ mod tests {
         let (running, _) = paused.apply(Command::Resume, "a", "", T0 + 20).expect("legal");
         assert_eq!(running.soak_remaining_ms(T0 + 20), Some(3_600_000));
         assert_eq!(running.soak_remaining_ms(T0 + 20 + 3_600_000 + 5), Some(0));
+    }
+
+    #[test]
+    fn the_guard_window_starts_a_window_ago_but_never_before_the_stage() {
+        let flag = flag_in(Status::Running, 1);
+        let window_ms = 300_000;
+        assert_eq!(flag.window_start(T0 + 10), T0, "the stage began 10 ms ago");
+        assert_eq!(flag.window_start(T0 + window_ms + 7), T0 + 7);
+        let mut endless = flag.clone();
+        endless.definition.window_secs = u64::MAX;
+        endless.state.stage_entered_at = i64::MIN;
+        assert_eq!(endless.window_start(-5), i64::MIN, "saturates instead of overflowing");
+    }
+
+    #[test]
+    fn a_position_reads_as_its_stage_while_running_and_as_its_status_otherwise() {
+        let at = |status| Position { status, stage: "10%".into(), percent: 10 }.to_string();
+        assert_eq!(at(Status::Running), "10% (10%)");
+        assert_eq!(at(Status::Paused), "paused (10%)");
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! Guard signal sources: parse and verify what Alertmanager, Customer.io and Prometheus send or
-//! answer, and keep per-source counters for `/debug/signals`. Nothing here changes rollout state.
+//! Guard signal sources: parse and verify what Alertmanager and Customer.io send, query Prometheus
+//! for PromQL guards (the leader's [`prometheus::Puller`] does the HTTP), and keep per-source
+//! counters for `/debug/signals`. Nothing here changes rollout state.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde::Serialize;
+
+use crate::util::lock;
 
 pub mod alertmanager;
 pub mod customerio;
@@ -41,7 +44,7 @@ pub struct SignalStats {
 
 impl SignalStats {
     fn with<T>(&self, source: &'static str, f: impl FnOnce(&mut SourceStats) -> T) -> T {
-        let mut sources = self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut sources = lock(&self.sources);
         f(sources.entry(source).or_default())
     }
 
@@ -67,6 +70,6 @@ impl SignalStats {
     }
 
     pub fn snapshot(&self) -> BTreeMap<&'static str, SourceStats> {
-        self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        lock(&self.sources).clone()
     }
 }

@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use crate::domain::guards::Guard;
 use crate::domain::plan::PrometheusGuards;
+use crate::domain::secs_to_ms;
+use crate::util::lock;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueryError {
@@ -117,9 +119,8 @@ impl Puller {
         now_ms: i64,
     ) -> Vec<(Guard, Result<f64, QueryError>)> {
         {
-            let mut last = self.last_run.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let interval_ms = i64::try_from(config.interval_secs * 1000).unwrap_or(i64::MAX);
-            if last.get(flag).is_some_and(|at| now_ms - at < interval_ms) {
+            let mut last = lock(&self.last_run);
+            if last.get(flag).is_some_and(|at| now_ms - at < secs_to_ms(config.interval_secs)) {
                 return Vec::new();
             }
             last.insert(flag.to_owned(), now_ms);

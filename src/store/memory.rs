@@ -2,26 +2,29 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
-use std::time::{Duration, Instant};
-
+use super::fields::{self, Update};
 use super::{
-    Catalog, Change, DELETIONS_CAP, HISTORY_CAP, Stamp, Store, StoreResult, Written, add_bucket, new_generation,
-    pulled_count_field, pulled_field,
+    Catalog, Change, Coordination, DELETIONS_CAP, FlagStore, HISTORY_CAP, MetricStore, Stamp, StoreResult, Written,
+    new_generation,
 };
 use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
 use crate::domain::rollout::{AuditEvent, Deletion, Flag};
 
-/// A metric bucket: stored field → value, and when it expires (in the caller's clock).
+/// A metric bucket: its fields (see [`fields`]) and when it expires (in the caller's clock).
 struct Bucket {
     fields: HashMap<String, f64>,
     expires_at_ms: i64,
 }
+
+/// Metric buckets by flag, series id and bucket number.
+type Buckets = HashMap<BucketKey, Bucket>;
 
 type BucketKey = (String, String, i64);
 
@@ -41,7 +44,7 @@ struct Flags {
 pub struct MemoryStore {
     flags: Mutex<Flags>,
     changes: broadcast::Sender<Change>,
-    metrics: Mutex<HashMap<BucketKey, Bucket>>,
+    metrics: Mutex<Buckets>,
     lease: Mutex<Option<(String, Instant)>>,
     seen: Mutex<HashMap<String, Instant>>,
     settings: Mutex<HashMap<String, String>>,
@@ -66,7 +69,8 @@ impl Default for MemoryStore {
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section here is a single insert or read, so a poisoned lock holds sound data.
+    // No critical section here can panic halfway through a change (they compare, clone, insert,
+    // remove), so a poisoned lock still holds sound data.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -86,11 +90,7 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
-    fn kind(&self) -> &'static str {
-        "memory"
-    }
-
+impl FlagStore for MemoryStore {
     async fn load_stamps(&self) -> StoreResult<Catalog> {
         let stamps = self
             .lock()
@@ -162,6 +162,14 @@ impl Store for MemoryStore {
         Ok(self.lock().entries.get(name).map(|e| e.history.iter().take(limit).cloned().collect()).unwrap_or_default())
     }
 
+    async fn append_history(&self, flag: &str, event: &AuditEvent) -> StoreResult<()> {
+        if let Some(entry) = self.lock().entries.get_mut(flag) {
+            entry.history.push_front(event.clone());
+            entry.history.truncate(HISTORY_CAP);
+        }
+        Ok(())
+    }
+
     async fn subscribe(&self) -> StoreResult<BoxStream<'static, Change>> {
         let receiver = self.changes.subscribe();
         Ok(futures::stream::unfold(receiver, |mut rx| async move {
@@ -176,11 +184,10 @@ impl Store for MemoryStore {
         })
         .boxed())
     }
+}
 
-    async fn ping(&self) -> StoreResult<()> {
-        Ok(())
-    }
-
+#[async_trait]
+impl MetricStore for MemoryStore {
     async fn record_metrics(
         &self,
         flag: &str,
@@ -192,25 +199,19 @@ impl Store for MemoryStore {
         if metrics.len() > 4096 {
             metrics.retain(|_, b| b.expires_at_ms > now_ms);
         }
-        let ttl_ms = i64::try_from(series.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let bucket = metrics
-            .entry((flag.to_owned(), series.id.clone(), series.bucket_of(now_ms)))
-            .or_insert_with(|| Bucket { fields: HashMap::new(), expires_at_ms: 0 });
-        bucket.expires_at_ms = now_ms.saturating_add(ttl_ms);
-        for (name, value) in sample.counters() {
-            if value > 0 {
-                *bucket.fields.entry(name.to_owned()).or_default() += value as f64;
-            }
-        }
-        for (name, count_name, value) in [
-            ("p99_latency_ms", "p99_latency_ms_n", sample.p99_latency_ms),
-            ("queue_depth", "queue_depth_n", sample.queue_depth),
-        ] {
-            if let Some(v) = value {
-                bucket.fields.insert(name.to_owned(), v);
-                *bucket.fields.entry(count_name.to_owned()).or_default() += 1.0;
-            }
-        }
+        update_bucket(&mut metrics, flag, series, now_ms, fields::sample_updates(sample));
+        Ok(())
+    }
+
+    async fn record_pulled(
+        &self,
+        flag: &str,
+        series: &MetricSeries,
+        now_ms: i64,
+        guard: Guard,
+        value: Option<f64>,
+    ) -> StoreResult<()> {
+        update_bucket(&mut locked(&self.metrics), flag, series, now_ms, fields::pulled_updates(guard, value));
         Ok(())
     }
 
@@ -227,56 +228,38 @@ impl Store for MemoryStore {
         for b in series.bucket_of(from_ms)..=series.bucket_of(to_ms) {
             key.2 = b;
             if let Some(bucket) = metrics.get(&key).filter(|b| b.expires_at_ms > to_ms) {
-                add_bucket(&mut totals, bucket.fields.iter().map(|(k, v)| (k.as_str(), *v)));
+                fields::add_bucket(&mut totals, bucket.fields.iter().map(|(k, v)| (k.as_str(), *v)));
             }
         }
         Ok(totals)
     }
+}
 
-    async fn record_pulled(
-        &self,
-        flag: &str,
-        series: &MetricSeries,
-        now_ms: i64,
-        guard: Guard,
-        value: Option<f64>,
-    ) -> StoreResult<()> {
-        let mut metrics = locked(&self.metrics);
-        let ttl_ms = i64::try_from(series.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let bucket = metrics
-            .entry((flag.to_owned(), series.id.clone(), series.bucket_of(now_ms)))
-            .or_insert_with(|| Bucket { fields: HashMap::new(), expires_at_ms: 0 });
-        bucket.expires_at_ms = now_ms.saturating_add(ttl_ms);
-        bucket.fields.insert(pulled_field(guard), value.unwrap_or(f64::NAN));
-        *bucket.fields.entry(pulled_count_field(guard)).or_default() += 1.0;
-        Ok(())
+/// Applies `updates` to the series' bucket of `now_ms`, which then expires a series' TTL after `now_ms`.
+fn update_bucket(
+    metrics: &mut Buckets,
+    flag: &str,
+    series: &MetricSeries,
+    now_ms: i64,
+    updates: impl IntoIterator<Item = Update>,
+) {
+    let ttl_ms = i64::try_from(series.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let bucket = metrics
+        .entry((flag.to_owned(), series.id.clone(), series.bucket_of(now_ms)))
+        .or_insert_with(|| Bucket { fields: HashMap::new(), expires_at_ms: 0 });
+    bucket.expires_at_ms = now_ms.saturating_add(ttl_ms);
+    for update in updates {
+        update.apply_to(&mut bucket.fields);
+    }
+}
+
+#[async_trait]
+impl Coordination for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
     }
 
-    async fn remember_once(&self, key: &str, ttl: Duration) -> StoreResult<bool> {
-        let mut seen = locked(&self.seen);
-        let now = Instant::now();
-        if seen.len() > 100_000 {
-            seen.retain(|_, until| *until > now);
-        }
-        match seen.get(key) {
-            Some(until) if *until > now => Ok(false),
-            _ => {
-                seen.insert(key.to_owned(), now + ttl);
-                Ok(true)
-            }
-        }
-    }
-
-    async fn forget(&self, key: &str) -> StoreResult<()> {
-        locked(&self.seen).remove(key);
-        Ok(())
-    }
-
-    async fn append_history(&self, flag: &str, event: &AuditEvent) -> StoreResult<()> {
-        if let Some(entry) = self.lock().entries.get_mut(flag) {
-            entry.history.push_front(event.clone());
-            entry.history.truncate(HISTORY_CAP);
-        }
+    async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }
 
@@ -302,6 +285,26 @@ impl Store for MemoryStore {
 
     async fn leader(&self) -> StoreResult<Option<String>> {
         Ok(locked(&self.lease).as_ref().filter(|(_, until)| *until > Instant::now()).map(|(h, _)| h.clone()))
+    }
+
+    async fn remember_once(&self, key: &str, ttl: Duration) -> StoreResult<bool> {
+        let mut seen = locked(&self.seen);
+        let now = Instant::now();
+        if seen.len() > 100_000 {
+            seen.retain(|_, until| *until > now);
+        }
+        match seen.get(key) {
+            Some(until) if *until > now => Ok(false),
+            _ => {
+                seen.insert(key.to_owned(), now + ttl);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn forget(&self, key: &str) -> StoreResult<()> {
+        locked(&self.seen).remove(key);
+        Ok(())
     }
 
     /// The process's own clock is the only one there is: nothing to compare it with.

@@ -1,12 +1,24 @@
-//! Where rollout state lives: one [`Store`] trait, implemented by Redis and by an in-process map.
+//! Where rollout state lives, behind one small trait per capability:
+//! - [`FlagStore`]: flag documents, the index, history, the deletion audit, the change feed and
+//!   the catalog the snapshot's resync reads;
+//! - [`MetricStore`]: metric windows, their bucket fields spelled once in [`fields`];
+//! - [`Coordination`]: the backend's kind and reachability, the leader lease, de-duplication keys
+//!   and the store's clock.
+//!
+//! [`Store`] is all three. Each is implemented by [`RedisStore`] (one Redis or a Redis Cluster)
+//! and by [`MemoryStore`] (this process only); `tests/api/store_contract.rs` holds every one of
+//! them to one contract per capability.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals, push_recent};
+use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
 use crate::domain::rollout::{AuditEvent, Deletion, Flag};
 
+pub mod fields;
 pub mod memory;
 pub mod redis;
 
@@ -60,7 +72,7 @@ pub enum StoreError {
     #[error("the store is unreachable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the store did not answer within {0:?}")]
-    Timeout(std::time::Duration),
+    Timeout(Duration),
     #[error("stored data for {key} cannot be read")]
     Corrupt {
         key: String,
@@ -95,18 +107,17 @@ pub enum Written {
     },
 }
 
+/// Flag documents and everything that follows them: the index, each flag's history, the
+/// deletion audit, the change feed, and the catalog the snapshot's periodic re-read starts from.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// `"redis"`, `"redis-cluster"` or `"memory"`.
-    fn kind(&self) -> &'static str;
-
+pub trait FlagStore: Send + Sync + 'static {
     /// Every flag's [`Stamp`] and the store's generation (set first when absent): cheap, no
     /// documents. The snapshot's periodic re-read starts here, then fetches only what changed, and
     /// uses the generation to tell a deleted flag from a lost one.
     async fn load_stamps(&self) -> StoreResult<Catalog>;
 
     /// The store's generation now (`None` when the store holds none: it lost its data since the
-    /// last [`Store::load_stamps`]).
+    /// last [`FlagStore::load_stamps`]).
     async fn generation(&self) -> StoreResult<Option<String>>;
 
     async fn get_flag(&self, name: &str) -> StoreResult<Option<Flag>>;
@@ -137,12 +148,18 @@ pub trait Store: Send + Sync + 'static {
     /// Audit events, newest first.
     async fn history(&self, name: &str, limit: usize) -> StoreResult<Vec<AuditEvent>>;
 
+    /// Appends an event to a flag's history without changing the flag (e.g. a resolved alert);
+    /// does nothing when the flag does not exist.
+    async fn append_history(&self, flag: &str, event: &AuditEvent) -> StoreResult<()>;
+
     /// The change feed. The stream ends when the subscription is lost; subscribe again.
     async fn subscribe(&self) -> StoreResult<BoxStream<'static, Change>>;
+}
 
-    /// A cheap round trip, to tell whether the store is reachable.
-    async fn ping(&self) -> StoreResult<()>;
-
+/// Metric windows: pushed samples and pulled values counted in the time buckets of a series
+/// (their fields spelled by [`fields`]), read back summed over a window.
+#[async_trait]
+pub trait MetricStore: Send + Sync + 'static {
     /// Adds a pushed sample to the time bucket of `now_ms` in the series (O(1), one round trip).
     async fn record_metrics(
         &self,
@@ -151,15 +168,6 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         sample: &MetricSample,
     ) -> StoreResult<()>;
-
-    /// Sums the series' buckets from `from_ms` to `to_ms`; gauges take their latest value.
-    async fn read_window(
-        &self,
-        flag: &str,
-        series: &MetricSeries,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> StoreResult<WindowTotals>;
 
     /// Records one value pulled for a guard (`None`: the query failed or gave no number).
     async fn record_pulled(
@@ -171,17 +179,28 @@ pub trait Store: Send + Sync + 'static {
         value: Option<f64>,
     ) -> StoreResult<()>;
 
-    /// True the first time `key` is seen within `ttl` (deduplication of webhook deliveries).
-    async fn remember_once(&self, key: &str, ttl: std::time::Duration) -> StoreResult<bool>;
+    /// Sums the series' buckets from `from_ms` to `to_ms`; gauges take their latest value.
+    async fn read_window(
+        &self,
+        flag: &str,
+        series: &MetricSeries,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<WindowTotals>;
+}
 
-    /// Forgets a key remembered by [`Store::remember_once`] (when acting on it failed).
-    async fn forget(&self, key: &str) -> StoreResult<()>;
+/// What replicas coordinate through, and the backend itself: which store it is and whether it
+/// answers, the leader lease, de-duplication keys, and the store's clock.
+#[async_trait]
+pub trait Coordination: Send + Sync + 'static {
+    /// `"redis"`, `"redis-cluster"` or `"memory"`.
+    fn kind(&self) -> &'static str;
 
-    /// Appends an event to a flag's history without changing the flag (e.g. a resolved alert).
-    async fn append_history(&self, flag: &str, event: &AuditEvent) -> StoreResult<()>;
+    /// A cheap round trip, to tell whether the store is reachable.
+    async fn ping(&self) -> StoreResult<()>;
 
     /// Takes or renews the leader lease for `holder`; true when `holder` leads for the next `ttl`.
-    async fn try_lead(&self, holder: &str, ttl: std::time::Duration) -> StoreResult<bool>;
+    async fn try_lead(&self, holder: &str, ttl: Duration) -> StoreResult<bool>;
 
     /// Gives the lease up at once if `holder` has it.
     async fn resign(&self, holder: &str) -> StoreResult<()>;
@@ -189,132 +208,40 @@ pub trait Store: Send + Sync + 'static {
     /// Who holds the lease now.
     async fn leader(&self) -> StoreResult<Option<String>>;
 
-    /// A setting shared by every replica and kept across restarts (the controller freeze), as
-    /// JSON; `None` removes it.
-    async fn put_setting(&self, name: &str, value: Option<&str>) -> StoreResult<()>;
+    /// True the first time `key` is seen within `ttl` (deduplication of webhook deliveries).
+    async fn remember_once(&self, key: &str, ttl: Duration) -> StoreResult<bool>;
 
-    /// A setting written by [`Store::put_setting`].
-    async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
-
-    /// Records the latest run of one of a flag's checks (JSON), replacing the previous one.
-    async fn put_check_run(&self, flag: &str, check: &str, run: &str) -> StoreResult<()>;
-
-    /// The latest run of each of a flag's checks, as JSON, by check name.
-    async fn check_runs(&self, flag: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Forgets a key remembered by [`Coordination::remember_once`] (when acting on it failed).
+    async fn forget(&self, key: &str) -> StoreResult<()>;
 
     /// The store's own clock in ms since the Unix epoch (Redis `TIME`), to check replicas' clocks
     /// against; `None` when the store has no clock of its own (memory).
     async fn time_ms(&self) -> StoreResult<Option<i64>>;
+
+    /// A setting shared by every replica and kept across restarts (the controller freeze), as
+    /// JSON; `None` removes it.
+    async fn put_setting(&self, name: &str, value: Option<&str>) -> StoreResult<()>;
+
+    /// A setting written by [`Coordination::put_setting`].
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
+
+    /// Records the latest run of one of a flag's checks (JSON), replacing the previous one: what
+    /// the leader ran, for the next leader and for every replica's `GET /flags/{flag}/checks`.
+    async fn put_check_run(&self, flag: &str, check: &str, run: &str) -> StoreResult<()>;
+
+    /// The latest run of each of a flag's checks, as JSON, by check name.
+    async fn check_runs(&self, flag: &str) -> StoreResult<Vec<(String, String)>>;
 }
 
-/// Field of a bucket holding a guard's latest pulled value (NaN when the read failed).
-pub fn pulled_field(guard: Guard) -> String {
-    format!("pulled:{guard}")
-}
+/// Every capability at once: what the server opens and the application layer holds
+/// (`Arc<dyn Store>`). A part that needs one capability can take it alone (`&dyn MetricStore`);
+/// an `Arc<dyn Store>` coerces to `Arc<dyn FlagStore>` and the others.
+pub trait Store: FlagStore + MetricStore + Coordination {}
 
-/// Field of a bucket counting a guard's pulled reads.
-pub fn pulled_count_field(guard: Guard) -> String {
-    format!("pulled:{guard}:n")
-}
-
-/// Adds one bucket's fields (as stored: counter names, gauge names, `<gauge>_n` report counts,
-/// `pulled:<guard>` and `pulled:<guard>:n`).
-pub fn add_bucket<'a>(totals: &mut WindowTotals, fields: impl IntoIterator<Item = (&'a str, f64)>) {
-    for (name, value) in fields {
-        let n = value as u64;
-        match name {
-            "requests" => totals.requests += n,
-            "errors" => totals.errors += n,
-            "sent" => totals.sent += n,
-            "delivered" => totals.delivered += n,
-            "bounced" => totals.bounced += n,
-            "complaints" => totals.complaints += n,
-            "webhooks" => totals.webhooks += n,
-            "webhook_errors" => totals.webhook_errors += n,
-            // Buckets are read oldest first, so the last value seen is the latest.
-            "p99_latency_ms" => {
-                totals.p99_latency_ms = Some(value);
-                push_recent(&mut totals.p99_latency_recent, &[value]);
-            }
-            "p99_latency_ms_n" => totals.p99_latency_reports += n,
-            "queue_depth" => {
-                totals.queue_depth = Some(value);
-                push_recent(&mut totals.queue_depth_recent, &[value]);
-            }
-            "queue_depth_n" => totals.queue_depth_reports += n,
-            other => {
-                let Some(pulled) = other.strip_prefix("pulled:") else { continue };
-                let (guard, is_count) = match pulled.strip_suffix(":n") {
-                    Some(g) => (g, true),
-                    None => (pulled, false),
-                };
-                let Some(guard) = Guard::from_name(guard) else { continue };
-                let reading = totals.pulled.entry(guard).or_default();
-                if is_count {
-                    reading.reads += n;
-                } else {
-                    reading.latest = value.is_finite().then_some(value);
-                }
-            }
-        }
-    }
-}
+impl<T: FlagStore + MetricStore + Coordination> Store for T {}
 
 /// Most audit events kept per flag (the stream is trimmed beyond this).
 pub const HISTORY_CAP: usize = 10_000;
 
 /// Most deletion records kept (the oldest go beyond this).
 pub const DELETIONS_CAP: usize = 10_000;
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::add_bucket;
-    use crate::domain::guards::{Guard, WindowTotals};
-
-    /// One bucket's fields as the stores write them: counters, gauges with their report counts,
-    /// pulled readings (a value, `NaN` for a failed read, with its count).
-    fn bucket() -> impl Strategy<Value = Vec<(String, f64)>> {
-        let counters =
-            ["requests", "errors", "sent", "delivered", "bounced", "complaints", "webhooks", "webhook_errors"];
-        let counter =
-            (0..counters.len(), 1u32..1000).prop_map(move |(i, n)| vec![(counters[i].to_owned(), f64::from(n))]);
-        let gauge = (prop::bool::ANY, 0u32..5000, 1u32..4).prop_map(|(p99, v, n)| {
-            let name = if p99 { "p99_latency_ms" } else { "queue_depth" };
-            vec![(name.to_owned(), f64::from(v)), (format!("{name}_n"), f64::from(n))]
-        });
-        let pulled = (0..Guard::ALL.len(), prop::option::of(0u32..100), 1u32..4).prop_map(|(g, v, n)| {
-            let g = Guard::ALL[g].as_str();
-            vec![(format!("pulled:{g}"), v.map_or(f64::NAN, f64::from)), (format!("pulled:{g}:n"), f64::from(n))]
-        });
-        // A field appears once per bucket, as in a Redis hash.
-        prop::collection::vec(prop_oneof![counter, gauge, pulled], 0..8).prop_map(|parts| {
-            let mut fields: Vec<(String, f64)> = Vec::new();
-            for (name, value) in parts.into_iter().flatten() {
-                match fields.iter_mut().find(|(n, _)| *n == name) {
-                    Some(field) => field.1 = value,
-                    None => fields.push((name, value)),
-                }
-            }
-            fields
-        })
-    }
-
-    proptest! {
-        /// The Redis store keeps per-bucket totals of sealed buckets and merges them: that must
-        /// give exactly the window summed field by field.
-        #[test]
-        fn merging_per_bucket_totals_equals_summing_the_buckets(buckets in prop::collection::vec(bucket(), 0..12)) {
-            let mut summed = WindowTotals::default();
-            let mut merged = WindowTotals::default();
-            for fields in &buckets {
-                add_bucket(&mut summed, fields.iter().map(|(k, v)| (k.as_str(), *v)));
-                let mut one = WindowTotals::default();
-                add_bucket(&mut one, fields.iter().map(|(k, v)| (k.as_str(), *v)));
-                merged.merge(&one);
-            }
-            prop_assert_eq!(merged, summed);
-        }
-    }
-}

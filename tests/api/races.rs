@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use rollout_controller::config::Settings;
-use rollout_controller::store::{RedisStore, Store};
+use rollout_controller::store::{FlagStore, RedisStore};
 use serde_json::json;
 
 use crate::helpers::{ADMIN, RedisCluster, RedisServer, TestApp, eventually, settings, spawn_app, spawn_with};

@@ -366,7 +366,7 @@ async fn a_password_protected_redis_cluster_works_and_its_password_never_reaches
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_over_tls_with_a_private_ca_works_end_to_end_and_an_unknown_ca_is_refused() {
     use futures::StreamExt;
-    use rollout_controller::store::{Change, Store};
+    use rollout_controller::store::{Change, FlagStore};
 
     let _timed = timed_test().await;
     let certs = tempfile::tempdir().expect("tempdir");

@@ -1,19 +1,45 @@
-//! One contract, two stores: Redis and the in-memory one must behave the same.
+//! One contract per store capability ([`FlagStore`], [`MetricStore`], [`Coordination`]), each met
+//! alike by memory, Redis and Redis Cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use rollout_controller::clock::Clock;
-use rollout_controller::domain::guards::{MetricSample, MetricSeries, WindowTotals, bucket_ms_for};
+use rollout_controller::domain::guards::{
+    Guard, MetricSample, MetricSeries, PulledReading, WindowTotals, bucket_ms_for,
+};
 use rollout_controller::domain::plan::FlagDefinition;
 use rollout_controller::domain::rollout::{Command, Flag, Status};
-use rollout_controller::store::{Change, MemoryStore, RedisStore, Stamp, Store, Written};
+use rollout_controller::store::{
+    Change, Coordination, FlagStore, MemoryStore, MetricStore, RedisStore, Stamp, Store, Written,
+};
 
 use crate::helpers::{RedisCluster, RedisServer, T0};
 
-/// The contract, through `store`; `twin` is a second client of the same data (another replica).
-pub async fn contract(store: Arc<dyn Store>, twin: Arc<dyn Store>) {
+/// Two clients of one store's data, as two replicas have: the in-process store is its own twin.
+type Clients = (Arc<dyn Store>, Arc<dyn Store>);
+
+fn memory() -> Clients {
+    let store = Arc::new(MemoryStore::new());
+    (store.clone(), store)
+}
+
+fn redis(redis: &RedisServer) -> Clients {
+    let connect = || Arc::new(RedisStore::connect(&redis.url(), "rollout").expect("url"));
+    (connect(), connect())
+}
+
+fn cluster(cluster: &RedisCluster) -> Clients {
+    (Arc::new(cluster.store()), Arc::new(cluster.store()))
+}
+
+// The flag store: documents, conditional writes, history, the index and the catalog, the deletion
+// audit, the change feed.
+
+/// The flag store's contract, through `store`; `twin` is a second client of the same data (another
+/// replica); `kind` names the store in the figures printed.
+async fn flag_store_contract(store: Arc<dyn FlagStore>, twin: Arc<dyn FlagStore>, kind: &str) {
     let mut changes = store.subscribe().await.expect("subscribe");
     assert!(store.get_flag("f").await.expect("get").is_none());
     assert!(store.list_flags().await.expect("list").is_empty());
@@ -105,17 +131,12 @@ pub async fn contract(store: Arc<dyn Store>, twin: Arc<dyn Store>) {
     }
     assert_eq!(wins, 1);
     assert_eq!(store.history("g.2", 100).await.expect("history").len(), 2);
-    store.ping().await.expect("ping");
-
-    leases(store.as_ref()).await;
-    metric_windows(store.as_ref()).await;
-    store_clock(store.as_ref()).await;
-    deletions_racing_creations(store, twin).await;
+    deletions_racing_creations(store, twin, kind).await;
 }
 
 /// Deletions are recorded, newest first, and outlive the flag's re-creation and its next deletion;
 /// deleting what is not there records nothing unless told what it was.
-async fn deletion_audit(store: &dyn Store, first: &rollout_controller::domain::rollout::Deletion) {
+async fn deletion_audit(store: &dyn FlagStore, first: &rollout_controller::domain::rollout::Deletion) {
     assert_eq!(store.deletions(10).await.expect("deletions"), std::slice::from_ref(first));
     assert_eq!(store.delete_flag("f", 0, None).await.expect("nothing there"), Written::Yes);
     assert_eq!(store.deletions(10).await.expect("deletions").len(), 1, "nothing deleted, nothing recorded");
@@ -131,7 +152,7 @@ async fn deletion_audit(store: &dyn Store, first: &rollout_controller::domain::r
 /// Each flag of `FLAGS` is deleted through `store` while three writers (through `twin` and
 /// `store`) re-create it as soon as it is gone: exactly one of them does, and every flag must end
 /// stored *and* listed in the index (what full reads go by), never stored unlisted.
-async fn deletions_racing_creations(store: Arc<dyn Store>, twin: Arc<dyn Store>) {
+async fn deletions_racing_creations(store: Arc<dyn FlagStore>, twin: Arc<dyn FlagStore>, kind: &str) {
     const FLAGS: usize = 100;
     let names: Vec<String> = (0..FLAGS).map(|i| format!("race-{i}")).collect();
     for name in &names {
@@ -179,44 +200,32 @@ async fn deletions_racing_creations(store: Arc<dyn Store>, twin: Arc<dyn Store>)
     for flag in &stored {
         assert_eq!(flag.state.created_at, T0 + 1, "{}: the re-created incarnation", flag.name);
     }
-    println!(
-        "FIGURES store {} deletions racing creations: {FLAGS} flags, 0 stored without an index entry",
-        store.kind()
-    );
+    println!("FIGURES store {kind} deletions racing creations: {FLAGS} flags, 0 stored without an index entry");
 }
 
-/// Redis answers `TIME` (the doctor compares replicas' clocks with it); memory has no clock of its own.
-async fn store_clock(store: &dyn Store) {
-    let time = store.time_ms().await.expect("time");
-    match store.kind() {
-        "redis" | "redis-cluster" => {
-            let now = rollout_controller::clock::SystemClock.now_ms();
-            let t = time.expect("Redis has a clock");
-            assert!((t - now).abs() < 1000, "Redis TIME {t} is not near the system clock {now}");
-            let later = store.time_ms().await.expect("time").expect("Redis has a clock");
-            assert!(later >= t, "TIME does not go backwards");
-        }
-        _ => assert_eq!(time, None),
-    }
+#[tokio::test]
+async fn memory_store_meets_the_flag_store_contract() {
+    let (store, twin) = memory();
+    flag_store_contract(store, twin, "memory").await;
 }
 
-async fn leases(store: &dyn Store) {
-    let ttl = Duration::from_secs(30);
-    assert_eq!(store.leader().await.expect("leader"), None);
-    assert!(store.try_lead("a", ttl).await.expect("lead"));
-    assert!(!store.try_lead("b", ttl).await.expect("lead"), "the lease is taken");
-    assert!(store.try_lead("a", ttl).await.expect("renew"), "the holder renews");
-    assert_eq!(store.leader().await.expect("leader").as_deref(), Some("a"));
-    store.resign("b").await.expect("resign");
-    assert_eq!(store.leader().await.expect("leader").as_deref(), Some("a"), "only the holder can resign");
-    store.resign("a").await.expect("resign");
-    assert!(store.try_lead("b", Duration::from_millis(200)).await.expect("lead"), "free after a resignation");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(store.try_lead("c", ttl).await.expect("lead"), "free after expiry");
-    store.resign("c").await.expect("resign");
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_store_meets_the_flag_store_contract() {
+    let server = RedisServer::start();
+    let (store, twin) = redis(&server);
+    flag_store_contract(store, twin, "redis").await;
 }
 
-async fn metric_windows(store: &dyn Store) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_store_meets_the_flag_store_contract() {
+    let nodes = RedisCluster::start();
+    let (store, twin) = cluster(&nodes);
+    flag_store_contract(store, twin, "redis-cluster").await;
+}
+
+// The metric store: pushed samples and pulled values, summed over windows of a series.
+
+async fn metric_windows(store: &dyn MetricStore) {
     let series = MetricSeries::new("1.2".into(), bucket_ms_for(60), 60);
     let other = MetricSeries::new("1.3".into(), bucket_ms_for(60), 60);
     let sample =
@@ -241,18 +250,131 @@ async fn metric_windows(store: &dyn Store) {
     assert_eq!(backwards, WindowTotals::default());
 }
 
-#[tokio::test]
-async fn memory_store_meets_the_store_contract() {
-    let store = Arc::new(MemoryStore::new());
-    contract(store.clone(), store).await;
+/// Pulled values land in the bucket of their time beside pushed samples; the window keeps each
+/// guard's latest read (none when it failed) and how many there were.
+async fn pulled_values(store: &dyn MetricStore) {
+    let series = MetricSeries::new("2.1".into(), bucket_ms_for(60), 60);
+    let pushed = MetricSample { requests: 4, queue_depth: Some(3.0), ..MetricSample::default() };
+    store.record_metrics("p", &series, T0, &pushed).await.expect("record");
+    store.record_pulled("p", &series, T0, Guard::ErrorRate, Some(0.5)).await.expect("pull");
+    store.record_pulled("p", &series, T0 + 10, Guard::ErrorRate, Some(0.25)).await.expect("pull");
+    store.record_pulled("p", &series, T0 + 20_000, Guard::P99LatencyMs, Some(1234.5)).await.expect("pull");
+    store.record_pulled("p", &series, T0 + 20_010, Guard::P99LatencyMs, None).await.expect("a failed pull");
+
+    let window = store.read_window("p", &series, T0, T0 + 30_000).await.expect("window");
+    assert_eq!((window.requests, window.queue_depth, window.queue_depth_reports), (4, Some(3.0), 1));
+    assert_eq!(window.pulled.get(&Guard::ErrorRate), Some(&PulledReading { latest: Some(0.25), reads: 2 }));
+    assert_eq!(
+        window.pulled.get(&Guard::P99LatencyMs),
+        Some(&PulledReading { latest: None, reads: 2 }),
+        "the latest read failed"
+    );
+    let early = store.read_window("p", &series, T0, T0 + 5_000).await.expect("window");
+    assert_eq!(early.pulled.get(&Guard::P99LatencyMs), None, "pulled after the window");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_store_meets_the_store_contract() {
-    let redis = RedisServer::start();
-    let connect = || Arc::new(RedisStore::connect(&redis.url(), "rollout").expect("url"));
-    contract(connect(), connect()).await;
+async fn metric_store_contract(store: &dyn MetricStore) {
+    metric_windows(store).await;
+    pulled_values(store).await;
 }
+
+#[tokio::test]
+async fn memory_store_meets_the_metric_store_contract() {
+    let (store, _) = memory();
+    metric_store_contract(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn redis_store_meets_the_metric_store_contract() {
+    let server = RedisServer::start();
+    let (store, _) = redis(&server);
+    metric_store_contract(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_store_meets_the_metric_store_contract() {
+    let nodes = RedisCluster::start();
+    let (store, _) = cluster(&nodes);
+    metric_store_contract(store.as_ref()).await;
+}
+
+// Coordination: which store it is and whether it answers, the leader lease, de-duplication keys,
+// the store's clock.
+
+async fn coordination_contract(store: &dyn Coordination, kind: &str) {
+    assert_eq!(store.kind(), kind);
+    store.ping().await.expect("ping");
+    leases(store).await;
+    remembered_keys(store).await;
+    store_clock(store).await;
+}
+
+/// Redis answers `TIME` (the doctor compares replicas' clocks with it); memory has no clock of its own.
+async fn store_clock(store: &dyn Coordination) {
+    let time = store.time_ms().await.expect("time");
+    match store.kind() {
+        "redis" | "redis-cluster" => {
+            let now = rollout_controller::clock::SystemClock.now_ms();
+            let t = time.expect("Redis has a clock");
+            assert!((t - now).abs() < 1000, "Redis TIME {t} is not near the system clock {now}");
+            let later = store.time_ms().await.expect("time").expect("Redis has a clock");
+            assert!(later >= t, "TIME does not go backwards");
+        }
+        _ => assert_eq!(time, None),
+    }
+}
+
+async fn leases(store: &dyn Coordination) {
+    let ttl = Duration::from_secs(30);
+    assert_eq!(store.leader().await.expect("leader"), None);
+    assert!(store.try_lead("a", ttl).await.expect("lead"));
+    assert!(!store.try_lead("b", ttl).await.expect("lead"), "the lease is taken");
+    assert!(store.try_lead("a", ttl).await.expect("renew"), "the holder renews");
+    assert_eq!(store.leader().await.expect("leader").as_deref(), Some("a"));
+    store.resign("b").await.expect("resign");
+    assert_eq!(store.leader().await.expect("leader").as_deref(), Some("a"), "only the holder can resign");
+    store.resign("a").await.expect("resign");
+    assert!(store.try_lead("b", Duration::from_millis(200)).await.expect("lead"), "free after a resignation");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.try_lead("c", ttl).await.expect("lead"), "free after expiry");
+    store.resign("c").await.expect("resign");
+}
+
+/// A key is remembered once within its TTL; forgetting it, or the TTL passing, lets it in again.
+async fn remembered_keys(store: &dyn Coordination) {
+    let ttl = Duration::from_secs(30);
+    assert!(store.remember_once("delivery-1", ttl).await.expect("remember"), "the first time");
+    assert!(!store.remember_once("delivery-1", ttl).await.expect("remember"), "seen within its TTL");
+    assert!(store.remember_once("delivery-2", ttl).await.expect("remember"), "keys are separate");
+    store.forget("delivery-1").await.expect("forget");
+    assert!(store.remember_once("delivery-1", ttl).await.expect("remember"), "forgotten, then new again");
+    assert!(store.remember_once("delivery-3", Duration::from_millis(200)).await.expect("remember"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.remember_once("delivery-3", ttl).await.expect("remember"), "new again after its TTL");
+}
+
+#[tokio::test]
+async fn memory_store_meets_the_coordination_contract() {
+    let (store, _) = memory();
+    coordination_contract(store.as_ref(), "memory").await;
+}
+
+#[tokio::test]
+async fn redis_store_meets_the_coordination_contract() {
+    let server = RedisServer::start();
+    let (store, _) = redis(&server);
+    coordination_contract(store.as_ref(), "redis").await;
+}
+
+#[tokio::test]
+async fn redis_cluster_store_meets_the_coordination_contract() {
+    let nodes = RedisCluster::start();
+    let (store, _) = cluster(&nodes);
+    coordination_contract(store.as_ref(), "redis-cluster").await;
+}
+
+// What only the Redis stores promise: key layout, generation, cluster placement and feed, window
+// reads that fetch each sealed bucket once.
 
 #[tokio::test]
 async fn redis_keys_of_one_flag_share_a_hash_tag() {
@@ -283,14 +405,6 @@ async fn the_redis_generation_changes_exactly_when_redis_loses_its_data() {
     let after_flush = store.load_stamps().await.expect("stamps");
     assert_ne!(after_flush.generation, first.generation, "a flushed Redis has a new generation");
     assert_eq!(store.load_stamps().await.expect("stamps").generation, after_flush.generation);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_cluster_store_meets_the_store_contract() {
-    let cluster = RedisCluster::start();
-    let store = cluster.store();
-    assert_eq!(store.kind(), "redis-cluster");
-    contract(Arc::new(store), Arc::new(cluster.store())).await;
 }
 
 #[tokio::test]

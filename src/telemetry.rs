@@ -279,8 +279,8 @@ mod tests {
         let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
         let named: Vec<&str> =
             parsed.samples.iter().filter(|s| s.labels.get("flag") == Some("f")).map(|s| s.metric.as_str()).collect();
-        // Percent, stage, five statuses, a transition, a rollback, a guard value.
-        assert_eq!(named.len(), 10, "{named:?}");
+        // Percent, stage, six statuses, a transition, a rollback, a guard value.
+        assert_eq!(named.len(), 11, "{named:?}");
         snapshot.remove("f");
         assert!(!telemetry.render(&snapshot).contains("flag=\"f\""));
         // Created again: its counters start afresh.

@@ -601,7 +601,8 @@ mod tests {
     fn legal(command: Command, status: Status, stage_index: usize) -> Option<(Status, usize)> {
         let last = 3;
         match (command, status) {
-            (Command::Start, Status::Pending) => Some((Status::Running, 0)),
+            (Command::Start, Status::Pending | Status::Scheduled) => Some((Status::Running, 0)),
+            (Command::Cancel, Status::Scheduled) => Some((Status::Pending, 0)),
             (Command::Advance, Status::Running) if stage_index == last => Some((Status::Completed, last)),
             (Command::Advance, Status::Running) => Some((Status::Running, stage_index + 1)),
             (Command::Pause, Status::Running) => Some((Status::Paused, stage_index)),

@@ -408,6 +408,44 @@ enum FeedEnd {
 
 /// Reads everything once subscribed, then applies each change message and re-reads everything
 /// every `resync_every`, until the store fails, the subscription ends or `shutdown` changes.
+/// Most changes read back in one round trip.
+const CHANGE_BATCH: usize = 1024;
+
+/// The names of `first` and of every change already waiting (up to [`CHANGE_BATCH`]), without
+/// duplicates; true when the subscription ended meanwhile.
+fn drain_ready(first: Change, changes: &mut BoxStream<'static, Change>) -> (Vec<String>, bool) {
+    use futures::FutureExt;
+    let mut names = vec![first.flag];
+    let mut lost = false;
+    while names.len() < CHANGE_BATCH {
+        match changes.next().now_or_never() {
+            Some(Some(change)) => names.push(change.flag),
+            Some(None) => {
+                lost = true;
+                break;
+            }
+            None => break,
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    (names, lost)
+}
+
+/// Re-reads the named flags in one read: present ones are taken, absent ones were deleted.
+async fn apply_changes(store: &dyn Store, snapshot: &Snapshot, names: &[String]) -> Result<(), StoreError> {
+    let flags = store.get_flags(names).await?;
+    for name in names {
+        if !flags.iter().any(|f| &f.name == name) {
+            snapshot.remove(name);
+        }
+    }
+    for flag in flags {
+        snapshot.upsert(flag);
+    }
+    Ok(())
+}
+
 async fn follow(
     store: &dyn Store,
     snapshot: &Snapshot,
@@ -423,18 +461,18 @@ async fn follow(
     resync.tick().await;
     loop {
         tokio::select! {
-            change = changes.next() => match change {
-                Some(change) => match store.get_flag(&change.flag).await {
-                    Ok(Some(flag)) => snapshot.upsert(flag),
-                    Ok(None) => {
-                        snapshot.remove(&change.flag);
-                    }
-                    Err(e) => {
-                        snapshot.mark_failed(error_chain(&e));
-                        return FeedEnd::Broken;
-                    }
-                },
-                None => {
+            change = changes.next() => {
+                let Some(change) = change else {
+                    snapshot.mark_failed("the change feed subscription was lost".into());
+                    return FeedEnd::Broken;
+                };
+                // A burst (an emergency stop, a bulk apply) is read back in one round trip.
+                let (names, lost) = drain_ready(change, &mut changes);
+                if let Err(e) = apply_changes(store, snapshot, &names).await {
+                    snapshot.mark_failed(error_chain(&e));
+                    return FeedEnd::Broken;
+                }
+                if lost {
                     snapshot.mark_failed("the change feed subscription was lost".into());
                     return FeedEnd::Broken;
                 }

@@ -289,6 +289,9 @@ impl Timeline {
         when: impl Fn(&CheckWhen) -> bool,
         all: bool,
     ) -> Result<Option<(String, String)>, RolloutError> {
+        if !flag.definition.checks.iter().any(|c| when(&c.when)) {
+            return Ok(None);
+        }
         let runs = self.check_runs(flag).await?;
         let now = self.rollouts.clock.now_ms();
         for check in flag.definition.checks.iter().filter(|c| when(&c.when)) {
@@ -314,6 +317,9 @@ impl Timeline {
         flag: &Flag,
         now_ms: i64,
     ) -> Result<Option<(String, String)>, RolloutError> {
+        if !flag.definition.checks.iter().any(|c| c.when == CheckWhen::BeforeStart) {
+            return Ok(None);
+        }
         let runs = self.check_runs(flag).await?;
         for check in flag.definition.checks.iter().filter(|c| c.when == CheckWhen::BeforeStart) {
             let last = runs.iter().find(|r| r.check == check.name);
@@ -332,7 +338,7 @@ impl Timeline {
     /// The flag's `during` checks that are due; the first failure is returned as a breach reason
     /// (`check synthetic failed: HTTP 503`).
     pub async fn during_checks(&self, flag: &Flag) -> Result<Option<String>, RolloutError> {
-        if flag.state.status != Status::Running {
+        if flag.state.status != Status::Running || !flag.definition.checks.iter().any(|c| c.when == CheckWhen::During) {
             return Ok(None);
         }
         let runs = self.check_runs(flag).await?;

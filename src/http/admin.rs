@@ -24,7 +24,6 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/flags", get(list))
         .route("/flags/{flag}", get(show).put(put).delete(delete))
-        .route("/flags/{flag}/start", post(start))
         .route("/flags/{flag}/advance", post(advance))
         .route("/flags/{flag}/pause", post(pause))
         .route("/flags/{flag}/resume", post(resume))
@@ -110,7 +109,7 @@ pub struct TransitionBody {
     pub expected_version: Option<u64>,
 }
 
-const MAX_REASON: usize = 1000;
+pub const MAX_REASON: usize = 1000;
 
 /// `GET /flags`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -189,7 +188,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn transition(
+pub async fn transition(
     state: AppState,
     admin: Admin,
     flag: String,
@@ -232,7 +231,6 @@ macro_rules! transition_handler {
     };
 }
 
-transition_handler!(start, Command::Start, "/flags/{flag}/start", "Starts a pending flag at its first stage.");
 transition_handler!(
     advance,
     Command::Advance,

@@ -48,6 +48,8 @@ pub enum ApiError {
     StoreUnavailable(#[source] StoreError),
     #[error("the request took too long")]
     Timeout,
+    #[error("check {check} failed: {detail}")]
+    CheckFailed { check: String, detail: String },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -66,7 +68,10 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Transition(_) | ApiError::VersionConflict { .. } | ApiError::Contended => StatusCode::CONFLICT,
+            ApiError::Transition(_)
+            | ApiError::VersionConflict { .. }
+            | ApiError::Contended
+            | ApiError::CheckFailed { .. } => StatusCode::CONFLICT,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -96,6 +101,7 @@ impl ApiError {
             ApiError::Contended => "contended",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Timeout => "request_timeout",
+            ApiError::CheckFailed { .. } => "check_failed",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -104,6 +110,17 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         if e.is_unavailable() { ApiError::StoreUnavailable(e) } else { ApiError::Internal(Box::new(e)) }
+    }
+}
+
+impl From<crate::timeline::TimelineError> for ApiError {
+    fn from(e: crate::timeline::TimelineError) -> Self {
+        use crate::timeline::TimelineError;
+        match e {
+            TimelineError::Rollout(e) => e.into(),
+            e @ TimelineError::StartTime => ApiError::InvalidBody(e.to_string()),
+            TimelineError::CheckFailed { check, detail } => ApiError::CheckFailed { check, detail },
+        }
     }
 }
 

@@ -28,6 +28,7 @@ pub mod report;
 pub mod signals;
 pub mod status;
 pub mod strict;
+pub mod timeline;
 pub mod ui;
 pub mod webhooks;
 
@@ -73,6 +74,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .merge(evaluate::routes())
         .merge(admin::routes())
+        .merge(timeline::routes())
         .merge(ops::routes())
         .merge(signals::routes())
         .merge(alerts::routes())

@@ -24,3 +24,4 @@ mod secrets;
 mod shutdown;
 mod sources;
 mod store_contract;
+mod timeline;

@@ -60,16 +60,38 @@ pub enum Commands {
         /// Only this flag
         flag: Option<String>,
     },
-    /// Start a pending flag's rollout (its first stage)
-    Start(TransitionArgs),
+    /// Start a pending flag's rollout (its first stage), now or at a time
+    Start(StartArgs),
+    /// Call off a scheduled start: the flag is pending again
+    Cancel(TransitionArgs),
+    /// Approve entering a stage that requires approval
+    Approve {
+        flag: String,
+        /// The stage to approve (the flag's next stage)
+        #[arg(long)]
+        stage: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Move to the next stage now, skipping the rest of the soak
     Advance(TransitionArgs),
     /// Hold the current percentage (automatic rollback still guards it)
     Pause(TransitionArgs),
     /// Resume a paused flag, or restart a rolled-back one at its first percentage stage
     Resume(TransitionArgs),
-    /// 0% for everyone, at once
-    Rollback(TransitionArgs),
+    /// 0% for everyone, at once; `--all` is the emergency stop (every running, paused and
+    /// scheduled flag, one incident id)
+    Rollback(RollbackArgs),
+    /// Freeze automatic advances and starts on every replica (rollbacks still happen)
+    Freeze {
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift the freeze
+    Unfreeze {
+        #[arg(long)]
+        reason: String,
+    },
     /// A flag's audit events, newest first
     History {
         flag: String,
@@ -100,6 +122,33 @@ pub struct TransitionArgs {
     #[arg(long)]
     pub reason: Option<String>,
     /// Refuse unless the flag is at this version (rollbacks ignore it)
+    #[arg(long)]
+    pub expected_version: Option<u64>,
+}
+
+/// A start now, at a time (`--at 2026-12-01T10:00:00Z`) or after a delay (`--in 12h`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub transition: TransitionArgs,
+    /// Start at this RFC 3339 time: the flag is `scheduled` until then
+    #[arg(long, conflicts_with = "in_")]
+    pub at: Option<String>,
+    /// Start after this long (`90s`, `5m`, `12h`)
+    #[arg(long = "in", id = "in_", value_parser = humantime::parse_duration)]
+    pub in_: Option<std::time::Duration>,
+}
+
+/// One flag, or `--all` of them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RollbackArgs {
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub flag: Option<String>,
+    /// Every running, paused and scheduled flag (needs --reason)
+    #[arg(long, requires = "reason")]
+    pub all: bool,
+    #[arg(long)]
+    pub reason: Option<String>,
     #[arg(long)]
     pub expected_version: Option<u64>,
 }
@@ -198,11 +247,25 @@ async fn run(client: &Client, json: bool, command: Commands) -> Result<ExitCode,
             let state = client.flag(&flag).await?;
             if json { emit_json(&state.raw) } else { emit(&output::status_table(&[state.data])) }
         }
-        Commands::Start(args) => transition(client, json, "start", args).await?,
+        Commands::Start(args) => start(client, json, args).await?,
+        Commands::Cancel(args) => transition(client, json, "cancel", args).await?,
+        Commands::Approve { flag, stage, reason } => {
+            let state = client.approve(&flag, &stage, reason.as_deref()).await?;
+            show_state(json, state);
+        }
+        Commands::Rollback(RollbackArgs { all: true, reason, .. }) => {
+            let stopped = client.post_reason("rollback-all", reason.as_deref().unwrap_or_default()).await?;
+            if json { emit_json(&stopped.raw) } else { emit(&output::stopped(&stopped.data)) }
+        }
+        Commands::Rollback(RollbackArgs { flag, reason, expected_version, .. }) => {
+            let args = TransitionArgs { flag: flag.unwrap_or_default(), reason, expected_version };
+            transition(client, json, "rollback", args).await?
+        }
+        Commands::Freeze { reason } => freeze(client, json, "freeze", &reason).await?,
+        Commands::Unfreeze { reason } => freeze(client, json, "unfreeze", &reason).await?,
         Commands::Advance(args) => transition(client, json, "advance", args).await?,
         Commands::Pause(args) => transition(client, json, "pause", args).await?,
         Commands::Resume(args) => transition(client, json, "resume", args).await?,
-        Commands::Rollback(args) => transition(client, json, "rollback", args).await?,
         Commands::History { flag, limit } => {
             let history = client.history(&flag, limit).await?;
             if json { emit_json(&history.raw) } else { emit(&output::history_table(&history.data.events)) }
@@ -239,10 +302,35 @@ async fn run(client: &Client, json: bool, command: Commands) -> Result<ExitCode,
 
 async fn transition(client: &Client, json: bool, command: &str, args: TransitionArgs) -> Result<(), ClientError> {
     let state = client.transition(&args.flag, command, args.reason.as_deref(), args.expected_version).await?;
+    show_state(json, state);
+    Ok(())
+}
+
+fn show_state(json: bool, state: crate::client::Fetched<crate::client::FlagState>) {
+    if json { emit_json(&state.raw) } else { emit(&output::status_table(&[state.data])) }
+}
+
+async fn start(client: &Client, json: bool, args: StartArgs) -> Result<(), ClientError> {
+    let at = match (args.at, args.in_) {
+        (Some(at), _) => Some(at),
+        (None, Some(delay)) => {
+            let delay = jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::MAX);
+            Some(jiff::Timestamp::now().checked_add(delay).unwrap_or(jiff::Timestamp::MAX).to_string())
+        }
+        (None, None) => None,
+    };
+    let t = &args.transition;
+    let state = client.start(&t.flag, t.reason.as_deref(), t.expected_version, at.as_deref()).await?;
+    show_state(json, state);
+    Ok(())
+}
+
+async fn freeze(client: &Client, json: bool, route: &str, reason: &str) -> Result<(), ClientError> {
+    let answer = client.post_reason(route, reason).await?;
     if json {
-        emit_json(&state.raw)
+        emit_json(&answer.raw)
     } else {
-        emit(&output::status_table(&[state.data]))
+        emit(&output::freeze(&answer.data))
     }
     Ok(())
 }

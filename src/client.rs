@@ -330,6 +330,53 @@ impl Client {
         self.json(req, Some(flag)).await
     }
 
+    /// `POST /flags/{flag}/start`, now or `at` (RFC 3339).
+    pub async fn start(
+        &self,
+        flag: &str,
+        reason: Option<&str>,
+        expected_version: Option<u64>,
+        at: Option<&str>,
+    ) -> Result<Fetched<FlagState>, ClientError> {
+        let mut body = serde_json::Map::new();
+        if let Some(reason) = reason {
+            body.insert("reason".into(), reason.into());
+        }
+        if let Some(version) = expected_version {
+            body.insert("expected_version".into(), version.into());
+        }
+        if let Some(at) = at {
+            body.insert("at".into(), at.into());
+        }
+        let req = self.request(Method::POST, &["flags", flag, "start"]).json(&body);
+        self.json(req, Some(flag)).await
+    }
+
+    /// `POST /flags/{flag}/approve`.
+    pub async fn approve(
+        &self,
+        flag: &str,
+        stage: &str,
+        reason: Option<&str>,
+    ) -> Result<Fetched<FlagState>, ClientError> {
+        let body = serde_json::json!({"stage": stage, "reason": reason});
+        let body = match body {
+            Value::Object(mut map) if reason.is_none() => {
+                map.remove("reason");
+                Value::Object(map)
+            }
+            other => other,
+        };
+        let req = self.request(Method::POST, &["flags", flag, "approve"]).json(&body);
+        self.json(req, Some(flag)).await
+    }
+
+    /// `POST /rollback-all`, `/freeze` or `/unfreeze` with a reason; the answer as JSON.
+    pub async fn post_reason(&self, route: &str, reason: &str) -> Result<Fetched<Value>, ClientError> {
+        let req = self.request(Method::POST, &[route]).json(&serde_json::json!({"reason": reason}));
+        self.json(req, None).await
+    }
+
     pub async fn history(&self, flag: &str, limit: Option<u64>) -> Result<Fetched<History>, ClientError> {
         let mut req = self.request(Method::GET, &["flags", flag, "history"]);
         if let Some(limit) = limit {

@@ -199,3 +199,23 @@ mod tests {
         );
     }
 }
+
+/// What the emergency stop changed: the incident id, then `FLAG FROM TO`.
+pub fn stopped(answer: &serde_json::Value) -> String {
+    let mut table = Table::new(&["FLAG", "FROM", "TO"]);
+    for f in answer["changed"].as_array().into_iter().flatten() {
+        let cell = |k: &str| f[k].as_str().unwrap_or("-").to_owned();
+        table.row(vec![cell("flag"), cell("from"), cell("to")]);
+    }
+    format!("incident {}\n{}", answer["incident"].as_str().unwrap_or("-"), table.render())
+}
+
+/// `frozen by operator:ann at … : reason`, or `not frozen`.
+pub fn freeze(answer: &serde_json::Value) -> String {
+    if answer["frozen"].as_bool() == Some(true) {
+        let text = |k: &str| answer[k].as_str().unwrap_or("-").to_owned();
+        format!("frozen by {} at {}: {}\n", text("by"), text("at"), text("reason"))
+    } else {
+        "not frozen: automatic advances and starts go on\n".to_owned()
+    }
+}

@@ -332,3 +332,37 @@ async fn a_freeze_holds_advances_through_a_leader_change_and_rollbacks_still_hap
     assert_eq!(b.tick().await.len(), 1);
     assert_eq!(status(&b, "f").await.1, "10%");
 }
+
+#[tokio::test]
+async fn the_cli_schedules_cancels_approves_freezes_and_stops_everything() {
+    let redis = RedisServer::start();
+    // `--in 12h` is counted from the operator's clock: the service runs on the system clock here.
+    let app = crate::helpers::spawn_with_system_clock(settings(Some(redis.url()))).await;
+    app.create_flag(
+        "a",
+        json!({"stages": [{"name": "one", "percent": 10}, {"name": "two", "percent": 50, "requires_approval": true}]}),
+    )
+    .await;
+    app.create_flag("b", json!({})).await;
+    let scheduled = app.cli(&["--json", "start", "b", "--in", "12h"]).await;
+    assert_eq!(scheduled.code, 0, "{}", scheduled.stderr);
+    assert_eq!(scheduled.json()["status"], "scheduled");
+    let cancelled = app.cli(&["cancel", "b", "--reason", "moved"]).await;
+    assert!(cancelled.stdout.contains("pending"), "{}", cancelled.stdout);
+    assert_eq!(
+        app.cli(&["start", "b", "--at", "2099-01-01T00:00:00Z"]).await.code,
+        1,
+        "more than a year ahead: refused"
+    );
+    app.cli(&["start", "a"]).await;
+    let approved = app.cli(&["--json", "approve", "a", "--stage", "two", "--reason", "ok"]).await;
+    assert_eq!(approved.code, 0, "{}", approved.stderr);
+    let frozen = app.cli(&["freeze", "--reason", "INC-7"]).await;
+    assert!(frozen.stdout.starts_with("frozen by operator:ann"), "{}", frozen.stdout);
+    assert_eq!(app.cli(&["rollback", "--all"]).await.code, 2, "--all needs a reason");
+    let stopped = app.cli(&["rollback", "--all", "--reason", "P1"]).await;
+    assert!(stopped.stdout.starts_with("incident incident-"), "{}", stopped.stdout);
+    assert!(stopped.stdout.contains("running") && stopped.stdout.contains("rolled_back"), "{}", stopped.stdout);
+    let unfrozen = app.cli(&["unfreeze", "--reason", "over"]).await;
+    assert!(unfrozen.stdout.starts_with("not frozen"), "{}", unfrozen.stdout);
+}

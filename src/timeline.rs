@@ -47,6 +47,17 @@ pub struct CheckRun {
     pub stage_version: u64,
 }
 
+/// What a flag waits for, as `GET /flags/{flag}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct WaitingFor {
+    /// `approval`, `window`, `check` or `freeze`.
+    pub what: &'static str,
+    /// The stage it would enter.
+    pub stage: Option<String>,
+    /// `stage 10% waits for 1 more approval(s)`, `outside the advance window; it opens at …`, …
+    pub detail: String,
+}
+
 /// Why the controller does not enter the next stage (or start a scheduled flag) yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hold {
@@ -238,6 +249,39 @@ impl Timeline {
         }
     }
 
+    /// What the flag waits for now, read-only (nothing runs): for a running flag whose soak is
+    /// over, or a scheduled flag whose time has come. `None` when nothing holds it here.
+    pub async fn waiting_for(&self, flag: &Flag) -> Result<Option<WaitingFor>, RolloutError> {
+        let now = self.rollouts.clock.now_ms();
+        let due = match flag.state.status {
+            Status::Running => flag.soak_remaining_ms(now) == Some(0),
+            Status::Scheduled => flag.state.scheduled_for.is_some_and(|at| at <= now),
+            _ => false,
+        };
+        if !due {
+            return Ok(None);
+        }
+        let stage = flag.next_stage().map(|s| s.name.clone());
+        let hold = if let Some(freeze) = self.frozen().await? {
+            Some(Hold::Frozen(freeze))
+        } else if let Some(stage) = stage.clone().filter(|_| flag.approvals_missing() > 0) {
+            Some(Hold::Approval { stage, missing: flag.approvals_missing() })
+        } else if let Some(window) = self.window_of(flag).filter(|w| !w.is_open(now)) {
+            Some(Hold::Window { opens_at: window.next_opening(now) })
+        } else {
+            let runs = self.check_runs(flag).await?;
+            runs.into_iter()
+                .find(|r| !r.passed && r.stage_version == flag.state.stage_version)
+                .map(|r| Hold::Check { check: r.check, detail: r.detail })
+        };
+        Ok(hold.map(|h| WaitingFor { what: h.waiting_for(), stage, detail: h.describe() }))
+    }
+
+    fn window_of(&self, flag: &Flag) -> Option<crate::domain::calendar::Window> {
+        let stage = flag.next_stage().and_then(|s| s.advance_window.as_ref());
+        stage.or(flag.definition.advance_window.as_ref()).and_then(|w| w.resolve().ok())
+    }
+
     /// What holds `flag` from entering its next stage (or, when scheduled, from starting) now:
     /// the freeze, a missing approval, a closed advance window, or a `before_stage` check (run
     /// here when due). Recorded once per stage entry and cause.
@@ -266,9 +310,7 @@ impl Timeline {
         if let Some(stage) = flag.next_stage().filter(|_| missing > 0) {
             return Ok(Some(Hold::Approval { stage: stage.name.clone(), missing }));
         }
-        let window =
-            flag.next_stage().and_then(|s| s.advance_window.as_ref()).or(flag.definition.advance_window.as_ref());
-        if let Some(window) = window.and_then(|w| w.resolve().ok())
+        if let Some(window) = self.window_of(flag)
             && !window.is_open(now_ms)
         {
             return Ok(Some(Hold::Window { opens_at: window.next_opening(now_ms) }));

@@ -52,6 +52,13 @@ pub struct FlagBody<'a> {
     /// until the evidence decides (shown by `GET /flags/{flag}` only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub waiting_for_evidence: Vec<&'static str>,
+    /// What else holds the flag: an approval, the advance window, a check, the freeze (shown by
+    /// `GET /flags/{flag}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<crate::timeline::WaitingFor>,
+    /// When a scheduled flag starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<String>,
     pub definition: &'a FlagDefinition,
 }
 
@@ -70,6 +77,8 @@ impl<'a> FlagBody<'a> {
             in_stage_secs: (now_ms - flag.state.stage_entered_at).max(0) / 1000,
             soak_remaining_secs: flag.soak_remaining_ms(now_ms).map(|ms| (ms + 999) / 1000),
             waiting_for_evidence: Vec::new(),
+            waiting_for: None,
+            scheduled_for: flag.state.scheduled_for.map(rfc3339),
             definition: &flag.definition,
         }
     }
@@ -137,6 +146,7 @@ pub async fn show(_: Admin, State(state): State<AppState>, FlagParam(flag): Flag
     let view = state.rollouts.snapshot.get(&flag).ok_or(ApiError::FlagNotFound(flag))?;
     let mut body = FlagBody::new(&view.flag, state.rollouts.clock.now_ms());
     body.waiting_for_evidence = state.rollouts.waiting_for_evidence(&view.flag).await;
+    body.waiting_for = state.timeline.waiting_for(&view.flag).await?;
     Ok(json_response(&body))
 }
 

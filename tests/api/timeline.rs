@@ -82,6 +82,7 @@ async fn a_scheduled_start_happens_at_its_time_and_bad_times_are_refused() {
     }
     let scheduled = app.admin_post("/flags/f/start", json!({"at": at(T0 + 3_600_000)})).await;
     assert_eq!((scheduled.status, scheduled.body["status"].as_str()), (200, Some("scheduled")), "{}", scheduled.body);
+    assert_eq!(scheduled.body["scheduled_for"], "2023-11-14T23:13:20.000Z");
     assert_eq!(app.evaluate("f", "anyone").await["enabled"], false);
     app.clock.advance_secs(3599);
     assert!(app.tick().await.is_empty(), "not yet");
@@ -160,6 +161,11 @@ async fn an_approval_gate_holds_the_stage_until_two_operators_approve() {
     assert!(app.tick().await.is_empty(), "healthy, but the next stage needs approval");
     let held: Vec<_> = actions(&app, "f").await.into_iter().filter(|(a, _)| a == "held").collect();
     assert_eq!(held, [("held".to_owned(), "stage 10% waits for 2 more approval(s)".to_owned())]);
+    let shown = app.admin_get("/flags/f").await.body;
+    assert_eq!(
+        shown["waiting_for"],
+        json!({"what": "approval", "stage": "10%", "detail": "stage 10% waits for 2 more approval(s)"})
+    );
 
     let approve = |token: &'static str| {
         let app = &app;

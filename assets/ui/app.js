@@ -11,6 +11,7 @@ const HISTORY_LIMIT = 20;
 /** Which commands each status allows (the state machine of the README). */
 const LEGAL = {
   pending: ['start'],
+  scheduled: ['cancel'],
   running: ['advance', 'pause', 'rollback'],
   paused: ['resume', 'rollback'],
   rolled_back: ['resume'],
@@ -23,9 +24,10 @@ const ACTION_LABELS = {
   pause: 'Pause',
   resume: 'Resume',
   rollback: 'Roll back',
+  cancel: 'Cancel start',
 };
 
-const STATUS_ORDER = ['running', 'paused', 'rolled_back', 'pending', 'completed'];
+const STATUS_ORDER = ['running', 'paused', 'rolled_back', 'scheduled', 'pending', 'completed'];
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -198,7 +200,8 @@ async function refresh() {
   state.polling = true;
   clearTimeout(state.pollTimer);
   try {
-    const list = await api('GET', '/flags');
+    const [list, freeze] = await Promise.all([api('GET', '/flags'), api('GET', '/freeze')]);
+    renderFreeze(freeze);
     const flags = (list && list.flags) || [];
     const details = await Promise.all(flags.map(async (flag) => {
       const [health, history] = await Promise.allSettled([
@@ -237,6 +240,16 @@ async function refresh() {
 
 // ---------------------------------------------------------------------------------------------
 // Rendering
+
+/** The freeze, on every replica: a banner saying who froze automatic advances, when and why. */
+function renderFreeze(freeze) {
+  const banner = $('[data-testid="freeze-banner"]');
+  if (!banner) return;
+  banner.hidden = !(freeze && freeze.frozen);
+  banner.textContent = banner.hidden
+    ? ''
+    : `Frozen by ${freeze.by} since ${formatTime(freeze.at)}: ${freeze.reason}. Nothing advances or starts automatically; rollbacks still happen.`;
+}
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -369,6 +382,7 @@ function updateTimes(entry) {
   if (soakLeftMs === null) {
     next.textContent = {
       pending: 'after start',
+      scheduled: flag.scheduled_for ? `starts at ${formatTime(flag.scheduled_for)}` : 'scheduled',
       paused: 'on hold while paused',
       rolled_back: '— (resume restarts the plan)',
       completed: '— (plan finished)',

@@ -372,3 +372,32 @@ async fn the_cli_schedules_cancels_approves_freezes_and_stops_everything() {
     let unfrozen = app.cli(&["unfreeze", "--reason", "over"]).await;
     assert!(unfrozen.stdout.starts_with("not frozen"), "{}", unfrozen.stdout);
 }
+
+#[tokio::test]
+async fn the_post_launch_review_is_posted_once_when_its_time_comes() {
+    let redis = RedisServer::start();
+    let (url, inbox) = crate::notifications::receiver().await;
+    let mut s = settings(Some(redis.url()));
+    s.notify_urls = vec![format!("{url}/slack").into()];
+    let app = spawn_with(s).await;
+    app.create_flag("f", json!({"review_after_secs": 3600})).await;
+    app.admin_post("/flags/f/start", json!({})).await;
+    app.clock.advance_secs(3599);
+    app.tick().await;
+    app.clock.advance_secs(1);
+    app.tick().await;
+    app.tick().await;
+    let reviews = || {
+        crate::notifications::received(&inbox, "slack").into_iter().filter(|m| m["action"] == "review_posted").collect::<Vec<_>>()
+    };
+    crate::helpers::within_named(Duration::from_secs(5), "the review arrives", || async { !reviews().is_empty() }).await;
+    let posted = reviews();
+    assert_eq!(posted.len(), 1, "posted once");
+    let text = posted[0]["text"].as_str().unwrap_or("");
+    assert!(text.starts_with("# Post-launch review: f"), "{text}");
+    assert!(text.contains("## Stages"), "{text}");
+    let recorded: Vec<_> = actions(&app, "f").await.into_iter().filter(|(a, _)| a == "review_posted").collect();
+    assert_eq!(recorded, [("review_posted".to_owned(), "post-launch review, 1h after the start".to_owned())]);
+    // The report still answers on request.
+    assert_eq!(app.admin_get("/flags/f/report").await.status, 200);
+}

@@ -2,9 +2,10 @@
 //!
 //! App services ask, per user, whether a flag is on; the answer comes from an in-process
 //! [`snapshot`] of every flag (MD5 bucket < percent, plus an internal allow-list), never from a
-//! round trip to the store. Operators change rollouts through the HTTP API; [`rollouts`] applies the
-//! pure state machine of [`domain`] and writes the result to the [`store`] (Redis, or in-memory)
-//! with a version check. The [`controller`] (one leader among the replicas) advances flags whose soak
+//! round trip to the store. Operators change rollouts through the HTTP API, whose handlers call
+//! only the application layer ([`app`]); [`rollouts`] applies the pure state machine of [`domain`]
+//! and writes the result to the [`store`] (Redis, one node or a cluster, or in-memory) with a
+//! version check. The [`controller`] (one leader among the replicas) advances flags whose soak
 //! passed with healthy guards and rolls back on a breach; pushed metrics can roll back at once.
 //! Every write publishes a change; each replica's feed task re-reads that flag
 //! into its snapshot within milliseconds, and re-reads everything periodically as a safety net.
@@ -15,12 +16,16 @@
 //! - [`config`]: typed settings: defaults → file → env → flags.
 //! - [`server`]: wires store, snapshot feed and HTTP (header-read and write timeouts, connection limit,
 //!   JSON parse errors); supervises the tasks; drains, then shuts down gracefully.
-//! - [`http`]: the axum edge, one file per concern.
+//! - [`http`]: the axum edge, one file per concern: parse, authorize, call [`app`], render.
+//! - [`app`]: the application layer, every use case the edge serves (evaluations, flags and their
+//!   reads, incoming guard signals and the push judge, this replica's status).
 //! - [`controller`]: the leader-elected stepper: advance when soaked and healthy, roll back on breach,
 //!   restore flags the store lost.
 //! - [`notify`]: outbound webhooks and rollback hooks, off the transition path.
-//! - [`sources`]: Alertmanager, Customer.io and Prometheus signals: parse and verify, nothing else.
-//! - [`rollouts`]: read–transition–conditional write, shared by every caller.
+//! - [`sources`]: Alertmanager, Customer.io and Prometheus signals: parse and verify what they send,
+//!   query Prometheus; they change no rollout state.
+//! - [`rollouts`]: read–transition–conditional write, shared by [`app`] and the controller; guard
+//!   health and the recording of guard signals.
 //! - [`telemetry`]: Prometheus metrics of this replica.
 //! - [`snapshot`]: the hot path's in-process copy of all flags, fed by the change feed.
 //! - [`store`]: the `Store` trait, Redis and memory implementations.
@@ -28,6 +33,7 @@
 //! - [`domain`]: pure bucketing, plan, state machine, guard verdicts with their evidence
 //!   (confidence sequences) and the review timeline.
 
+pub mod app;
 pub mod cli;
 pub mod client;
 pub mod clock;

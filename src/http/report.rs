@@ -2,8 +2,8 @@
 //! Markdown. The timeline comes from the audit history ([`crate::domain::report`]); guard readings
 //! exist only for the current stage, because the metric windows of past stages expire.
 
-use super::openapi::ReadErrors;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -14,13 +14,16 @@ use serde::{Deserialize, Serialize};
 
 use super::admin::EventBody;
 use super::auth::Admin;
-use super::error::ApiError;
+use super::error::{ApiError, ReadErrors};
 use super::extract::{ApiQuery, FlagParam};
 use super::{AppState, json_response};
+use crate::app::App;
+use crate::app::flags::Review;
 use crate::clock::rfc3339;
 use crate::domain::guards::{GuardReading, Health};
 use crate::domain::report::{Incident, StageVisit, human_duration, timeline};
 use crate::domain::rollout::{AuditEvent, Flag, Position, Status};
+use crate::rollouts::window_start;
 use crate::store::HISTORY_CAP;
 
 pub fn routes() -> Router<AppState> {
@@ -161,7 +164,6 @@ pub struct GuardsBody<'a> {
 impl<'a> ReportBody<'a> {
     pub fn new(flag: &'a Flag, events: &'a [AuditEvent], health: Option<Health>, now_ms: i64, truncated: bool) -> Self {
         let t = timeline(events, flag.state.status, now_ms);
-        let window_ms = i64::try_from(flag.definition.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         Self {
             flag: &flag.name,
             generated_at: rfc3339(now_ms),
@@ -180,7 +182,7 @@ impl<'a> ReportBody<'a> {
                 stage: flag.stage_name(),
                 verdict: h.verdict.as_str(),
                 window_secs: flag.definition.window_secs,
-                since: rfc3339(now_ms.saturating_sub(window_ms).max(flag.state.stage_entered_at)),
+                since: rfc3339(window_start(flag, now_ms)),
                 guards: h.guards,
             }),
             guards_note: GUARDS_NOTE,
@@ -190,23 +192,26 @@ impl<'a> ReportBody<'a> {
     }
 }
 
-#[utoipa::path(get, path = "/flags/{flag}/report", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("format" = Option<String>, Query, description = "`json` (default) or `md`")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the post-launch review", content((ReportBody = "application/json"), (String = "text/markdown"))), ReadErrors))]
+#[utoipa::path(
+    get, path = "/flags/{flag}/report", tag = "flags",
+    params(FlagParam, ("format" = Option<String>, Query, description = "`json` (default) or `md`")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (
+            status = 200, description = "the post-launch review",
+            content((ReportBody = "application/json"), (String = "text/markdown"))
+        ),
+        ReadErrors,
+    )
+)]
 pub async fn report(
     _: Admin,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     FlagParam(name): FlagParam,
     ApiQuery(query): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let rollouts = &state.rollouts;
-    let flag = rollouts.store.get_flag(&name).await?.ok_or_else(|| ApiError::FlagNotFound(name.clone()))?;
-    let mut events = rollouts.store.history(&name, HISTORY_CAP).await?;
-    let truncated = events.len() >= HISTORY_CAP;
-    events.reverse();
-    let health = match flag.state.status {
-        Status::Running | Status::Paused => Some(rollouts.health(&flag).await?),
-        _ => None,
-    };
-    let body = ReportBody::new(&flag, &events, health, rollouts.clock.now_ms(), truncated);
+    let Review { flag, events, health, now_ms, truncated } = app.review(&name).await?;
+    let body = ReportBody::new(&flag, &events, health, now_ms, truncated);
     Ok(match query.format {
         Format::Json => json_response(&body),
         Format::Md => ([(CONTENT_TYPE, "text/markdown; charset=utf-8")], markdown(&body)).into_response(),

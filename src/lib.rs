@@ -10,22 +10,24 @@
 //! Every write publishes a change; each replica's feed task re-reads that flag
 //! into its snapshot within milliseconds, and re-reads everything periodically as a safety net.
 //!
-//! Modules, outermost first (dependencies point down this list):
+//! Modules, outermost first (dependencies point down this list; ARCHITECTURE.md gives each one's
+//! layer):
 //! - [`cli`]: the `rollout` command line: `serve`, and the operator commands (tables, `doctor`).
 //! - [`client`]: the typed HTTP client the operator commands talk to the service through.
+//! - [`server`]: wires store, snapshot feed, application layer and HTTP (header-read and write
+//!   timeouts, connection limit, JSON parse errors); supervises the tasks; drains, then shuts down
+//!   gracefully.
 //! - [`config`]: typed settings: defaults → file → env → flags.
-//! - [`server`]: wires store, snapshot feed and HTTP (header-read and write timeouts, connection limit,
-//!   JSON parse errors); supervises the tasks; drains, then shuts down gracefully.
 //! - [`http`]: the axum edge, one file per concern: parse, authorize, call [`app`], render.
 //! - [`app`]: the application layer, every use case the edge serves (evaluations, flags and their
 //!   reads, incoming guard signals and the push judge, this replica's status).
 //! - [`controller`]: the leader-elected stepper: advance when soaked and healthy, roll back on breach,
 //!   restore flags the store lost.
-//! - [`notify`]: outbound webhooks and rollback hooks, off the transition path.
 //! - [`sources`]: Alertmanager, Customer.io and Prometheus signals: parse and verify what they send,
 //!   query Prometheus; they change no rollout state.
 //! - [`rollouts`]: read–transition–conditional write, shared by [`app`] and the controller; guard
 //!   health and the recording of guard signals.
+//! - [`notify`]: outbound webhooks and rollback hooks, off the transition path.
 //! - [`telemetry`]: Prometheus metrics of this replica.
 //! - [`snapshot`]: the hot path's in-process copy of all flags, fed by the change feed.
 //! - [`store`]: the `Store` trait, Redis and memory implementations.

@@ -5,8 +5,8 @@
 //! rollback, which is retried against the fresh state until it lands (rollback wins races).
 //! Every successful write is counted and handed to the notifier.
 //!
-//! Below the application layer ([`crate::app`]) and the controller, which both call it: it also
-//! reads guard health and records guard signals for them, and holds the controller's lease.
+//! [`crate::app`] and the controller call it, never the reverse. It also reads guard health and
+//! records guard signals for them, and takes the controller's lease.
 
 use std::sync::Arc;
 

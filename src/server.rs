@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinSet};
 
 use crate::app::status::OpsInfo;
@@ -35,7 +35,7 @@ use crate::controller::{self, Controller};
 use crate::http::auth::{Auth, Scope};
 use crate::http::ops::Drain;
 use crate::http::{self, AppState};
-use crate::notify::{self, NotifySettings};
+use crate::notify::{self, Notice, NotifySettings};
 use crate::rollouts::{Request, Rollouts};
 use crate::snapshot::{self, Snapshot};
 use crate::sources::prometheus::Puller;
@@ -190,21 +190,7 @@ pub async fn start_with_store(
     let snapshot = Arc::new(Snapshot::new());
     let telemetry = Arc::new(Telemetry::new());
     let signal_stats = Arc::new(SignalStats::default());
-    let notify_settings = NotifySettings {
-        urls: settings.notify_urls.iter().map(|u| u.expose_secret().to_owned()).collect(),
-        ..NotifySettings::default()
-    };
-    let (notices, notifier) =
-        notify::spawn(notify_settings, Arc::clone(&telemetry), tasks.stop_signal(Stage::Background))?;
-    tasks.spawn(Task::UNTIL_STOPPED.named("notifier", Stage::Background), notifier);
-    let feed = snapshot::run_feed(
-        Arc::clone(&store),
-        Arc::clone(&snapshot),
-        settings.resync_every,
-        tasks.stop_signal(Stage::Background),
-    );
-    tasks.spawn(Task::UNTIL_STOPPED.named("change feed", Stage::Background), feed);
-
+    let notices = spawn_background(&mut tasks, &settings, &store, &snapshot, &telemetry)?;
     let replica = controller::replica_id();
     let rollouts = Rollouts::new(Arc::clone(&store), Arc::clone(&snapshot), clock.clone(), Arc::clone(&telemetry))
         .with_notices(notices)
@@ -239,6 +225,27 @@ pub async fn start_with_store(
         drain: settings.drain,
         grace: settings.shutdown_grace,
     })
+}
+
+/// Starts the notifier and the change feed, the last tasks to stop; returns the notifier's queue.
+fn spawn_background(
+    tasks: &mut Tasks,
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    snapshot: &Arc<Snapshot>,
+    telemetry: &Arc<Telemetry>,
+) -> Result<mpsc::Sender<Notice>, ServerError> {
+    let notify_settings = NotifySettings {
+        urls: settings.notify_urls.iter().map(|u| u.expose_secret().to_owned()).collect(),
+        ..NotifySettings::default()
+    };
+    let (notices, notifier) =
+        notify::spawn(notify_settings, Arc::clone(telemetry), tasks.stop_signal(Stage::Background))?;
+    tasks.spawn(Task::UNTIL_STOPPED.named("notifier", Stage::Background), notifier);
+    let stop = tasks.stop_signal(Stage::Background);
+    let feed = snapshot::run_feed(Arc::clone(store), Arc::clone(snapshot), settings.resync_every, stop);
+    tasks.spawn(Task::UNTIL_STOPPED.named("change feed", Stage::Background), feed);
+    Ok(notices)
 }
 
 /// Starts the controller's loop and, when the config file declares flags, their seeding.

@@ -240,8 +240,18 @@ fn number(v: f64) -> String {
 
 /// The report as a Markdown document: summary, stages, breaches and rollbacks, guards, audit trail.
 pub fn markdown(r: &ReportBody<'_>) -> String {
-    // Writing to a String cannot fail.
     let mut md = String::new();
+    summary(&mut md, r);
+    stages(&mut md, r);
+    incidents(&mut md, r);
+    guards(&mut md, r);
+    audit_trail(&mut md, r);
+    md
+}
+
+// Writing to a String cannot fail: the sections below ignore `writeln!`'s `Ok`.
+
+fn summary(md: &mut String, r: &ReportBody<'_>) {
     let _ = writeln!(md, "# Post-launch review: {}\n", r.flag);
     let _ = writeln!(md, "| | |\n|---|---|");
     let _ = writeln!(md, "| Status | {} — stage {} ({}%), version {} |", r.status, cell(r.stage), r.percent, r.version);
@@ -252,94 +262,98 @@ pub fn markdown(r: &ReportBody<'_>) -> String {
     let automatic = r.rollbacks.iter().filter(|i| matches!(i.trigger, "guard" | "alert")).count();
     let _ = writeln!(md, "| Rollbacks | {} ({automatic} by guards or alerts) |", r.rollbacks.len());
     let _ = writeln!(md, "| Generated | {} |\n", r.generated_at);
+}
 
+fn stages(md: &mut String, r: &ReportBody<'_>) {
     let _ = writeln!(md, "## Stages\n");
     if r.stages.is_empty() {
         let _ = writeln!(md, "The rollout has not started.\n");
-    } else {
-        let _ =
-            writeln!(md, "| # | Stage | Percent | Entered | Left | Duration | Outcome | Entered by | Left by | Why |");
-        let _ = writeln!(md, "|---:|---|---:|---|---|---|---|---|---|---|");
-        for (i, v) in r.stages.iter().enumerate() {
-            let why = v.left_by.as_ref().map_or(v.entered_by.reason.as_str(), |s| s.reason.as_str());
-            let _ = writeln!(
-                md,
-                "| {} | {} | {}% | {} | {} | {} | {} | {} | {} | {} |",
-                i + 1,
-                cell(&v.stage),
-                v.percent,
-                v.entered_at,
-                or_dash(v.left_at.as_deref()),
-                v.duration,
-                v.outcome,
-                cell(&v.entered_by.actor),
-                cell(or_dash(v.left_by.as_ref().map(|s| s.actor.as_str()))),
-                cell(why),
-            );
-        }
-        let _ = writeln!(md);
+        return;
     }
+    let _ = writeln!(md, "| # | Stage | Percent | Entered | Left | Duration | Outcome | Entered by | Left by | Why |");
+    let _ = writeln!(md, "|---:|---|---:|---|---|---|---|---|---|---|");
+    for (i, v) in r.stages.iter().enumerate() {
+        let why = v.left_by.as_ref().map_or(v.entered_by.reason.as_str(), |s| s.reason.as_str());
+        let _ = writeln!(
+            md,
+            "| {} | {} | {}% | {} | {} | {} | {} | {} | {} | {} |",
+            i + 1,
+            cell(&v.stage),
+            v.percent,
+            v.entered_at,
+            or_dash(v.left_at.as_deref()),
+            v.duration,
+            v.outcome,
+            cell(&v.entered_by.actor),
+            cell(or_dash(v.left_by.as_ref().map(|s| s.actor.as_str()))),
+            cell(why),
+        );
+    }
+    let _ = writeln!(md);
+}
 
+fn incidents(md: &mut String, r: &ReportBody<'_>) {
     let _ = writeln!(md, "## Breaches and rollbacks\n");
     let mut incidents: Vec<&IncidentBody> =
         r.rollbacks.iter().chain(r.breaches.iter().filter(|b| b.action != "rollback")).collect();
     incidents.sort_by(|a, b| a.at.cmp(&b.at));
     if incidents.is_empty() {
         let _ = writeln!(md, "None.\n");
-    } else {
-        let _ = writeln!(md, "| At | Action | Stage | Actor | Trigger | Reason |\n|---|---|---|---|---|---|");
-        for i in incidents {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} ({}%) | {} | {} | {} |",
-                i.at,
-                i.action,
-                cell(&i.stage),
-                i.percent,
-                cell(&i.actor),
-                i.trigger,
-                cell(&i.reason)
-            );
-        }
-        let _ = writeln!(md);
+        return;
     }
+    let _ = writeln!(md, "| At | Action | Stage | Actor | Trigger | Reason |\n|---|---|---|---|---|---|");
+    for i in incidents {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} ({}%) | {} | {} | {} |",
+            i.at,
+            i.action,
+            cell(&i.stage),
+            i.percent,
+            cell(&i.actor),
+            i.trigger,
+            cell(&i.reason)
+        );
+    }
+    let _ = writeln!(md);
+}
 
+fn guards(md: &mut String, r: &ReportBody<'_>) {
     let _ = writeln!(md, "## Guard readings\n");
     let mut note = GUARDS_NOTE.to_owned();
     note[..1].make_ascii_uppercase();
     let _ = writeln!(md, "{note}.\n");
-    match &r.current_guards {
-        None => {
-            let _ = writeln!(md, "The rollout is {}: no stage is being guarded now.\n", r.status);
-        }
-        Some(g) => {
-            let _ = writeln!(
-                md,
-                "Current stage {} ({}): verdict **{}** over a {} s window since {}.\n",
-                cell(g.stage),
-                r.status,
-                g.verdict,
-                g.window_secs,
-                g.since
-            );
-            let _ = writeln!(md, "| Guard | Value | Threshold | Samples | Verdict |\n|---|---:|---:|---:|---|");
-            for reading in &g.guards {
-                let side = if reading.guard.breaches_below() { "<" } else { ">" };
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {side} {} | {} of {} | {} |",
-                    reading.guard,
-                    reading.value.map_or_else(|| "—".to_owned(), number),
-                    reading.threshold.map_or_else(|| "—".to_owned(), number),
-                    reading.samples,
-                    reading.min_samples,
-                    reading.verdict.as_str()
-                );
-            }
-            let _ = writeln!(md);
-        }
+    let Some(g) = &r.current_guards else {
+        let _ = writeln!(md, "The rollout is {}: no stage is being guarded now.\n", r.status);
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "Current stage {} ({}): verdict **{}** over a {} s window since {}.\n",
+        cell(g.stage),
+        r.status,
+        g.verdict,
+        g.window_secs,
+        g.since
+    );
+    let _ = writeln!(md, "| Guard | Value | Threshold | Samples | Verdict |\n|---|---:|---:|---:|---|");
+    for reading in &g.guards {
+        let side = if reading.guard.breaches_below() { "<" } else { ">" };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {side} {} | {} of {} | {} |",
+            reading.guard,
+            reading.value.map_or_else(|| "—".to_owned(), number),
+            reading.threshold.map_or_else(|| "—".to_owned(), number),
+            reading.samples,
+            reading.min_samples,
+            reading.verdict.as_str()
+        );
     }
+    let _ = writeln!(md);
+}
 
+fn audit_trail(md: &mut String, r: &ReportBody<'_>) {
     let _ = writeln!(md, "## Audit trail\n");
     let _ = writeln!(md, "| At | Action | From → To | Actor | Reason |\n|---|---|---|---|---|");
     for e in &r.events {
@@ -358,5 +372,4 @@ pub fn markdown(r: &ReportBody<'_>) -> String {
     if r.history_truncated {
         let _ = writeln!(md, "\nThe history is trimmed to its latest {HISTORY_CAP} events; earlier ones are gone.");
     }
-    md
 }

@@ -9,7 +9,7 @@ use crate::controller;
 use crate::domain::guards::Health;
 use crate::domain::plan::FlagDefinition;
 use crate::domain::rollout::{AuditEvent, Command, Deletion, Flag, Status};
-use crate::rollouts::{Request, RolloutError};
+use crate::rollouts::{Request, RolloutError, window_start};
 use crate::snapshot::FlagView;
 use crate::store::HISTORY_CAP;
 
@@ -49,6 +49,8 @@ pub struct Review {
     pub events: Vec<AuditEvent>,
     /// The current stage's verdicts, for a running or paused flag.
     pub health: Option<Health>,
+    /// Where the current stage's guard window starts.
+    pub since_ms: i64,
     pub now_ms: i64,
     /// The history held more events than it keeps: the oldest are gone.
     pub truncated: bool,
@@ -119,7 +121,7 @@ impl App {
         let view = self.snapshot.get(name).ok_or_else(|| RolloutError::NotFound(name.to_owned()))?;
         let health = self.rollouts.health(&view.flag).await?;
         let now = self.clock.now_ms();
-        let since_ms = crate::rollouts::window_start(&view.flag, now);
+        let since_ms = window_start(&view.flag, now);
         let waiting_for_evidence = controller::waiting_for_evidence(&view.flag, &health, now);
         Ok(GuardHealth { view, health, since_ms, waiting_for_evidence })
     }
@@ -135,7 +137,8 @@ impl App {
             Status::Running | Status::Paused => Some(self.rollouts.health(&flag).await?),
             _ => None,
         };
-        Ok(Review { flag, events, health, now_ms: self.clock.now_ms(), truncated })
+        let now_ms = self.clock.now_ms();
+        Ok(Review { since_ms: window_start(&flag, now_ms), flag, events, health, now_ms, truncated })
     }
 
     /// The guards a running flag whose soak is over still waits on (empty otherwise, without a

@@ -8,7 +8,7 @@
 //!   them back: guard health, history, the post-launch review, the deletion audit;
 //! - [`signals`]: guard signals coming in (metrics pushes, Customer.io events, Alertmanager
 //!   payloads) and their per-source counters; [`push_judge`] judges a flag after a push, at most
-//!   once per gap, and owns the task that runs the judgements it defers;
+//!   once per gap, deferring the rest to a task the server supervises;
 //! - [`status`]: what this replica says about itself: `/admin/status`, readiness, metrics.
 //!
 //! Automatic decisions are [`crate::controller::judge`]'s and state changes [`crate::rollouts`]'s:

@@ -1,6 +1,7 @@
 //! Bearer tokens and their scopes, and who may do what: every permission the routes ask for is
-//! an extractor here, so the whole access policy reads in one place. Tokens are kept only as
-//! SHA-256 digests and compared in constant time; they are never logged.
+//! an extractor here, so the whole access policy reads in one place (Customer.io deliveries carry
+//! no token: their signature is checked over the raw body, `App::verify_customerio`). Tokens are
+//! kept only as SHA-256 digests and compared in constant time; they are never logged.
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;

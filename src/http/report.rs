@@ -20,10 +20,9 @@ use super::{AppState, json_response};
 use crate::app::App;
 use crate::app::flags::Review;
 use crate::clock::rfc3339;
-use crate::domain::guards::{GuardReading, Health};
+use crate::domain::guards::GuardReading;
 use crate::domain::report::{Incident, StageVisit, human_duration, timeline};
-use crate::domain::rollout::{AuditEvent, Flag, Position, Status};
-use crate::rollouts::window_start;
+use crate::domain::rollout::{AuditEvent, Position, Status};
 use crate::store::HISTORY_CAP;
 
 pub fn routes() -> Router<AppState> {
@@ -162,7 +161,9 @@ pub struct GuardsBody<'a> {
 }
 
 impl<'a> ReportBody<'a> {
-    pub fn new(flag: &'a Flag, events: &'a [AuditEvent], health: Option<Health>, now_ms: i64, truncated: bool) -> Self {
+    pub fn new(review: &'a Review) -> Self {
+        let Review { flag, events, health, since_ms, now_ms, truncated } = review;
+        let (now_ms, since_ms) = (*now_ms, *since_ms);
         let t = timeline(events, flag.state.status, now_ms);
         Self {
             flag: &flag.name,
@@ -178,16 +179,16 @@ impl<'a> ReportBody<'a> {
             stages: t.stages.iter().map(VisitBody::from).collect(),
             rollbacks: t.rollbacks.iter().map(IncidentBody::from).collect(),
             breaches: t.breaches.iter().map(IncidentBody::from).collect(),
-            current_guards: health.map(|h| GuardsBody {
+            current_guards: health.as_ref().map(|h| GuardsBody {
                 stage: flag.stage_name(),
                 verdict: h.verdict.as_str(),
                 window_secs: flag.definition.window_secs,
-                since: rfc3339(window_start(flag, now_ms)),
-                guards: h.guards,
+                since: rfc3339(since_ms),
+                guards: h.guards.clone(),
             }),
             guards_note: GUARDS_NOTE,
             events: events.iter().map(EventBody::from).collect(),
-            history_truncated: truncated,
+            history_truncated: *truncated,
         }
     }
 }
@@ -210,8 +211,8 @@ pub async fn report(
     FlagParam(name): FlagParam,
     ApiQuery(query): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let Review { flag, events, health, now_ms, truncated } = app.review(&name).await?;
-    let body = ReportBody::new(&flag, &events, health, now_ms, truncated);
+    let review = app.review(&name).await?;
+    let body = ReportBody::new(&review);
     Ok(match query.format {
         Format::Json => json_response(&body),
         Format::Md => ([(CONTENT_TYPE, "text/markdown; charset=utf-8")], markdown(&body)).into_response(),

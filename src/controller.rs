@@ -75,10 +75,10 @@ impl Controller {
     /// Takes or renews the lease; if this replica leads, restores the flags the store lost, then
     /// steps every flag.
     pub async fn tick(&self) -> Vec<Outcome> {
-        let leading = match self.rollouts.store.try_lead(&self.holder, self.lease).await {
+        let leading = match self.rollouts.try_lead(&self.holder, self.lease).await {
             Ok(leading) => leading,
             Err(e) => {
-                self.rollouts.telemetry.store_error();
+                self.rollouts.telemetry().store_error();
                 tracing::debug!(error = %e, "cannot reach the store for the lease");
                 false
             }
@@ -86,7 +86,7 @@ impl Controller {
         if self.leading.swap(leading, Ordering::SeqCst) != leading {
             tracing::info!(holder = %self.holder, leading, "controller leadership changed");
         }
-        self.rollouts.telemetry.set_leader(leading);
+        self.rollouts.telemetry().set_leader(leading);
         if !leading {
             return Vec::new();
         }
@@ -97,7 +97,7 @@ impl Controller {
     /// Writes back the flags the store lost that this replica's snapshot still serves.
     pub async fn restore_lost(&self) -> usize {
         let mut restored = 0;
-        for view in self.rollouts.snapshot.orphans() {
+        for view in self.rollouts.snapshot().orphans() {
             match self.rollouts.restore(&view.flag).await {
                 Ok(true) => restored += 1,
                 // The store has the flag again (another replica restored it, or it was created anew);
@@ -112,7 +112,7 @@ impl Controller {
     /// One pass over every running or paused flag.
     pub async fn step(&self) -> Vec<Outcome> {
         let mut outcomes = Vec::new();
-        for view in self.rollouts.snapshot.all() {
+        for view in self.rollouts.snapshot().all() {
             if let Err(e) = self.pull(&view.flag).await {
                 tracing::warn!(flag = %view.flag.name, error = %e, "could not record Prometheus readings");
             }
@@ -134,7 +134,7 @@ impl Controller {
     /// at `scheduled_for` it starts unless something holds it (the freeze, a missing approval,
     /// the advance window, a `before_stage` check of the first stage).
     async fn start_scheduled(&self, flag: &Flag) -> Result<Option<Outcome>, RolloutError> {
-        let now = self.rollouts.clock.now_ms();
+        let now = self.rollouts.now_ms();
         let Some(at) = flag.state.scheduled_for else { return Ok(None) };
         if let Some((check, detail)) = self.timeline.before_start_checks(flag, now).await? {
             let reason = format!("check {check} failed: {detail}");
@@ -154,7 +154,7 @@ impl Controller {
         if !matches!(flag.state.status, Status::Running | Status::Paused) {
             return Ok(());
         }
-        let now = self.rollouts.clock.now_ms();
+        let now = self.rollouts.now_ms();
         let readings = self.puller.pull_if_due(&flag.name, config, now).await;
         if readings.is_empty() {
             return Ok(());
@@ -173,7 +173,7 @@ impl Controller {
                     None
                 }
             };
-            self.rollouts.store.record_pulled(&flag.name, &series, now, guard, value).await?;
+            self.rollouts.record_pulled(&flag.name, &series, now, guard, value).await?;
         }
         Ok(())
     }
@@ -189,8 +189,8 @@ impl Controller {
             }
         }
         if self.leading.swap(false, Ordering::SeqCst) {
-            self.rollouts.telemetry.set_leader(false);
-            if let Err(e) = self.rollouts.store.resign(&self.holder).await {
+            self.rollouts.telemetry().set_leader(false);
+            if let Err(e) = self.rollouts.resign(&self.holder).await {
                 tracing::warn!(error = %e, "could not release the controller lease; it expires by itself");
             }
         }
@@ -227,10 +227,10 @@ async fn judge_with(
     let health = rollouts.health(flag).await?;
     for reading in &health.guards {
         if let Some(value) = reading.value {
-            rollouts.telemetry.guard_value(&flag.name, reading.guard.as_str(), value);
+            rollouts.telemetry().guard_value(&flag.name, reading.guard.as_str(), value);
         }
     }
-    let now = rollouts.clock.now_ms();
+    let now = rollouts.now_ms();
     let Some((command, reason, cause)) = decide(flag, &health, may_advance, now) else {
         if may_advance {
             hold_for_evidence(rollouts, flag, &health, now).await;

@@ -4,18 +4,21 @@
 //! version rules hold for all of them: a stale `expected_version` is refused, except for a
 //! rollback, which is retried against the fresh state until it lands (rollback wins races).
 //! Every successful write is counted and handed to the notifier.
+//!
+//! [`crate::app`] and the controller call it, never the reverse. It also reads guard health and
+//! records guard signals for them, and takes the controller's lease.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
-use crate::domain::guards::{Cohort, Cohorts, Health, WindowTotals, assess};
+use crate::domain::guards::{Cohort, Cohorts, Guard, Health, MetricSample, MetricSeries, WindowTotals, assess};
 use crate::domain::plan::{DefinitionError, FlagDefinition};
-use crate::domain::rollout::{Action, AuditEvent, Command, Deletion, Flag, Status, TransitionError};
+use crate::domain::rollout::{Action, AuditEvent, Command, Deletion, Flag, TransitionError};
 use crate::notify::Notice;
 use crate::snapshot::Snapshot;
-use crate::store::{Store, StoreError, Written};
+use crate::store::{Store, StoreError, StoreResult, Written};
 use crate::telemetry::Telemetry;
 
 /// How many times a write is re-tried when another writer got there first.
@@ -60,10 +63,10 @@ impl Request {
 
 #[derive(Clone)]
 pub struct Rollouts {
-    pub store: Arc<dyn Store>,
-    pub snapshot: Arc<Snapshot>,
-    pub clock: Arc<dyn Clock>,
-    pub telemetry: Arc<Telemetry>,
+    store: Arc<dyn Store>,
+    snapshot: Arc<Snapshot>,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
     notices: Option<mpsc::Sender<Notice>>,
     /// This replica's name (in the lease and in audit reasons).
     replica: Arc<str>,
@@ -96,6 +99,20 @@ impl Rollouts {
         self.load(name).await
     }
 
+    /// The snapshot this replica serves from (writes update it at once).
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// The time rollouts run on (soak timers, audit events).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     async fn load(&self, name: &str) -> Result<Flag, RolloutError> {
         self.current(name).await?.ok_or_else(|| RolloutError::NotFound(name.to_owned()))
     }
@@ -124,8 +141,9 @@ impl Rollouts {
         let req = Request::new("controller", reason);
         let written = self.write(&next, 0, &event, &req).await?;
         if written {
-            tracing::warn!(flag = %flag.name, version = next.state.version, status = flag.state.status.as_str(),
-                stage = flag.stage_name(), "restored a flag the store had lost");
+            tracing::warn!(flag = %flag.name, version = next.state.version,
+                status = flag.state.status.as_str(), stage = flag.stage_name(),
+                "restored a flag the store had lost");
         }
         Ok(written)
     }
@@ -210,15 +228,18 @@ impl Rollouts {
         match self.transition(name, Command::Rollback, req).await {
             Ok(rolled_back) => {
                 // A repeat finds the flag in the state this rollback made: mark it as this episode's.
-                if let Err(e) = self.store.remember_once(&alert_key(&rolled_back, episode), ALERT_EPISODE_TTL).await {
-                    tracing::warn!(flag = name, error = %e, "a repeat of this alert will read already_off, not duplicate");
+                let claim = alert_key(&rolled_back, episode);
+                if let Err(e) = self.store.remember_once(&claim, ALERT_EPISODE_TTL).await {
+                    tracing::warn!(flag = name, error = %e,
+                        "a repeat of this alert will read already_off, not duplicate");
                 }
                 Ok(AlertOutcome::RolledBack)
             }
             Err(e) => {
                 // This episode did nothing here: forget it so that a repeat may act.
                 if let Err(forget) = self.store.forget(&claim).await {
-                    tracing::error!(flag = name, error = %forget, "an alert that did not act stays remembered; its repeats will read duplicate");
+                    tracing::error!(flag = name, error = %forget,
+                        "an alert that did not act stays remembered; its repeats will read duplicate");
                 }
                 match e {
                     RolloutError::Transition(TransitionError::Invalid { .. }) => Ok(AlertOutcome::AlreadyOff),
@@ -246,7 +267,8 @@ impl Rollouts {
         };
         if let Err(e) = self.store.append_history(&flag.name, &event).await {
             if let Err(forget) = self.store.forget(&key).await {
-                tracing::error!(flag = %flag.name, error = %forget, "a resolved alert that was not recorded stays remembered");
+                tracing::error!(flag = %flag.name, error = %forget,
+                    "a resolved alert that was not recorded stays remembered");
             }
             return Err(e.into());
         }
@@ -282,20 +304,13 @@ impl Rollouts {
         Err(RolloutError::Contended)
     }
 
-    /// The deletion audit, newest first.
-    pub async fn deletions(&self, limit: usize) -> Result<Vec<Deletion>, RolloutError> {
-        Ok(self.store.deletions(limit).await?)
-    }
-
     /// The guard verdicts of a flag's current stage, over its window (counting only since the
     /// stage began).
     pub async fn health(&self, flag: &Flag) -> Result<Health, StoreError> {
         let now = self.clock.now_ms();
-        let def = &flag.definition;
         let series = flag.metric_series();
-        let window_ms = i64::try_from(def.window_secs * 1000).unwrap_or(i64::MAX);
-        let from = (now - window_ms).max(flag.state.stage_entered_at);
-        let config = def.guard_config(flag.state.stage_index);
+        let from = window_start(flag, now);
+        let config = flag.definition.guard_config(flag.state.stage_index);
         let treatment = self.store.read_window(&flag.name, &series, from, now).await?;
         // The control cohort matters only to comparisons and the sample-ratio check.
         let control = if config.compare.is_empty() && config.expected_share.is_none_or(|s| s <= 0.0 || s >= 1.0) {
@@ -306,21 +321,35 @@ impl Rollouts {
         Ok(assess(&config, &Cohorts { treatment, control }))
     }
 
-    /// The guards a running flag whose soak is over still waits on (empty otherwise, without a
-    /// store read). The flag is served from the snapshot even when the store is down, so a failed
-    /// read says nothing here; the health route reports it.
-    pub async fn waiting_for_evidence(&self, flag: &Flag) -> Vec<&'static str> {
-        let now = self.clock.now_ms();
-        if flag.state.status != Status::Running || flag.soak_remaining_ms(now) != Some(0) {
-            return Vec::new();
-        }
-        match self.health(flag).await {
-            Ok(health) => crate::controller::waiting_for_evidence(flag, &health, now),
-            Err(e) => {
-                tracing::debug!(flag = %flag.name, error = %e, "cannot read the guards for waiting_for_evidence");
-                Vec::new()
-            }
-        }
+    /// Adds a pushed sample to the current stage's series of its cohort.
+    pub async fn record_sample(&self, flag: &Flag, sample: &MetricSample) -> Result<(), StoreError> {
+        let series = flag.metric_series().of(sample.cohort);
+        self.store
+            .record_metrics(&flag.name, &series, self.clock.now_ms(), sample)
+            .await
+            .inspect_err(|_| self.telemetry.store_error())
+    }
+
+    /// Records one value the leader pulled for a guard (`None`: no reading).
+    pub async fn record_pulled(
+        &self,
+        flag: &str,
+        series: &MetricSeries,
+        now_ms: i64,
+        guard: Guard,
+        value: Option<f64>,
+    ) -> StoreResult<()> {
+        self.store.record_pulled(flag, series, now_ms, guard, value).await
+    }
+
+    /// Takes or renews the controller lease for `holder`; true when it leads for the next `ttl`.
+    pub async fn try_lead(&self, holder: &str, ttl: std::time::Duration) -> StoreResult<bool> {
+        self.store.try_lead(holder, ttl).await
+    }
+
+    /// Gives the controller lease up at once if `holder` has it.
+    pub async fn resign(&self, holder: &str) -> StoreResult<()> {
+        self.store.resign(holder).await
     }
 
     /// Records, once per stage entry, that a flag whose soak is over holds for evidence: an audit
@@ -424,6 +453,13 @@ const ALERT_EPISODE_TTL: std::time::Duration = std::time::Duration::from_secs(7 
 /// An episode's key for one stage entry of one incarnation of the flag.
 fn alert_key(flag: &Flag, episode: &str) -> String {
     format!("alert:{}:{}.{}:{episode}", flag.name, flag.state.created_at, flag.state.stage_version)
+}
+
+/// Where a flag's guard window starts at `now_ms`: the window's length ago, but never before the
+/// current stage began.
+pub fn window_start(flag: &Flag, now_ms: i64) -> i64 {
+    let window_ms = i64::try_from(flag.definition.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    now_ms.saturating_sub(window_ms).max(flag.state.stage_entered_at)
 }
 
 fn check_expected(req: &Request, flag: &Flag) -> Result<(), RolloutError> {

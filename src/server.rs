@@ -1,15 +1,17 @@
-//! Wires the store, the snapshot and its feed, the controller, the notifier and the HTTP server;
-//! supervises them and runs until shut down.
+//! Wires the store, the snapshot and its feed, the application layer, the controller, the
+//! notifier and the HTTP server; supervises them and runs until shut down.
 //!
 //! The HTTP server is our own accept loop ([`accept`]) over hyper, on sockets with a write timeout
 //! that answer hyper's own parse errors in our JSON shape ([`io`]).
 //!
 //! Supervision: every task but the config-file seeding runs until shutdown; one that ends or
-//! panics before is a failure, logged with its name, and `rollout serve` exits non-zero.
+//! panics before is a failure, logged with its name, and `rollout serve` exits non-zero. No task
+//! runs outside this set: the push judge's deferred judgements run in a task of it.
 //!
 //! Shutdown, in order: the drain (`/readyz` answers 503, everything else is still served with
 //! `connection: close`; the controller stops at once and gives its lease up), then the listener
-//! closes and open connections finish their requests, then the change feed stops and the notifier
+//! closes and open connections finish their requests while the push judge finishes the
+//! judgements under way and drops those not due, then the change feed stops and the notifier
 //! delivers what is queued. Everything after the drain is bounded by the grace period.
 
 mod accept;
@@ -22,19 +24,18 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinSet};
 
+use crate::app::status::OpsInfo;
+use crate::app::{self, App};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{NamedToken, Settings};
 use crate::controller::{self, Controller};
 use crate::http::auth::{Auth, Scope};
-use crate::http::evaluate::EvalState;
 use crate::http::ops::Drain;
-use crate::http::signals::PushChecks;
-use crate::http::status::OpsInfo;
 use crate::http::{self, AppState};
-use crate::notify::{self, NotifySettings};
+use crate::notify::{self, Notice, NotifySettings};
 use crate::rollouts::{Request, Rollouts};
 use crate::snapshot::{self, Snapshot};
 use crate::sources::prometheus::Puller;
@@ -71,14 +72,15 @@ pub enum ServerError {
     TaskPanicked { task: &'static str, message: String },
 }
 
-/// A started service: its address, its state, and the handle that stops it.
+/// A started service: its address, its controller, and the handle that stops it.
 pub struct Running {
     pub addr: SocketAddr,
-    pub state: AppState,
     pub controller: Arc<Controller>,
     /// The admin token made up at start when none was configured (printed once on stderr).
     pub generated_token: Option<SecretString>,
     tasks: Tasks,
+    /// Set when the shutdown starts: `/readyz` answers 503 from then on.
+    draining: Arc<Drain>,
     drain: Duration,
     grace: Duration,
 }
@@ -92,6 +94,58 @@ fn generated_token() -> Result<String, ServerError> {
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).map_err(ServerError::Random)?;
     Ok(hex::encode(bytes))
+}
+
+/// The admin tokens: the configured ones, or one made up at start.
+struct Tokens {
+    admin: Vec<NamedToken>,
+    generated: Option<SecretString>,
+}
+
+impl Tokens {
+    fn new(settings: &Settings) -> Result<Self, ServerError> {
+        if !settings.admin_tokens.is_empty() {
+            return Ok(Self { admin: settings.admin_tokens.clone(), generated: None });
+        }
+        let token = generated_token()?;
+        // Printed once, to the terminal only: never through the logs.
+        eprintln!("no admin token configured; this process accepts the generated token: {token}");
+        let admin = vec![NamedToken { name: "admin".into(), secret: token.clone().into() }];
+        Ok(Self { admin, generated: Some(SecretString::from(token)) })
+    }
+
+    /// Every token of the service, under its scope.
+    fn auth(&self, settings: &Settings) -> Auth {
+        Auth::new(
+            token_list(&self.admin, Scope::Admin)
+                .chain(token_list(&settings.read_tokens, Scope::Read))
+                .chain(token_list(&settings.metrics_tokens, Scope::Metrics))
+                .chain(token_list(&settings.alert_tokens, Scope::Alerts)),
+        )
+    }
+
+    /// How this replica is set up, for `GET /admin/status`.
+    fn ops_info(&self, settings: &Settings, replica: String) -> Result<OpsInfo, ServerError> {
+        Ok(OpsInfo {
+            replica,
+            token_generated: self.generated.is_some(),
+            admin_tokens: self.admin.len(),
+            read_tokens: settings.read_tokens.len(),
+            metrics_tokens: settings.metrics_tokens.len(),
+            alert_tokens: settings.alert_tokens.len(),
+            cio_signing_keys: settings.cio_signing_keys.clone(),
+            notify_urls: settings.notify_urls.clone(),
+            probe: notify::probe_client()?,
+        })
+    }
+}
+
+fn sources_settings(settings: &Settings) -> SourcesSettings {
+    SourcesSettings {
+        alert_flag_label: settings.alert_flag_label.clone(),
+        cio_signing_keys: settings.cio_signing_keys.iter().map(|k| k.expose_secret().as_bytes().to_vec()).collect(),
+        cio_mapping: settings.cio_mapping.clone(),
+    }
 }
 
 pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ServerError> {
@@ -114,7 +168,8 @@ pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ServerError> {
         }
         None => {
             tracing::warn!(
-                "no Redis URL given: using the embedded in-memory store; state is not shared between replicas and is lost on exit"
+                "no Redis URL given: using the embedded in-memory store; \
+                state is not shared between replicas and is lost on exit"
             );
             Ok(Arc::new(MemoryStore::new()))
         }
@@ -132,87 +187,82 @@ pub async fn start_with_store(
     clock: Arc<dyn Clock>,
     store: Arc<dyn Store>,
 ) -> Result<Running, ServerError> {
-    let snapshot = Arc::new(Snapshot::new());
-    let signals = Arc::new(SignalStats::default());
-    let telemetry = Arc::new(Telemetry::new());
     let mut tasks = Tasks::new();
+    let snapshot = Arc::new(Snapshot::new());
+    let telemetry = Arc::new(Telemetry::new());
+    let signal_stats = Arc::new(SignalStats::default());
+    let notices = spawn_background(&mut tasks, &settings, &store, &snapshot, &telemetry)?;
+    let replica = controller::replica_id();
+    let rollouts = Rollouts::new(Arc::clone(&store), Arc::clone(&snapshot), clock.clone(), Arc::clone(&telemetry))
+        .with_notices(notices)
+        .with_replica(&replica);
+    let tokens = Tokens::new(&settings)?;
+    let timeline = Timeline::new(rollouts.clone(), store.clone(), notify::check_client()?);
+    let (app, deferred) = App::new(app::Parts {
+        rollouts: rollouts.clone(),
+        timeline: timeline.clone(),
+        store: Arc::clone(&store),
+        snapshot,
+        clock,
+        telemetry,
+        signal_stats: Arc::clone(&signal_stats),
+        sources: sources_settings(&settings),
+        ops: tokens.ops_info(&settings, replica.clone())?,
+        default_flag: settings.default_flag.clone(),
+        push_judge_gap: settings.push_judge_gap,
+        max_snapshot_age: settings.resync_every * 3,
+    });
+    tasks.spawn(Task::UNTIL_STOPPED.named("push judge", Stage::Close), deferred.run(tasks.stop_signal(Stage::Close)));
+    let controller = spawn_controller(&mut tasks, &settings, rollouts, replica, signal_stats, timeline)?;
 
+    let state = AppState::new(app, tokens.auth(&settings));
+    let draining = Arc::clone(state.drain());
+    let addr = serve(&mut tasks, &settings, state).await?;
+    tracing::info!(%addr, store = store.kind(), "listening");
+    Ok(Running {
+        addr,
+        controller,
+        generated_token: tokens.generated,
+        tasks,
+        draining,
+        drain: settings.drain,
+        grace: settings.shutdown_grace,
+    })
+}
+
+/// Starts the notifier and the change feed, the last tasks to stop; returns the notifier's queue.
+fn spawn_background(
+    tasks: &mut Tasks,
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    snapshot: &Arc<Snapshot>,
+    telemetry: &Arc<Telemetry>,
+) -> Result<mpsc::Sender<Notice>, ServerError> {
     let notify_settings = NotifySettings {
         urls: settings.notify_urls.iter().map(|u| u.expose_secret().to_owned()).collect(),
         ..NotifySettings::default()
     };
     let (notices, notifier) =
-        notify::spawn(notify_settings, Arc::clone(&telemetry), tasks.stop_signal(Stage::Background))?;
-    let replica = controller::replica_id();
-    let rollouts = Rollouts::new(Arc::clone(&store), Arc::clone(&snapshot), clock, telemetry)
-        .with_notices(notices)
-        .with_replica(&replica);
-
-    let mut admin = settings.admin_tokens.clone();
-    let mut generated = None;
-    if admin.is_empty() {
-        let token = generated_token()?;
-        // Printed once, to the terminal only: never through the logs.
-        eprintln!("no admin token configured; this process accepts the generated token: {token}");
-        generated = Some(SecretString::from(token.clone()));
-        admin.push(NamedToken { name: "admin".into(), secret: token.into() });
-    }
-    let auth = Auth::new(
-        token_list(&admin, Scope::Admin)
-            .chain(token_list(&settings.read_tokens, Scope::Read))
-            .chain(token_list(&settings.metrics_tokens, Scope::Metrics))
-            .chain(token_list(&settings.alert_tokens, Scope::Alerts)),
-    );
-    let state = AppState {
-        rollouts: rollouts.clone(),
-        auth: Arc::new(auth),
-        evaluation: Arc::new(EvalState {
-            snapshot: Arc::clone(&rollouts.snapshot),
-            telemetry: Arc::clone(&rollouts.telemetry),
-            default_flag: settings.default_flag.as_str().into(),
-        }),
-        max_snapshot_age: settings.resync_every * 3,
-        push_checks: Arc::new(PushChecks::new(settings.push_judge_gap)),
-        signals: Arc::clone(&signals),
-        sources: Arc::new(SourcesSettings {
-            alert_flag_label: settings.alert_flag_label.clone(),
-            cio_signing_keys: settings.cio_signing_keys.iter().map(|k| k.expose_secret().as_bytes().to_vec()).collect(),
-            cio_mapping: settings.cio_mapping.clone(),
-        }),
-        ops: Arc::new(OpsInfo {
-            replica,
-            token_generated: generated.is_some(),
-            admin_tokens: admin.len(),
-            read_tokens: settings.read_tokens.len(),
-            metrics_tokens: settings.metrics_tokens.len(),
-            alert_tokens: settings.alert_tokens.len(),
-            cio_signing_keys: settings.cio_signing_keys.clone(),
-            notify_urls: settings.notify_urls.clone(),
-            probe: notify::probe_client()?,
-        }),
-        drain: Arc::new(Drain::default()),
-        timeline: Timeline::new(rollouts.clone(), notify::check_client()?),
-    };
-
+        notify::spawn(notify_settings, Arc::clone(telemetry), tasks.stop_signal(Stage::Background))?;
     tasks.spawn(Task::UNTIL_STOPPED.named("notifier", Stage::Background), notifier);
-    tasks.spawn(
-        Task::UNTIL_STOPPED.named("change feed", Stage::Background),
-        snapshot::run_feed(
-            Arc::clone(&store),
-            Arc::clone(&snapshot),
-            settings.resync_every,
-            tasks.stop_signal(Stage::Background),
-        ),
-    );
+    let stop = tasks.stop_signal(Stage::Background);
+    let feed = snapshot::run_feed(Arc::clone(store), Arc::clone(snapshot), settings.resync_every, stop);
+    tasks.spawn(Task::UNTIL_STOPPED.named("change feed", Stage::Background), feed);
+    Ok(notices)
+}
+
+/// Starts the controller's loop and, when the config file declares flags, their seeding.
+fn spawn_controller(
+    tasks: &mut Tasks,
+    settings: &Settings,
+    rollouts: Rollouts,
+    replica: String,
+    signal_stats: Arc<SignalStats>,
+    timeline: Timeline,
+) -> Result<Arc<Controller>, ServerError> {
     let puller = Puller::new().map_err(ServerError::PrometheusClient)?;
-    let controller = Arc::new(Controller::new(
-        rollouts.clone(),
-        state.ops.replica.clone(),
-        settings.lease,
-        Arc::clone(&signals),
-        puller,
-        state.timeline.clone(),
-    ));
+    let controller =
+        Arc::new(Controller::new(rollouts.clone(), replica, settings.lease, signal_stats, puller, timeline));
     tasks.spawn(
         Task::UNTIL_STOPPED.named("controller", Stage::Drain),
         Arc::clone(&controller).run(settings.controller_tick, tasks.stop_signal(Stage::Drain)),
@@ -223,31 +273,27 @@ pub async fn start_with_store(
             seed_flags(rollouts, settings.flags.clone(), tasks.stop_signal(Stage::Drain)),
         );
     }
+    Ok(controller)
+}
 
+/// Binds the listener and serves the HTTP edge on it until the close stage; returns its address.
+async fn serve(tasks: &mut Tasks, settings: &Settings, state: AppState) -> Result<SocketAddr, ServerError> {
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: settings.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: settings.listen, source })?;
-    let app = http::router(state.clone(), settings.request_timeout);
+    let drain = Arc::clone(state.drain());
     let limits = accept::Limits {
         header_read_timeout: settings.header_read_timeout,
         write_timeout: settings.write_timeout,
         max_connections: settings.max_connections,
     };
+    let router = http::router(state, settings.request_timeout);
     tasks.spawn(
         Task::UNTIL_STOPPED.named("http server", Stage::Close),
-        accept::serve(listener, app, Arc::clone(&state.drain), limits, tasks.stop_signal(Stage::Close)),
+        accept::serve(listener, router, drain, limits, tasks.stop_signal(Stage::Close)),
     );
-    tracing::info!(%addr, store = store.kind(), "listening");
-    Ok(Running {
-        addr,
-        state,
-        controller,
-        generated_token: generated,
-        tasks,
-        drain: settings.drain,
-        grace: settings.shutdown_grace,
-    })
+    Ok(addr)
 }
 
 /// Creates the config file's flags that do not exist yet, retrying while the store is down.
@@ -285,7 +331,8 @@ async fn seed_flags(
 enum Stage {
     /// At the start of the drain: the controller (it hands its lease over at once) and the seeding.
     Drain,
-    /// At the end of the drain: the HTTP server closes its listener and finishes open requests.
+    /// At the end of the drain: the HTTP server closes its listener and finishes open requests;
+    /// the push judge finishes its judgements under way.
     Close,
     /// Once no request is left: the change feed, and the notifier after delivering its queue.
     Background,
@@ -386,7 +433,7 @@ impl Running {
     /// taking connections, lets in-flight requests finish and the notifier deliver its queue
     /// within the grace period, and stops every task.
     pub async fn shutdown(mut self) {
-        self.state.drain.start();
+        self.draining.start();
         let drain_ends = tokio::time::Instant::now() + self.drain;
         let (drain, grace) = (self.drain, self.grace);
         let stopped = tokio::time::timeout_at(drain_ends + grace, async {
@@ -480,8 +527,9 @@ mod tests {
         assert!(quiet.is_err(), "{quiet:?}");
         tasks.stops[Stage::Background as usize].send_replace(true);
         let failure = tasks.failure().await;
+        let broke = |message: &str| message == "the feed broke";
         assert!(
-            matches!(&failure, ServerError::TaskPanicked { task: "change feed", message } if message == "the feed broke"),
+            matches!(&failure, ServerError::TaskPanicked { task: "change feed", message } if broke(message)),
             "{failure:?}"
         );
 

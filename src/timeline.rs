@@ -6,6 +6,7 @@
 //! a hold is recorded once per stage entry and cause (audit `held` and a notification). Rollbacks
 //! never ask: nothing here delays one.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::plan::{CheckDefinition, CheckWhen};
 use crate::domain::rollout::{Action, Command, Flag, Status};
 use crate::rollouts::{Request, RolloutError, Rollouts};
-use crate::store::StoreError;
+use crate::store::{Coordination, StoreError};
 
 /// The setting that holds the freeze.
 const FREEZE: &str = "freeze";
@@ -124,17 +125,19 @@ pub struct StoppedFlag {
 #[derive(Clone)]
 pub struct Timeline {
     rollouts: Rollouts,
+    /// Settings (the freeze) and check runs.
+    store: Arc<dyn Coordination>,
     http: reqwest::Client,
 }
 
 impl Timeline {
-    pub fn new(rollouts: Rollouts, http: reqwest::Client) -> Self {
-        Self { rollouts, http }
+    pub fn new(rollouts: Rollouts, store: Arc<dyn Coordination>, http: reqwest::Client) -> Self {
+        Self { rollouts, store, http }
     }
 
     /// Puts a pending flag in `scheduled`, to be started by the leader at `at_ms`.
     pub async fn schedule(&self, name: &str, at_ms: i64, req: &Request) -> Result<Flag, TimelineError> {
-        let now = self.rollouts.clock.now_ms();
+        let now = self.rollouts.now_ms();
         if at_ms <= now || at_ms > now.saturating_add(MAX_AHEAD_MS) {
             return Err(TimelineError::StartTime);
         }
@@ -158,22 +161,22 @@ impl Timeline {
     }
 
     pub async fn frozen(&self) -> Result<Option<Freeze>, RolloutError> {
-        let Some(json) = self.rollouts.store.setting(FREEZE).await? else { return Ok(None) };
+        let Some(json) = self.store.setting(FREEZE).await? else { return Ok(None) };
         Ok(serde_json::from_str(&json).ok())
     }
 
     /// Freezes automatic advances and starts on every replica (rollbacks go on); kept in the store.
     pub async fn freeze(&self, by: &str, reason: &str) -> Result<Freeze, TimelineError> {
-        let freeze = Freeze { by: by.to_owned(), at: self.rollouts.clock.now_ms(), reason: reason.to_owned() };
+        let freeze = Freeze { by: by.to_owned(), at: self.rollouts.now_ms(), reason: reason.to_owned() };
         let json = serde_json::to_string(&freeze).map_err(|e| StoreError::Encode { what: "freeze", source: e })?;
-        self.rollouts.store.put_setting(FREEZE, Some(&json)).await?;
+        self.store.put_setting(FREEZE, Some(&json)).await?;
         tracing::warn!(by, reason, "controller frozen: no automatic advance or start until unfrozen");
         Ok(freeze)
     }
 
     pub async fn unfreeze(&self, by: &str, reason: &str) -> Result<Option<Freeze>, TimelineError> {
         let was = self.frozen().await?;
-        self.rollouts.store.put_setting(FREEZE, None).await?;
+        self.store.put_setting(FREEZE, None).await?;
         tracing::warn!(by, reason, "controller unfrozen");
         Ok(was)
     }
@@ -184,7 +187,7 @@ impl Timeline {
         let incident = format!("incident-{}", crate::store::new_generation());
         let reason = format!("{} (emergency stop {incident})", req.reason);
         let mut changed = Vec::new();
-        let flags = self.rollouts.snapshot.all();
+        let flags = self.rollouts.snapshot().all();
         let mut pending = futures::stream::FuturesUnordered::new();
         for view in flags.iter() {
             let command = match view.flag.state.status {
@@ -215,7 +218,7 @@ impl Timeline {
 
     /// Each check's latest run for this flag incarnation.
     pub async fn check_runs(&self, flag: &Flag) -> Result<Vec<CheckRun>, RolloutError> {
-        let runs = self.rollouts.store.check_runs(&flag.name).await?;
+        let runs = self.store.check_runs(&flag.name).await?;
         Ok(runs
             .into_iter()
             .filter_map(|(_, json)| serde_json::from_str::<CheckRun>(&json).ok())
@@ -252,7 +255,7 @@ impl Timeline {
     /// What the flag waits for now, read-only (nothing runs): for a running flag whose soak is
     /// over, or a scheduled flag whose time has come. `None` when nothing holds it here.
     pub async fn waiting_for(&self, flag: &Flag) -> Result<Option<WaitingFor>, RolloutError> {
-        let now = self.rollouts.clock.now_ms();
+        let now = self.rollouts.now_ms();
         let due = match flag.state.status {
             Status::Running => flag.soak_remaining_ms(now) == Some(0),
             Status::Scheduled => flag.state.scheduled_for.is_some_and(|at| at <= now),
@@ -335,7 +338,7 @@ impl Timeline {
             return Ok(None);
         }
         let runs = self.check_runs(flag).await?;
-        let now = self.rollouts.clock.now_ms();
+        let now = self.rollouts.now_ms();
         for check in flag.definition.checks.iter().filter(|c| when(&c.when)) {
             let last = runs.iter().find(|r| r.check == check.name && r.stage_version == flag.state.stage_version);
             let run = match (last, all) {
@@ -384,7 +387,7 @@ impl Timeline {
             return Ok(None);
         }
         let runs = self.check_runs(flag).await?;
-        let now = self.rollouts.clock.now_ms();
+        let now = self.rollouts.now_ms();
         for check in flag.definition.checks.iter().filter(|c| c.when == CheckWhen::During) {
             let last = runs.iter().find(|r| r.check == check.name && r.stage_version == flag.state.stage_version);
             if Self::next_run(flag, check, last).is_some_and(|due| due > now) {
@@ -437,7 +440,7 @@ impl Timeline {
         let run = CheckRun {
             check: check.name.clone(),
             run_id,
-            at: self.rollouts.clock.now_ms(),
+            at: self.rollouts.now_ms(),
             passed,
             status,
             latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -446,7 +449,7 @@ impl Timeline {
             stage_version: flag.state.stage_version,
         };
         let json = serde_json::to_string(&run).map_err(|e| StoreError::Encode { what: "check run", source: e })?;
-        self.rollouts.store.put_check_run(&flag.name, &check.name, &json).await?;
+        self.store.put_check_run(&flag.name, &check.name, &json).await?;
         tracing::info!(flag = %flag.name, check = %check.name, passed, detail = %run.detail, "check ran");
         Ok(run)
     }

@@ -193,7 +193,10 @@ pub fn timeline(events: &[AuditEvent], status: Status, now_ms: i64) -> Timeline 
     let mut ended_at = None;
     for event in events {
         let ends = ends_visit(event);
-        if let (Some(outcome), Some(mut visit)) = (ends, open.take()) {
+        // Only an event that ends the visit closes it: a definition edit mid-stage does not.
+        if let Some(outcome) = ends
+            && let Some(mut visit) = open.take()
+        {
             visit.left_at = Some(event.at);
             visit.left_by = Some(event.clone());
             visit.duration_ms = event.at - visit.entered_at;
@@ -347,6 +350,18 @@ mod tests {
         assert_eq!(t.breaches[0].trigger, Trigger::Alert);
         let pending = timeline(&events[..1], Status::Pending, T0);
         assert_eq!(pending, Timeline::default());
+    }
+
+    #[test]
+    fn a_definition_edit_in_the_middle_of_a_stage_keeps_the_stage_in_the_timeline() {
+        let (flag, mut events) = run(&[(0, Command::Start, "operator:ann", "go")]);
+        let (edited, update) =
+            flag.redefine(FlagDefinition::default(), "operator:ann", "thresholds", T0 + H / 2).expect("legal");
+        events.push(update);
+        let (advanced, advance) = edited.apply(Command::Advance, "controller", "soak", T0 + H).expect("legal");
+        events.push(advance);
+        let t = timeline(&events, advanced.state.status, T0 + 2 * H);
+        assert_eq!(summary(&t), [("internal", 1, VisitOutcome::Advanced), ("10%", 1, VisitOutcome::Current)], "{t:?}");
     }
 
     #[test]

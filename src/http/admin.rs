@@ -1,6 +1,8 @@
 //! Operator routes: define flags, drive their rollouts, read their history (admin token), and
 //! the audit of deleted flags (a read token suffices).
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,14 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::{Admin, AuditReader};
-use super::error::ApiError;
+use super::error::{ApiError, ReadErrors, WriteErrors};
 use super::extract::{ApiQuery, FlagParam, JsonBody};
 use super::json_response;
-use super::openapi::{ReadErrors, WriteErrors};
+use crate::app::App;
+use crate::app::flags::{FlagAt, Listing, Shown};
 use crate::clock::rfc3339;
 use crate::domain::plan::FlagDefinition;
 use crate::domain::rollout::{AuditEvent, Command, Deletion, Flag, Position};
-use crate::rollouts::Request;
 use crate::store::{DELETIONS_CAP, HISTORY_CAP};
 
 pub fn routes() -> Router<AppState> {
@@ -26,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/flags/{flag}", get(show).put(put).delete(delete))
         .route("/flags/{flag}/advance", post(advance))
         .route("/flags/{flag}/pause", post(pause))
+        .route("/flags/{flag}/cancel", post(cancel))
         .route("/flags/{flag}/resume", post(resume))
         .route("/flags/{flag}/rollback", post(rollback))
         .route("/flags/{flag}/history", get(history))
@@ -82,6 +85,10 @@ impl<'a> FlagBody<'a> {
             definition: &flag.definition,
         }
     }
+
+    fn at(written: &'a FlagAt) -> Self {
+        Self::new(&written.flag, written.now_ms)
+    }
 }
 
 /// An audit event as the API shows it.
@@ -133,34 +140,47 @@ pub struct HistoryBody<'a> {
     pub events: Vec<EventBody<'a>>,
 }
 
-#[utoipa::path(get, path = "/flags", tag = "flags", security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "every flag", body = FlagList), ReadErrors))]
-pub async fn list(_: Admin, State(state): State<AppState>) -> Response {
-    let now = state.rollouts.clock.now_ms();
-    let views = state.rollouts.snapshot.all();
-    let flags: Vec<FlagBody> = views.iter().map(|v| FlagBody::new(&v.flag, now)).collect();
-    json_response(&FlagList { flags })
+#[utoipa::path(
+    get, path = "/flags", tag = "flags",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "every flag", body = FlagList), ReadErrors)
+)]
+pub async fn list(_: Admin, State(app): State<Arc<App>>) -> Response {
+    let Listing { flags, now_ms } = app.list();
+    json_response(&FlagList { flags: flags.iter().map(|v| FlagBody::new(&v.flag, now_ms)).collect() })
 }
 
-#[utoipa::path(get, path = "/flags/{flag}", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the flag", body = FlagBody), ReadErrors))]
-pub async fn show(_: Admin, State(state): State<AppState>, FlagParam(flag): FlagParam) -> Result<Response, ApiError> {
-    let view = state.rollouts.snapshot.get(&flag).ok_or(ApiError::FlagNotFound(flag))?;
-    let mut body = FlagBody::new(&view.flag, state.rollouts.clock.now_ms());
-    body.waiting_for_evidence = state.rollouts.waiting_for_evidence(&view.flag).await;
-    body.waiting_for = state.timeline.waiting_for(&view.flag).await?;
-    Ok(json_response(&body))
+#[utoipa::path(
+    get, path = "/flags/{flag}", tag = "flags",
+    params(FlagParam),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "the flag", body = FlagBody), ReadErrors)
+)]
+pub async fn show(_: Admin, State(app): State<Arc<App>>, FlagParam(flag): FlagParam) -> Result<Response, ApiError> {
+    let Shown { view, now_ms, waiting_for_evidence, waiting_for } = app.show(&flag).await?;
+    Ok(json_response(&FlagBody { waiting_for_evidence, waiting_for, ..FlagBody::new(&view.flag, now_ms) }))
 }
 
-#[utoipa::path(put, path = "/flags/{flag}", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body(content = FlagDefinition, description = "every field optional; defaults are the runbook plan"), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "updated", body = FlagBody), (status = 201, description = "created", body = FlagBody), WriteErrors))]
+#[utoipa::path(
+    put, path = "/flags/{flag}", tag = "flags",
+    params(FlagParam),
+    request_body(content = FlagDefinition, description = "every field optional; defaults are the runbook plan"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "updated", body = FlagBody),
+        (status = 201, description = "created", body = FlagBody),
+        WriteErrors,
+    )
+)]
 pub async fn put(
     admin: Admin,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     FlagParam(flag): FlagParam,
     JsonBody(definition): JsonBody<FlagDefinition>,
 ) -> Result<Response, ApiError> {
-    let req = Request::new(admin.actor(), "definition saved");
-    let (saved, created) = state.rollouts.put(&flag, definition, &req).await?;
+    let (saved, created) = app.define(&flag, definition, admin.actor()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, json_response(&FlagBody::new(&saved, state.rollouts.clock.now_ms()))).into_response())
+    Ok((status, json_response(&FlagBody::at(&saved))).into_response())
 }
 
 /// Optional body of a deletion (the reason may come in the query instead).
@@ -176,10 +196,19 @@ pub struct DeleteQuery {
     reason: Option<String>,
 }
 
-#[utoipa::path(delete, path = "/flags/{flag}", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("reason" = Option<String>, Query, description = "why, for the deletion audit (or in the body)")), request_body(content = Option<DeleteBody>, description = "optional"), security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "deleted with its history; the deletion is recorded in `GET /deletions`"), WriteErrors))]
+#[utoipa::path(
+    delete, path = "/flags/{flag}", tag = "flags",
+    params(FlagParam, ("reason" = Option<String>, Query, description = "why, for the deletion audit (or in the body)")),
+    request_body(content = Option<DeleteBody>, description = "optional"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "deleted with its history; the deletion is recorded in `GET /deletions`"),
+        WriteErrors,
+    )
+)]
 pub async fn delete(
     admin: Admin,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     FlagParam(flag): FlagParam,
     ApiQuery(query): ApiQuery<DeleteQuery>,
     JsonBody(body): JsonBody<DeleteBody>,
@@ -194,12 +223,12 @@ pub async fn delete(
     if reason.len() > MAX_REASON {
         return Err(ApiError::InvalidBody(format!("reason: at most {MAX_REASON} bytes")));
     }
-    state.rollouts.delete(&flag, &Request::new(admin.actor(), reason)).await?;
+    app.delete(&flag, admin.actor(), reason).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn transition(
-    state: AppState,
+async fn transition(
+    app: &App,
     admin: Admin,
     flag: String,
     command: Command,
@@ -209,34 +238,27 @@ pub async fn transition(
     if reason.len() > MAX_REASON {
         return Err(ApiError::InvalidBody(format!("reason: at most {MAX_REASON} bytes")));
     }
-    let req = Request {
-        expected_version: body.expected_version,
-        cause: Some("operator".into()),
-        ..Request::new(admin.actor(), reason)
-    };
-    let flag = state.rollouts.transition(&flag, command, &req).await?;
-    Ok(json_response(&FlagBody::new(&flag, state.rollouts.clock.now_ms())))
+    let moved = app.command(&flag, command, admin.actor(), reason, body.expected_version).await?;
+    Ok(json_response(&FlagBody::at(&moved)))
 }
 
 macro_rules! transition_handler {
     ($name:ident, $command:expr, $path:literal, $what:literal) => {
         #[doc = $what]
         #[utoipa::path(
-                    post,
-                    path = $path,
-                    tag = "flags",
-                    params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")),
-                    request_body(content = Option<TransitionBody>, description = "optional"),
-                    security(("bearer" = []), ("api_key" = [])),
-                    responses((status = 200, description = "the new state", body = FlagBody), WriteErrors)
-                )]
+                            post, path = $path, tag = "flags",
+                            params(FlagParam),
+                            request_body(content = Option<TransitionBody>, description = "optional"),
+                            security(("bearer" = []), ("api_key" = [])),
+                            responses((status = 200, description = "the new state", body = FlagBody), WriteErrors)
+                        )]
         pub async fn $name(
             admin: Admin,
-            State(state): State<AppState>,
+            State(app): State<Arc<App>>,
             FlagParam(flag): FlagParam,
             JsonBody(body): JsonBody<TransitionBody>,
         ) -> Result<Response, ApiError> {
-            transition(state, admin, flag, $command, body).await
+            transition(&app, admin, flag, $command, body).await
         }
     };
 }
@@ -247,6 +269,7 @@ transition_handler!(
     "/flags/{flag}/advance",
     "Skips the rest of the soak: next stage, or completed."
 );
+transition_handler!(cancel, Command::Cancel, "/flags/{flag}/cancel", "Calls off a scheduled start: pending again.");
 transition_handler!(pause, Command::Pause, "/flags/{flag}/pause", "Holds the percentage (guards still roll back).");
 transition_handler!(
     resume,
@@ -262,10 +285,15 @@ pub struct HistoryQuery {
     limit: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/flags/{flag}/history", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("limit" = Option<usize>, Query, description = "1–10000, default 100")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "audit events, newest first", body = HistoryBody), ReadErrors))]
+#[utoipa::path(
+    get, path = "/flags/{flag}/history", tag = "flags",
+    params(FlagParam, ("limit" = Option<usize>, Query, description = "1–10000, default 100")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "audit events, newest first", body = HistoryBody), ReadErrors)
+)]
 pub async fn history(
     _: Admin,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     FlagParam(flag): FlagParam,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
@@ -273,10 +301,7 @@ pub async fn history(
     if !(1..=HISTORY_CAP).contains(&limit) {
         return Err(ApiError::InvalidQuery(format!("limit must be between 1 and {HISTORY_CAP}")));
     }
-    let events = state.rollouts.store.history(&flag, limit).await?;
-    if events.is_empty() && state.rollouts.store.get_flag(&flag).await?.is_none() {
-        return Err(ApiError::FlagNotFound(flag));
-    }
+    let events = app.history(&flag, limit).await?;
     let events: Vec<EventBody> = events.iter().map(EventBody::from).collect();
     Ok(json_response(&HistoryBody { flag: &flag, events }))
 }
@@ -316,16 +341,24 @@ pub struct DeletionsBody<'a> {
     pub deletions: Vec<DeletionBody<'a>>,
 }
 
-#[utoipa::path(get, path = "/deletions", tag = "flags", params(("limit" = Option<usize>, Query, description = "1–10000, default 100")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "deleted flags, newest first: the audit that outlives them", body = DeletionsBody), ReadErrors))]
+#[utoipa::path(
+    get, path = "/deletions", tag = "flags",
+    params(("limit" = Option<usize>, Query, description = "1–10000, default 100")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "deleted flags, newest first: the audit that outlives them", body = DeletionsBody),
+        ReadErrors,
+    )
+)]
 pub async fn deletions(
     _: AuditReader,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
     let limit = query.limit.unwrap_or(100);
     if !(1..=DELETIONS_CAP).contains(&limit) {
         return Err(ApiError::InvalidQuery(format!("limit must be between 1 and {DELETIONS_CAP}")));
     }
-    let records = state.rollouts.deletions(limit).await?;
+    let records = app.deletions(limit).await?;
     Ok(json_response(&DeletionsBody { deletions: records.iter().map(DeletionBody::from).collect() }))
 }

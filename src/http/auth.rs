@@ -1,5 +1,7 @@
-//! Bearer tokens and their scopes. Tokens are kept only as SHA-256 digests and compared in
-//! constant time; they are never logged.
+//! Bearer tokens and their scopes, and who may do what: every permission the routes ask for is
+//! an extractor here, so the whole access policy reads in one place (Customer.io deliveries carry
+//! no token: their signature is checked over the raw body, `App::verify_customerio`). Tokens are
+//! kept only as SHA-256 digests and compared in constant time; they are never logged.
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
@@ -9,6 +11,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::app::signals::ALERTMANAGER;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -93,6 +96,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
+// Who may do what. Every permission is an extractor a handler takes; admin tokens pass them all.
+
 /// An operator with an admin token; the audit actor is `operator:<token name>`.
 pub struct Admin(pub Principal);
 
@@ -110,18 +115,6 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// A caller with a read or admin token, always required: the deletion audit names operators and
-/// their reasons.
-pub struct AuditReader;
-
-impl FromRequestParts<AppState> for AuditReader {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.auth.require(&parts.headers, &[Scope::Read], "read the deletion audit").map(|_| AuditReader)
-    }
-}
-
 /// A caller allowed to evaluate flags: anyone, unless read tokens are configured.
 pub struct Reader;
 
@@ -135,6 +128,57 @@ impl FromRequestParts<AppState> for Reader {
         Ok(Reader)
     }
 }
+
+/// An alert sender: an alerts or admin token. A refused one is counted as a rejected
+/// Alertmanager payload, so `/debug/signals` shows a misconfigured token.
+pub struct AlertSender;
+
+impl FromRequestParts<AppState> for AlertSender {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let result = state.auth.require(&parts.headers, &[Scope::Alerts], "post alerts");
+        if let Err(e) = &result {
+            state.app.signal_refused(ALERTMANAGER, e.code());
+        }
+        result.map(|_| AlertSender)
+    }
+}
+
+/// A permission that only takes a token of one of `scopes` (or an admin token).
+macro_rules! permission {
+    ($(#[$doc:meta])* $name:ident: [$($scope:ident),+], $what:literal) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+                state.auth.require(&parts.headers, &[$(Scope::$scope),+], $what).map(|_| $name)
+            }
+        }
+    };
+}
+
+permission!(
+    /// Reads the deletion audit, with a read token even where evaluations are open: it names
+    /// operators and their reasons.
+    AuditReader: [Read], "read the deletion audit"
+);
+permission!(
+    /// Sees how users are bucketed (the salt included), with a read token even where evaluations
+    /// are open.
+    Explainer: [Read], "explain evaluations"
+);
+permission!(
+    /// Pushes guard metrics.
+    MetricsWriter: [Metrics], "push metrics"
+);
+permission!(
+    /// Reads guard health and this replica's metrics (which name every flag).
+    HealthReader: [Metrics, Read], "read guard health"
+);
 
 #[cfg(test)]
 mod tests {

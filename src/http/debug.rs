@@ -1,24 +1,31 @@
 //! `GET /debug/signals`: what each guard signal source has sent this replica, and what was rejected.
 
-use super::openapi::ReadErrors;
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 
 use super::auth::Admin;
+use super::error::ReadErrors;
 use super::{AppState, json_response};
+use crate::app::App;
 use crate::clock::rfc3339;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/debug/signals", get(signals))
 }
 
-#[utoipa::path(get, path = "/debug/signals", tag = "ops", security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "per source: last payload, counts, rejects", body = Object), ReadErrors))]
-pub async fn signals(_: Admin, State(state): State<AppState>) -> Response {
-    let sources: serde_json::Map<String, serde_json::Value> = state
-        .signals
-        .snapshot()
+#[utoipa::path(
+    get, path = "/debug/signals", tag = "ops",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "per source: last payload, counts, rejects", body = Object), ReadErrors)
+)]
+pub async fn signals(_: Admin, State(app): State<Arc<App>>) -> Response {
+    let report = app.signals_report();
+    let sources: serde_json::Map<String, serde_json::Value> = report
+        .sources
         .into_iter()
         .map(|(name, s)| {
             let value = serde_json::json!({
@@ -33,8 +40,8 @@ pub async fn signals(_: Admin, State(state): State<AppState>) -> Response {
         .collect();
     json_response(&serde_json::json!({
         "replica": "this",
-        "customerio_configured": !state.sources.cio_signing_keys.is_empty(),
-        "alert_flag_label": state.sources.alert_flag_label,
+        "customerio_configured": report.customerio_configured,
+        "alert_flag_label": report.alert_flag_label,
         "sources": sources,
     }))
 }

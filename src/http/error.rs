@@ -1,9 +1,12 @@
-//! The API's one error type and its JSON shape: `{"error": "<code>", "message": "<text>"}`.
+//! The API's one error type and its JSON shape: `{"error": "<code>", "message": "<text>"}`; and
+//! the sets of error responses the handlers' OpenAPI annotations list ([`ReadErrors`],
+//! [`WriteErrors`]).
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::IntoResponses;
 
 use crate::domain::plan::DefinitionError;
 use crate::domain::rollout::TransitionError;
@@ -154,4 +157,48 @@ impl IntoResponse for ApiError {
         }
         (status, Json(ErrorBody { error: self.code(), message: self.to_string() })).into_response()
     }
+}
+
+/// Errors of read-only routes, as the OpenAPI document lists them.
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+pub enum ReadErrors {
+    #[response(status = 400, description = "invalid flag name, user id or query")]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "missing or unknown token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "a token of another scope")]
+    Forbidden(ErrorBody),
+    #[response(status = 404, description = "unknown flag")]
+    NotFound(ErrorBody),
+    #[response(status = 408, description = "the request took too long")]
+    Timeout(ErrorBody),
+    #[response(status = 503, description = "the store is unreachable")]
+    Unavailable(ErrorBody),
+}
+
+/// Errors of routes that take a body or change state, as the OpenAPI document lists them.
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+pub enum WriteErrors {
+    #[response(status = 400, description = "invalid flag name, or a body that is not JSON")]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "missing or unknown token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "a token of another scope")]
+    Forbidden(ErrorBody),
+    #[response(status = 404, description = "unknown flag")]
+    NotFound(ErrorBody),
+    #[response(status = 408, description = "the request took too long")]
+    Timeout(ErrorBody),
+    #[response(status = 409, description = "illegal transition, stale expected_version, or a lost race")]
+    Conflict(ErrorBody),
+    #[response(status = 413, description = "body over 64 KiB")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "a body that is not JSON by its content type")]
+    UnsupportedMediaType(ErrorBody),
+    #[response(status = 422, description = "JSON of the wrong shape, or a definition that fails validation")]
+    Unprocessable(ErrorBody),
+    #[response(status = 503, description = "the store is unreachable: changes are refused")]
+    Unavailable(ErrorBody),
 }

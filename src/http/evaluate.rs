@@ -1,10 +1,10 @@
 //! The hot path: `GET /flag/{user}` and `GET /flags/{flag}/users/{user}`, answered from the snapshot.
 //!
 //! Per request: one map lookup, one MD5, and one buffer for the body (its per-flag parts were
-//! rendered when the flag entered the snapshot). Nothing waits on the store.
+//! rendered when the flag entered the snapshot); see [`App::answer_json`]. Nothing waits on the
+//! store.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
@@ -15,19 +15,9 @@ use axum::routing::get;
 
 use super::AppState;
 use super::auth::Reader;
-use super::error::{ApiError, ErrorBody};
-use super::extract::EvalPath;
-use super::openapi::ReadErrors;
-use crate::snapshot::{FlagView, Snapshot};
-use crate::telemetry::Telemetry;
-
-/// What the evaluation routes read.
-pub struct EvalState {
-    pub snapshot: Arc<Snapshot>,
-    pub telemetry: Arc<Telemetry>,
-    /// The flag `GET /flag/{user}` answers for.
-    pub default_flag: Box<str>,
-}
+use super::error::{ApiError, ErrorBody, ReadErrors};
+use super::extract::{EvalPath, FlagParam};
+use crate::app::App;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -54,39 +44,48 @@ pub struct EvaluationBody<'a> {
 }
 
 /// An empty user id is a client mistake, not an unknown route.
-#[utoipa::path(get, path = "/flag/", tag = "evaluate", responses((status = 400, description = "the user id is empty", body = ErrorBody)))]
+#[utoipa::path(
+    get, path = "/flag/", tag = "evaluate",
+    responses((status = 400, description = "the user id is empty", body = ErrorBody))
+)]
 pub async fn empty_user() -> ApiError {
     ApiError::InvalidUser
 }
 
 /// An empty user id is a client mistake, not an unknown route.
-#[utoipa::path(get, path = "/flags/{flag}/users/", tag = "evaluate", params(("flag" = String, Path, description = "flag name")), responses((status = 400, description = "the user id is empty", body = ErrorBody)))]
+#[utoipa::path(
+    get, path = "/flags/{flag}/users/", tag = "evaluate",
+    params(("flag" = String, Path, description = "flag name")),
+    responses((status = 400, description = "the user id is empty", body = ErrorBody))
+)]
 pub async fn empty_user_of_flag() -> ApiError {
     ApiError::InvalidUser
 }
 
-#[utoipa::path(get, path = "/flag/{user}", tag = "evaluate", params(("user" = String, Path, description = "user id: 1–512 bytes of UTF-8")), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the default flag for this user", body = EvaluationBody), ReadErrors))]
-pub async fn default_flag(reader: Reader, state: State<Arc<EvalState>>, path: EvalPath) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get, path = "/flag/{user}", tag = "evaluate",
+    params(("user" = String, Path, description = "user id: 1–512 bytes of UTF-8")),
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "the default flag for this user", body = EvaluationBody), ReadErrors)
+)]
+pub async fn default_flag(reader: Reader, state: State<Arc<App>>, path: EvalPath) -> Result<Response, ApiError> {
     evaluate(reader, state, path).await
 }
 
-#[utoipa::path(get, path = "/flags/{flag}/users/{user}", tag = "evaluate", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user" = String, Path, description = "user id: 1–512 bytes of UTF-8")), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the flag for this user", body = EvaluationBody), ReadErrors))]
-pub async fn flag_for_user(reader: Reader, state: State<Arc<EvalState>>, path: EvalPath) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get, path = "/flags/{flag}/users/{user}", tag = "evaluate",
+    params(FlagParam, ("user" = String, Path, description = "user id: 1–512 bytes of UTF-8")),
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "the flag for this user", body = EvaluationBody), ReadErrors)
+)]
+pub async fn flag_for_user(reader: Reader, state: State<Arc<App>>, path: EvalPath) -> Result<Response, ApiError> {
     evaluate(reader, state, path).await
-}
-
-fn answer(telemetry: &Telemetry, view: &FlagView, user: &str) -> Response {
-    let started = Instant::now();
-    let a = view.evaluate(user);
-    telemetry.evaluation(a.evaluation.reason, started.elapsed());
-    ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], view.answer_json(user, &a)).into_response()
 }
 
 /// Both routes: the flag from the path, or the default flag on `/flag/{user}`.
-async fn evaluate(_: Reader, State(state): State<Arc<EvalState>>, path: EvalPath) -> Result<Response, ApiError> {
-    let name = path.flag().unwrap_or(&state.default_flag);
-    let view = state.snapshot.get(name).ok_or_else(|| ApiError::FlagNotFound(name.to_owned()))?;
-    Ok(answer(&state.telemetry, &view, path.user()))
+async fn evaluate(_: Reader, State(app): State<Arc<App>>, path: EvalPath) -> Result<Response, ApiError> {
+    let body = app.answer_json(path.flag(), path.user())?;
+    Ok(([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
 #[cfg(test)]

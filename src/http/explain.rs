@@ -1,35 +1,24 @@
 //! `GET /flags/{flag}/explain?user=ID`: why a user gets the answer they get — the exact key hashed,
 //! its bucket, the percentage and the allow-list — answered from the snapshot like an evaluation.
 
-use super::openapi::ReadErrors;
+use std::sync::Arc;
+
 use axum::Router;
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Scope;
-use super::error::ApiError;
+use super::auth::Explainer;
+use super::error::{ApiError, ReadErrors};
 use super::extract::{ApiQuery, FlagParam};
 use super::{AppState, json_response};
-use crate::domain::bucket;
+use crate::app::App;
+use crate::app::evaluate::Explanation;
 use crate::domain::plan::valid_user;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/flags/{flag}/explain", get(explain))
-}
-
-/// A caller allowed to see how users are bucketed (the salt included): an admin or read token,
-/// whether or not evaluations are open.
-pub struct Explainer;
-
-impl FromRequestParts<AppState> for Explainer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.auth.require(&parts.headers, &[Scope::Read], "explain evaluations").map(|_| Explainer)
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,24 +44,27 @@ struct ExplainBody<'a> {
     reason: &'static str,
 }
 
-#[utoipa::path(get, path = "/flags/{flag}/explain", tag = "evaluate", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user" = String, Query, description = "the user id to explain")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "why this user gets this answer", body = ExplainBody), ReadErrors))]
+#[utoipa::path(
+    get, path = "/flags/{flag}/explain", tag = "evaluate",
+    params(FlagParam, ("user" = String, Query, description = "the user id to explain")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "why this user gets this answer", body = ExplainBody), ReadErrors)
+)]
 pub async fn explain(
     _: Explainer,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     FlagParam(flag): FlagParam,
     ApiQuery(query): ApiQuery<ExplainQuery>,
 ) -> Result<Response, ApiError> {
     if !valid_user(&query.user) {
         return Err(ApiError::InvalidUser);
     }
-    let view = state.rollouts.snapshot.get(&flag).ok_or(ApiError::FlagNotFound(flag))?;
-    let answer = view.evaluate(&query.user);
-    let salt = view.flag.definition.salt.as_deref();
+    let Explanation { view, answer, hashed_key } = app.explain(&flag, &query.user)?;
     Ok(json_response(&ExplainBody {
         flag: &view.flag.name,
         user: &query.user,
-        salt,
-        hashed_key: bucket::hashed_key(salt, &query.user),
+        salt: view.flag.definition.salt.as_deref(),
+        hashed_key,
         bucket: answer.bucket,
         percent: view.percent,
         stage: view.flag.stage_name(),

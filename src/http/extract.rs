@@ -99,8 +99,15 @@ fn flag_from(params: &HashMap<String, String>) -> Result<String, ApiError> {
     }
 }
 
-/// The `{flag}` path parameter, validated.
-pub struct FlagParam(pub String);
+/// The `{flag}` path parameter, validated; in the OpenAPI document, the one description of a flag
+/// name, whose pattern accepts what [`valid_flag_name`] accepts.
+#[derive(utoipa::IntoParams)]
+#[into_params(names("flag"), parameter_in = Path)]
+pub struct FlagParam(
+    /// flag name
+    #[param(pattern = r"^(?!\.\.?$)[A-Za-z0-9._-]{1,128}$")]
+    pub String,
+);
 
 impl<S: Send + Sync> FromRequestParts<S> for FlagParam {
     type Rejection = ApiError;

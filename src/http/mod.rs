@@ -1,4 +1,9 @@
 //! The HTTP edge: routes, shared state, and the layers every request passes through.
+//!
+//! Each handler parses and authorizes its request ([`extract`], [`auth`]), calls one method of the
+//! application layer ([`crate::app::App`]) and renders the result; [`error`] turns every failure
+//! into the one JSON error shape. [`openapi`] documents the handlers and imports them; no handler
+//! imports it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +16,7 @@ use axum::response::IntoResponse;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
-use crate::rollouts::Rollouts;
+use crate::app::App;
 
 pub mod admin;
 pub mod alerts;
@@ -34,31 +39,32 @@ pub mod webhooks;
 
 use self::error::ApiError;
 
-/// Everything handlers share; cheap to clone.
+/// Everything handlers share; cheap to clone (three reference counts).
 #[derive(Clone)]
 pub struct AppState {
-    pub rollouts: Rollouts,
-    pub auth: Arc<auth::Auth>,
-    /// What the evaluation routes read, behind one pointer.
-    pub evaluation: Arc<evaluate::EvalState>,
-    /// `/readyz` fails when the snapshot is older than this.
-    pub max_snapshot_age: Duration,
-    pub push_checks: Arc<signals::PushChecks>,
-    pub signals: Arc<crate::sources::SignalStats>,
-    pub sources: Arc<crate::sources::SourcesSettings>,
-    /// How this replica was set up, for `GET /admin/status`.
-    pub ops: Arc<status::OpsInfo>,
+    app: Arc<App>,
+    auth: Arc<auth::Auth>,
     /// Set on shutdown: `/readyz` answers 503 while the other routes still serve.
-    pub drain: Arc<ops::Drain>,
-    /// Scheduled starts, checks, approvals, the freeze and the emergency stop.
-    pub timeline: crate::timeline::Timeline,
+    drain: Arc<ops::Drain>,
 }
 
-/// The hot path takes only [`evaluate::EvalState`]: one reference count per request instead of a
-/// clone of every field of [`AppState`].
-impl axum::extract::FromRef<AppState> for Arc<evaluate::EvalState> {
+impl AppState {
+    /// The edge over the application layer `app`, taking the tokens of `auth`.
+    pub fn new(app: Arc<App>, auth: auth::Auth) -> Self {
+        Self { app, auth: Arc::new(auth), drain: Arc::new(ops::Drain::default()) }
+    }
+
+    /// The drain flag, for the accept loop and the shutdown that sets it.
+    pub fn drain(&self) -> &Arc<ops::Drain> {
+        &self.drain
+    }
+}
+
+/// Handlers that need nothing but the application layer take only it: one reference count per
+/// request (the hot path among them) instead of a clone of every field of [`AppState`].
+impl axum::extract::FromRef<AppState> for Arc<App> {
     fn from_ref(state: &AppState) -> Self {
-        Arc::clone(&state.evaluation)
+        Arc::clone(&state.app)
     }
 }
 

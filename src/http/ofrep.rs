@@ -4,7 +4,6 @@
 //! Errors use OFREP's shape (`{"key","errorCode","errorDetails"}`), not the API's, because that is
 //! what the SDKs read.
 
-use super::error::ErrorBody;
 use std::sync::Arc;
 
 use axum::Router;
@@ -19,12 +18,13 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::auth::Reader;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{body_rejection, check_json_content_type};
 use super::{AppState, json_response};
+use crate::app::App;
 use crate::domain::plan::{MAX_USER_LEN, valid_flag_name};
 use crate::domain::rollout::Reason;
-use crate::snapshot::FlagView;
+use crate::snapshot::{Answer, FlagView};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -125,14 +125,14 @@ fn targeting_key(body: &[u8]) -> Result<String, BadRequest> {
     }
 }
 
-fn evaluate_view<'a>(view: &'a FlagView, user: &str) -> (Success<'a>, Reason) {
-    let answer = view.evaluate(user);
+/// A flag's answer in OFREP's terms.
+fn success<'a>(view: &'a FlagView, answer: &Answer) -> Success<'a> {
     let reason = match answer.evaluation.reason {
         Reason::InternalUser => "TARGETING_MATCH",
         Reason::InRollout | Reason::NotInRollout => "SPLIT",
         Reason::FlagOff => "DISABLED",
     };
-    let success = Success {
+    Success {
         key: &view.flag.name,
         value: answer.evaluation.enabled,
         reason,
@@ -143,14 +143,41 @@ fn evaluate_view<'a>(view: &'a FlagView, user: &str) -> (Success<'a>, Reason) {
             stage: view.flag.stage_name(),
             version: view.flag.state.version,
         },
-    };
-    (success, answer.evaluation.reason)
+    }
 }
 
-#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{key}", tag = "openfeature", params(("key" = String, Path, description = "flag key")), request_body(content = OfrepRequest), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the evaluation", body = Success), (status = 400, description = "TARGETING_KEY_MISSING, PARSE_ERROR or INVALID_CONTEXT", body = Failure), (status = 401, description = "missing or unknown token", body = ErrorBody), (status = 403, description = "a token of another scope", body = ErrorBody), (status = 404, description = "FLAG_NOT_FOUND", body = Failure), (status = 408, description = "the request took too long", body = ErrorBody), (status = 413, description = "body over 64 KiB", body = Failure), (status = 415, description = "a body that is not JSON by its content type", body = Failure)))]
+/// The errors both OFREP routes may answer, in OFREP's shape where its SDKs read them.
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+enum OfrepErrors {
+    #[response(status = 400, description = "TARGETING_KEY_MISSING, PARSE_ERROR or INVALID_CONTEXT")]
+    BadRequest(Failure),
+    #[response(status = 401, description = "missing or unknown token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "a token of another scope")]
+    Forbidden(ErrorBody),
+    #[response(status = 408, description = "the request took too long")]
+    Timeout(ErrorBody),
+    #[response(status = 413, description = "body over 64 KiB")]
+    TooLarge(Failure),
+    #[response(status = 415, description = "a body that is not JSON by its content type")]
+    UnsupportedMediaType(Failure),
+}
+
+#[utoipa::path(
+    post, path = "/ofrep/v1/evaluate/flags/{key}", tag = "openfeature",
+    params(("key" = String, Path, description = "flag key")),
+    request_body(content = OfrepRequest),
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "the evaluation", body = Success),
+        (status = 404, description = "FLAG_NOT_FOUND", body = Failure),
+        OfrepErrors,
+    )
+)]
 pub async fn evaluate_one(
     _: Reader,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -166,14 +193,11 @@ pub async fn evaluate_one(
         Ok(user) => user,
         Err(BadRequest(code, details)) => return failure(StatusCode::BAD_REQUEST, Some(&key), code, details),
     };
-    let view = valid_flag_name(&key).then(|| state.rollouts.snapshot.get(&key)).flatten();
-    let Some(view) = view else {
+    let evaluated = valid_flag_name(&key).then(|| app.evaluate(&key, &user)).flatten();
+    let Some((view, answer)) = evaluated else {
         return failure(StatusCode::NOT_FOUND, Some(&key), "FLAG_NOT_FOUND", format!("no flag named {key:?}"));
     };
-    let started = std::time::Instant::now();
-    let (success, reason) = evaluate_view(&view, &user);
-    state.rollouts.telemetry.evaluation(reason, started.elapsed());
-    json_response(&success)
+    json_response(&success(&view, &answer))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -181,10 +205,24 @@ struct Bulk<'a> {
     flags: Vec<Success<'a>>,
 }
 
-#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "openfeature", params(("If-None-Match" = Option<String>, Header, description = "the ETag of a previous answer")), request_body(content = OfrepRequest), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "every flag for this context", body = Bulk, headers(("ETag" = String, description = "changes when any flag changes"))), (status = 304, description = "unchanged since the ETag sent", headers(("ETag" = String))), (status = 400, description = "TARGETING_KEY_MISSING, PARSE_ERROR or INVALID_CONTEXT", body = Failure), (status = 401, description = "missing or unknown token", body = ErrorBody), (status = 403, description = "a token of another scope", body = ErrorBody), (status = 408, description = "the request took too long", body = ErrorBody), (status = 413, description = "body over 64 KiB", body = Failure), (status = 415, description = "a body that is not JSON by its content type", body = Failure), (status = 500, description = "GENERAL: the answer could not be built (logged)", body = Failure)))]
+#[utoipa::path(
+    post, path = "/ofrep/v1/evaluate/flags", tag = "openfeature",
+    params(("If-None-Match" = Option<String>, Header, description = "the ETag of a previous answer")),
+    request_body(content = OfrepRequest),
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses(
+        (
+            status = 200, description = "every flag for this context", body = Bulk,
+            headers(("ETag" = String, description = "changes when any flag changes"))
+        ),
+        (status = 304, description = "unchanged since the ETag sent", headers(("ETag" = String))),
+        OfrepErrors,
+        (status = 500, description = "GENERAL: the answer could not be built (logged)", body = Failure),
+    )
+)]
 pub async fn evaluate_all(
     _: Reader,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
@@ -197,7 +235,7 @@ pub async fn evaluate_all(
         Err(BadRequest(code, details)) => return failure(StatusCode::BAD_REQUEST, None, code, details),
     };
     // One read of the snapshot for both the tag and the answer, so that they always agree.
-    let views = state.rollouts.snapshot.all();
+    let views = app.flags();
     let etag = match HeaderValue::from_str(&bulk_etag(&views, &user)) {
         Ok(etag) => etag,
         Err(e) => return internal_failure(&e),
@@ -209,7 +247,7 @@ pub async fn evaluate_all(
     if matches {
         return (StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response();
     }
-    let flags: Vec<Success> = views.iter().map(|v| evaluate_view(v, &user).0).collect();
+    let flags: Vec<Success> = views.iter().map(|v| success(v, &v.evaluate(&user))).collect();
     match serde_json::to_vec(&Bulk { flags }) {
         Ok(bytes) => {
             (StatusCode::OK, [(ETAG, etag), (CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes)

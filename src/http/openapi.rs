@@ -1,5 +1,6 @@
 //! The OpenAPI 3.1 document of every route, generated from the handlers' annotations, served at
-//! `GET /openapi.json`.
+//! `GET /openapi.json`. This module imports the handlers; none imports it (the response sets they
+//! share live in [`super::error`], the flag-name parameter in [`super::extract::FlagParam`]).
 
 use std::sync::LazyLock;
 
@@ -9,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa::{Modify, OpenApi};
 
 use super::AppState;
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/openapi.json", get(document))
@@ -24,56 +25,15 @@ static DOCUMENT: LazyLock<Result<Bytes, String>> =
     LazyLock::new(|| serde_json::to_vec(&ApiDoc::openapi()).map(Bytes::from).map_err(|e| e.to_string()));
 
 /// The document (no auth: it holds no secrets).
-#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "this document", content_type = "application/json", body = Object)))]
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "ops",
+    responses((status = 200, description = "this document", content_type = "application/json", body = Object))
+)]
 pub async fn document() -> Response {
     match &*DOCUMENT {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes.clone()).into_response(),
         Err(e) => ApiError::Internal(e.clone().into()).into_response(),
     }
-}
-
-/// Errors of read-only routes.
-#[allow(dead_code)]
-#[derive(IntoResponses)]
-pub enum ReadErrors {
-    #[response(status = 400, description = "invalid flag name, user id or query")]
-    BadRequest(ErrorBody),
-    #[response(status = 401, description = "missing or unknown token")]
-    Unauthorized(ErrorBody),
-    #[response(status = 403, description = "a token of another scope")]
-    Forbidden(ErrorBody),
-    #[response(status = 404, description = "unknown flag")]
-    NotFound(ErrorBody),
-    #[response(status = 408, description = "the request took too long")]
-    Timeout(ErrorBody),
-    #[response(status = 503, description = "the store is unreachable")]
-    Unavailable(ErrorBody),
-}
-
-/// Errors of routes that take a body or change state.
-#[allow(dead_code)]
-#[derive(IntoResponses)]
-pub enum WriteErrors {
-    #[response(status = 400, description = "invalid flag name, or a body that is not JSON")]
-    BadRequest(ErrorBody),
-    #[response(status = 401, description = "missing or unknown token")]
-    Unauthorized(ErrorBody),
-    #[response(status = 403, description = "a token of another scope")]
-    Forbidden(ErrorBody),
-    #[response(status = 404, description = "unknown flag")]
-    NotFound(ErrorBody),
-    #[response(status = 408, description = "the request took too long")]
-    Timeout(ErrorBody),
-    #[response(status = 409, description = "illegal transition, stale expected_version, or a lost race")]
-    Conflict(ErrorBody),
-    #[response(status = 413, description = "body over 64 KiB")]
-    TooLarge(ErrorBody),
-    #[response(status = 415, description = "a body that is not JSON by its content type")]
-    UnsupportedMediaType(ErrorBody),
-    #[response(status = 422, description = "JSON of the wrong shape, or a definition that fails validation")]
-    Unprocessable(ErrorBody),
-    #[response(status = 503, description = "the store is unreachable: changes are refused")]
-    Unavailable(ErrorBody),
 }
 
 struct Security;
@@ -116,7 +76,7 @@ impl Modify for Security {
         super::admin::put,
         super::admin::delete,
         super::timeline::start,
-        super::timeline::cancel,
+        super::admin::cancel,
         super::timeline::approve,
         super::timeline::checks,
         super::timeline::rollback_all,

@@ -1,6 +1,7 @@
 //! Liveness and readiness for load balancers and Kubernetes (and the drain that precedes a
 //! shutdown); Prometheus metrics.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
@@ -9,15 +10,20 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::openapi::ReadErrors;
-use super::signals::HealthReader;
+use super::auth::HealthReader;
+use super::error::ReadErrors;
 use super::{AppState, json_response};
+use crate::app::App;
+use crate::app::status::Readiness;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "the process is alive", body = Object)))]
+#[utoipa::path(
+    get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "the process is alive", body = Object))
+)]
 pub async fn healthz() -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
 }
@@ -29,7 +35,8 @@ pub struct Drain(AtomicBool);
 
 impl Drain {
     pub fn start(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        // Whether it was draining already does not matter.
+        self.0.swap(true, Ordering::Relaxed);
     }
 
     pub fn is_draining(&self) -> bool {
@@ -42,7 +49,7 @@ impl Drain {
 pub struct ReadyBody {
     /// `ready`, `degraded` or `draining`.
     pub status: &'static str,
-    /// `redis` or `memory`.
+    /// `redis`, `redis-cluster` or `memory`.
     pub store: &'static str,
     /// Flags in this replica's snapshot.
     pub flags: usize,
@@ -52,29 +59,41 @@ pub struct ReadyBody {
 
 /// 200 when the store answers and the snapshot is fresh; 503 with the reason otherwise, and 503
 /// `draining` once the process is shutting down.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "store reachable, snapshot fresh", body = ReadyBody), (status = 503, description = "degraded (evaluations continue from the snapshot) or draining (shutting down: everything else is still served until the listener closes)", body = ReadyBody)))]
+#[utoipa::path(
+    get, path = "/readyz", tag = "ops",
+    responses(
+        (status = 200, description = "store reachable, snapshot fresh", body = ReadyBody),
+        (
+            status = 503, body = ReadyBody,
+            description = "degraded (evaluations continue from the snapshot) or draining (shutting down: \
+                everything else is still served until the listener closes)",
+        ),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let snapshot = &state.rollouts.snapshot;
-    let body = |status: &'static str, reason: Option<String>| ReadyBody {
-        status,
-        store: state.rollouts.store.kind(),
-        flags: snapshot.len(),
-        reason,
-    };
+    let Readiness { store, flags, degraded } = state.app.readiness();
+    let body = |status: &'static str, reason: Option<String>| ReadyBody { status, store, flags, reason };
     if state.drain.is_draining() {
         let why = "shutting down: this replica stops taking connections at the end of the drain".to_owned();
         return (StatusCode::SERVICE_UNAVAILABLE, json_response(&body("draining", Some(why)))).into_response();
     }
-    match snapshot.readiness(state.max_snapshot_age) {
-        Ok(()) => json_response(&body("ready", None)),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, json_response(&body("degraded", Some(why)))).into_response(),
+    match degraded {
+        None => json_response(&body("ready", None)),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, json_response(&body("degraded", Some(why)))).into_response(),
     }
 }
 
 /// Prometheus text exposition of this replica's metrics (a metrics, read or admin token: it
 /// names every flag).
-#[utoipa::path(get, path = "/metrics", tag = "ops", security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String), ReadErrors))]
-pub async fn metrics(_: HealthReader, State(state): State<AppState>) -> Response {
-    let text = state.rollouts.telemetry.render(&state.rollouts.snapshot);
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
+        ReadErrors,
+    )
+)]
+pub async fn metrics(_: HealthReader, State(app): State<Arc<App>>) -> Response {
+    let text = app.metrics_text();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

@@ -2,8 +2,8 @@
 //! Markdown. The timeline comes from the audit history ([`crate::domain::report`]); guard readings
 //! exist only for the current stage, because the metric windows of past stages expire.
 
-use super::openapi::ReadErrors;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -14,13 +14,15 @@ use serde::{Deserialize, Serialize};
 
 use super::admin::EventBody;
 use super::auth::Admin;
-use super::error::ApiError;
+use super::error::{ApiError, ReadErrors};
 use super::extract::{ApiQuery, FlagParam};
 use super::{AppState, json_response};
+use crate::app::App;
+use crate::app::flags::Review;
 use crate::clock::rfc3339;
-use crate::domain::guards::{GuardReading, Health};
+use crate::domain::guards::GuardReading;
 use crate::domain::report::{Incident, StageVisit, human_duration, timeline};
-use crate::domain::rollout::{AuditEvent, Flag, Position, Status};
+use crate::domain::rollout::{AuditEvent, Position, Status};
 use crate::store::HISTORY_CAP;
 
 pub fn routes() -> Router<AppState> {
@@ -159,9 +161,10 @@ pub struct GuardsBody<'a> {
 }
 
 impl<'a> ReportBody<'a> {
-    pub fn new(flag: &'a Flag, events: &'a [AuditEvent], health: Option<Health>, now_ms: i64, truncated: bool) -> Self {
+    pub fn new(review: &'a Review) -> Self {
+        let Review { flag, events, health, since_ms, now_ms, truncated } = review;
+        let (now_ms, since_ms) = (*now_ms, *since_ms);
         let t = timeline(events, flag.state.status, now_ms);
-        let window_ms = i64::try_from(flag.definition.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         Self {
             flag: &flag.name,
             generated_at: rfc3339(now_ms),
@@ -176,37 +179,40 @@ impl<'a> ReportBody<'a> {
             stages: t.stages.iter().map(VisitBody::from).collect(),
             rollbacks: t.rollbacks.iter().map(IncidentBody::from).collect(),
             breaches: t.breaches.iter().map(IncidentBody::from).collect(),
-            current_guards: health.map(|h| GuardsBody {
+            current_guards: health.as_ref().map(|h| GuardsBody {
                 stage: flag.stage_name(),
                 verdict: h.verdict.as_str(),
                 window_secs: flag.definition.window_secs,
-                since: rfc3339(now_ms.saturating_sub(window_ms).max(flag.state.stage_entered_at)),
-                guards: h.guards,
+                since: rfc3339(since_ms),
+                guards: h.guards.clone(),
             }),
             guards_note: GUARDS_NOTE,
             events: events.iter().map(EventBody::from).collect(),
-            history_truncated: truncated,
+            history_truncated: *truncated,
         }
     }
 }
 
-#[utoipa::path(get, path = "/flags/{flag}/report", tag = "flags", params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("format" = Option<String>, Query, description = "`json` (default) or `md`")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "the post-launch review", content((ReportBody = "application/json"), (String = "text/markdown"))), ReadErrors))]
+#[utoipa::path(
+    get, path = "/flags/{flag}/report", tag = "flags",
+    params(FlagParam, ("format" = Option<String>, Query, description = "`json` (default) or `md`")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (
+            status = 200, description = "the post-launch review",
+            content((ReportBody = "application/json"), (String = "text/markdown"))
+        ),
+        ReadErrors,
+    )
+)]
 pub async fn report(
     _: Admin,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     FlagParam(name): FlagParam,
     ApiQuery(query): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let rollouts = &state.rollouts;
-    let flag = rollouts.store.get_flag(&name).await?.ok_or_else(|| ApiError::FlagNotFound(name.clone()))?;
-    let mut events = rollouts.store.history(&name, HISTORY_CAP).await?;
-    let truncated = events.len() >= HISTORY_CAP;
-    events.reverse();
-    let health = match flag.state.status {
-        Status::Running | Status::Paused => Some(rollouts.health(&flag).await?),
-        _ => None,
-    };
-    let body = ReportBody::new(&flag, &events, health, rollouts.clock.now_ms(), truncated);
+    let review = app.review(&name).await?;
+    let body = ReportBody::new(&review);
     Ok(match query.format {
         Format::Json => json_response(&body),
         Format::Md => ([(CONTENT_TYPE, "text/markdown; charset=utf-8")], markdown(&body)).into_response(),
@@ -235,8 +241,18 @@ fn number(v: f64) -> String {
 
 /// The report as a Markdown document: summary, stages, breaches and rollbacks, guards, audit trail.
 pub fn markdown(r: &ReportBody<'_>) -> String {
-    // Writing to a String cannot fail.
     let mut md = String::new();
+    summary(&mut md, r);
+    stages(&mut md, r);
+    incidents(&mut md, r);
+    guards(&mut md, r);
+    audit_trail(&mut md, r);
+    md
+}
+
+// Writing to a String cannot fail: the sections below ignore `writeln!`'s `Ok`.
+
+fn summary(md: &mut String, r: &ReportBody<'_>) {
     let _ = writeln!(md, "# Post-launch review: {}\n", r.flag);
     let _ = writeln!(md, "| | |\n|---|---|");
     let _ = writeln!(md, "| Status | {} — stage {} ({}%), version {} |", r.status, cell(r.stage), r.percent, r.version);
@@ -247,94 +263,98 @@ pub fn markdown(r: &ReportBody<'_>) -> String {
     let automatic = r.rollbacks.iter().filter(|i| matches!(i.trigger, "guard" | "alert")).count();
     let _ = writeln!(md, "| Rollbacks | {} ({automatic} by guards or alerts) |", r.rollbacks.len());
     let _ = writeln!(md, "| Generated | {} |\n", r.generated_at);
+}
 
+fn stages(md: &mut String, r: &ReportBody<'_>) {
     let _ = writeln!(md, "## Stages\n");
     if r.stages.is_empty() {
         let _ = writeln!(md, "The rollout has not started.\n");
-    } else {
-        let _ =
-            writeln!(md, "| # | Stage | Percent | Entered | Left | Duration | Outcome | Entered by | Left by | Why |");
-        let _ = writeln!(md, "|---:|---|---:|---|---|---|---|---|---|---|");
-        for (i, v) in r.stages.iter().enumerate() {
-            let why = v.left_by.as_ref().map_or(v.entered_by.reason.as_str(), |s| s.reason.as_str());
-            let _ = writeln!(
-                md,
-                "| {} | {} | {}% | {} | {} | {} | {} | {} | {} | {} |",
-                i + 1,
-                cell(&v.stage),
-                v.percent,
-                v.entered_at,
-                or_dash(v.left_at.as_deref()),
-                v.duration,
-                v.outcome,
-                cell(&v.entered_by.actor),
-                cell(or_dash(v.left_by.as_ref().map(|s| s.actor.as_str()))),
-                cell(why),
-            );
-        }
-        let _ = writeln!(md);
+        return;
     }
+    let _ = writeln!(md, "| # | Stage | Percent | Entered | Left | Duration | Outcome | Entered by | Left by | Why |");
+    let _ = writeln!(md, "|---:|---|---:|---|---|---|---|---|---|---|");
+    for (i, v) in r.stages.iter().enumerate() {
+        let why = v.left_by.as_ref().map_or(v.entered_by.reason.as_str(), |s| s.reason.as_str());
+        let _ = writeln!(
+            md,
+            "| {} | {} | {}% | {} | {} | {} | {} | {} | {} | {} |",
+            i + 1,
+            cell(&v.stage),
+            v.percent,
+            v.entered_at,
+            or_dash(v.left_at.as_deref()),
+            v.duration,
+            v.outcome,
+            cell(&v.entered_by.actor),
+            cell(or_dash(v.left_by.as_ref().map(|s| s.actor.as_str()))),
+            cell(why),
+        );
+    }
+    let _ = writeln!(md);
+}
 
+fn incidents(md: &mut String, r: &ReportBody<'_>) {
     let _ = writeln!(md, "## Breaches and rollbacks\n");
     let mut incidents: Vec<&IncidentBody> =
         r.rollbacks.iter().chain(r.breaches.iter().filter(|b| b.action != "rollback")).collect();
     incidents.sort_by(|a, b| a.at.cmp(&b.at));
     if incidents.is_empty() {
         let _ = writeln!(md, "None.\n");
-    } else {
-        let _ = writeln!(md, "| At | Action | Stage | Actor | Trigger | Reason |\n|---|---|---|---|---|---|");
-        for i in incidents {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} ({}%) | {} | {} | {} |",
-                i.at,
-                i.action,
-                cell(&i.stage),
-                i.percent,
-                cell(&i.actor),
-                i.trigger,
-                cell(&i.reason)
-            );
-        }
-        let _ = writeln!(md);
+        return;
     }
+    let _ = writeln!(md, "| At | Action | Stage | Actor | Trigger | Reason |\n|---|---|---|---|---|---|");
+    for i in incidents {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} ({}%) | {} | {} | {} |",
+            i.at,
+            i.action,
+            cell(&i.stage),
+            i.percent,
+            cell(&i.actor),
+            i.trigger,
+            cell(&i.reason)
+        );
+    }
+    let _ = writeln!(md);
+}
 
+fn guards(md: &mut String, r: &ReportBody<'_>) {
     let _ = writeln!(md, "## Guard readings\n");
     let mut note = GUARDS_NOTE.to_owned();
     note[..1].make_ascii_uppercase();
     let _ = writeln!(md, "{note}.\n");
-    match &r.current_guards {
-        None => {
-            let _ = writeln!(md, "The rollout is {}: no stage is being guarded now.\n", r.status);
-        }
-        Some(g) => {
-            let _ = writeln!(
-                md,
-                "Current stage {} ({}): verdict **{}** over a {} s window since {}.\n",
-                cell(g.stage),
-                r.status,
-                g.verdict,
-                g.window_secs,
-                g.since
-            );
-            let _ = writeln!(md, "| Guard | Value | Threshold | Samples | Verdict |\n|---|---:|---:|---:|---|");
-            for reading in &g.guards {
-                let side = if reading.guard.breaches_below() { "<" } else { ">" };
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {side} {} | {} of {} | {} |",
-                    reading.guard,
-                    reading.value.map_or_else(|| "—".to_owned(), number),
-                    reading.threshold.map_or_else(|| "—".to_owned(), number),
-                    reading.samples,
-                    reading.min_samples,
-                    reading.verdict.as_str()
-                );
-            }
-            let _ = writeln!(md);
-        }
+    let Some(g) = &r.current_guards else {
+        let _ = writeln!(md, "The rollout is {}: no stage is being guarded now.\n", r.status);
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "Current stage {} ({}): verdict **{}** over a {} s window since {}.\n",
+        cell(g.stage),
+        r.status,
+        g.verdict,
+        g.window_secs,
+        g.since
+    );
+    let _ = writeln!(md, "| Guard | Value | Threshold | Samples | Verdict |\n|---|---:|---:|---:|---|");
+    for reading in &g.guards {
+        let side = if reading.guard.breaches_below() { "<" } else { ">" };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {side} {} | {} of {} | {} |",
+            reading.guard,
+            reading.value.map_or_else(|| "—".to_owned(), number),
+            reading.threshold.map_or_else(|| "—".to_owned(), number),
+            reading.samples,
+            reading.min_samples,
+            reading.verdict.as_str()
+        );
     }
+    let _ = writeln!(md);
+}
 
+fn audit_trail(md: &mut String, r: &ReportBody<'_>) {
     let _ = writeln!(md, "## Audit trail\n");
     let _ = writeln!(md, "| At | Action | From → To | Actor | Reason |\n|---|---|---|---|---|");
     for e in &r.events {
@@ -353,5 +373,4 @@ pub fn markdown(r: &ReportBody<'_>) -> String {
     if r.history_truncated {
         let _ = writeln!(md, "\nThe history is trimmed to its latest {HISTORY_CAP} events; earlier ones are gone.");
     }
-    md
 }

@@ -1,152 +1,28 @@
-//! `GET /admin/status`: what `rollout doctor` audits — the store and its latency, the leader,
-//! tokens, notification receivers, clocks and plans. Admin only; a secret never appears beyond its
-//! first 4 characters.
+//! `GET /admin/status`: what `rollout doctor` audits (see [`crate::app::status`]). Admin only; a
+//! secret never appears beyond its first 4 characters.
 
-use super::openapi::ReadErrors;
-use std::time::Instant;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
 
 use super::auth::Admin;
+use super::error::ReadErrors;
 use super::{AppState, json_response};
-use crate::notify;
+use crate::app::App;
+use crate::app::status::StatusReply;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/admin/status", get(status))
 }
 
-/// How this replica was set up, as far as the status report needs it.
-pub struct OpsInfo {
-    /// This replica's name in the controller lease.
-    pub replica: String,
-    /// No admin token was configured: the process made one up at start (it changes on restart).
-    pub token_generated: bool,
-    pub admin_tokens: usize,
-    pub read_tokens: usize,
-    pub metrics_tokens: usize,
-    pub alert_tokens: usize,
-    /// Customer.io signing keys, shown only by their first 4 characters.
-    pub cio_signing_keys: Vec<SecretString>,
-    pub notify_urls: Vec<SecretString>,
-    /// Probes the notification URLs (built once, short timeouts).
-    pub probe: reqwest::Client,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct StatusReply<'a> {
-    /// `redis` or `memory`.
-    store: &'static str,
-    /// One PING round trip; `None` when it failed.
-    store_ping_ms: Option<f64>,
-    store_error: Option<String>,
-    /// Who holds the controller lease.
-    leader: Option<String>,
-    this_replica: &'a str,
-    token_generated: bool,
-    admin_tokens: usize,
-    read_tokens: usize,
-    metrics_tokens: usize,
-    alert_tokens: usize,
-    /// First 4 characters of each Customer.io signing key.
-    cio_signing_keys: Vec<String>,
-    notify_urls: Vec<NotifyProbe>,
-    /// The clock rollouts run on (soak timers), read around the store's `TIME`.
-    server_time_ms: i64,
-    /// Redis `TIME`; `None` for the memory store or when it failed.
-    store_time_ms: Option<i64>,
-    flags: Vec<FlagCheck>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct NotifyProbe {
-    url_prefix: String,
-    reachable: bool,
-    detail: String,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct FlagCheck {
-    name: String,
-    valid: bool,
-    problem: Option<String>,
-}
-
-/// The first 4 characters of a secret, and an ellipsis.
-fn prefix(secret: &str) -> String {
-    let mut shown: String = secret.chars().take(4).collect();
-    shown.push('…');
-    shown
-}
-
-async fn probe(client: &reqwest::Client, url: &SecretString) -> NotifyProbe {
-    let (reachable, detail) = match notify::probe(client, url.expose_secret()).await {
-        Ok(status) => (true, format!("answered HTTP {status}")),
-        Err(why) => (false, why.to_owned()),
-    };
-    NotifyProbe { url_prefix: prefix(url.expose_secret()), reachable, detail }
-}
-
-#[utoipa::path(get, path = "/admin/status", tag = "ops", security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "what `rollout doctor` audits", body = StatusReply), ReadErrors))]
-pub async fn status(_: Admin, State(state): State<AppState>) -> Response {
-    let rollouts = &state.rollouts;
-    let ops = &state.ops;
-    let store_checks = async {
-        let started = Instant::now();
-        let ping = rollouts.store.ping().await;
-        let ping_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let leader = rollouts.store.leader().await;
-        let before = rollouts.clock.now_ms();
-        let store_time = rollouts.store.time_ms().await;
-        let after = rollouts.clock.now_ms();
-        (ping.map(|()| ping_ms), leader, before + (after - before) / 2, store_time)
-    };
-    let probes = futures::future::join_all(ops.notify_urls.iter().map(|url| probe(&ops.probe, url)));
-    let ((ping, leader, server_time_ms, store_time), notify_urls) = tokio::join!(store_checks, probes);
-    let flags = rollouts
-        .snapshot
-        .all()
-        .iter()
-        .map(|view| {
-            let problem = view.flag.definition.validate().err().map(|e| e.to_string());
-            FlagCheck { name: view.flag.name.clone(), valid: problem.is_none(), problem }
-        })
-        .collect();
-    json_response(&StatusReply {
-        store: rollouts.store.kind(),
-        store_ping_ms: ping.as_ref().ok().copied(),
-        store_error: ping.as_ref().err().map(ToString::to_string),
-        leader: leader.ok().flatten(),
-        this_replica: &ops.replica,
-        token_generated: ops.token_generated,
-        admin_tokens: ops.admin_tokens,
-        read_tokens: ops.read_tokens,
-        metrics_tokens: ops.metrics_tokens,
-        alert_tokens: ops.alert_tokens,
-        cio_signing_keys: ops
-            .cio_signing_keys
-            .iter()
-            .map(|k| format!("{}…", k.expose_secret().chars().take(4).collect::<String>()))
-            .collect(),
-        notify_urls,
-        server_time_ms,
-        store_time_ms: store_time.ok().flatten(),
-        flags,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_show_only_their_first_four_characters() {
-        assert_eq!(prefix("https://hooks.slack.com/services/T0/B0/secret"), "http…");
-        assert_eq!(prefix("ab"), "ab…");
-        assert_eq!(prefix("ünïcødé"), "ünïc…");
-    }
+#[utoipa::path(
+    get, path = "/admin/status", tag = "ops",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "what `rollout doctor` audits", body = StatusReply), ReadErrors)
+)]
+pub async fn status(_: Admin, State(app): State<Arc<App>>) -> Response {
+    json_response(&app.status().await)
 }

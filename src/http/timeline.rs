@@ -8,13 +8,15 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use super::AppState;
 use super::admin::{FlagBody, MAX_REASON};
 use super::auth::{Admin, AuditReader};
-use super::error::ApiError;
+use super::error::{ApiError, ReadErrors, WriteErrors};
 use super::extract::{FlagParam, JsonBody};
 use super::json_response;
-use super::openapi::{ReadErrors, WriteErrors};
+use crate::app::App;
 use crate::clock::rfc3339;
 use crate::rollouts::Request;
 use crate::timeline::{CheckRun, Freeze, Stopped, Timeline};
@@ -22,7 +24,6 @@ use crate::timeline::{CheckRun, Freeze, Stopped, Timeline};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/flags/{flag}/start", post(start))
-        .route("/flags/{flag}/cancel", post(cancel))
         .route("/flags/{flag}/approve", post(approve))
         .route("/flags/{flag}/checks", get(checks))
         .route("/rollback-all", post(rollback_all))
@@ -63,19 +64,15 @@ fn reason(text: Option<String>, default: &str) -> Result<String, ApiError> {
     Ok(text)
 }
 
-fn timeline(state: &AppState) -> &Timeline {
-    &state.timeline
-}
-
 #[utoipa::path(post, path = "/flags/{flag}/start", tag = "timeline",
-    params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(FlagParam),
     request_body(content = Option<StartBody>, description = "optional; `at` schedules the start"),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "running (its `before_start` checks passed), or scheduled",
         body = FlagBody), WriteErrors))]
 pub async fn start(
     admin: Admin,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     FlagParam(flag): FlagParam,
     JsonBody(body): JsonBody<StartBody>,
 ) -> Result<Response, ApiError> {
@@ -92,41 +89,24 @@ pub async fn start(
         expected_version: body.expected_version,
         ..Request::new(admin.actor(), reason(body.reason, default)?)
     };
-    let flag = match at {
-        Some(at) => timeline(&state).schedule(&flag, at, &req).await?,
-        None => timeline(&state).start_now(&flag, &req).await?,
-    };
-    Ok(json_response(&FlagBody::new(&flag, state.rollouts.clock.now_ms())))
-}
-
-#[utoipa::path(post, path = "/flags/{flag}/cancel", tag = "timeline",
-    params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")),
-    request_body(content = Option<super::admin::TransitionBody>, description = "optional"),
-    security(("bearer" = []), ("api_key" = [])),
-    responses((status = 200, description = "pending again", body = FlagBody), WriteErrors))]
-pub async fn cancel(
-    admin: Admin,
-    State(state): State<AppState>,
-    FlagParam(flag): FlagParam,
-    JsonBody(body): JsonBody<super::admin::TransitionBody>,
-) -> Result<Response, ApiError> {
-    super::admin::transition(state, admin, flag, crate::domain::rollout::Command::Cancel, body).await
+    let flag = app.start(&flag, at, &req).await?;
+    Ok(json_response(&FlagBody::new(&flag, app.now_ms())))
 }
 
 #[utoipa::path(post, path = "/flags/{flag}/approve", tag = "timeline",
-    params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(FlagParam),
     request_body(content = ApproveBody),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "the approval recorded", body = FlagBody), WriteErrors))]
 pub async fn approve(
     admin: Admin,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     FlagParam(flag): FlagParam,
     JsonBody(body): JsonBody<ApproveBody>,
 ) -> Result<Response, ApiError> {
     let req = Request::new(admin.actor(), reason(body.reason, "approved")?);
-    let flag = timeline(&state).approve(&flag, &body.stage, &req).await?;
-    Ok(json_response(&FlagBody::new(&flag, state.rollouts.clock.now_ms())))
+    let flag = app.approve(&flag, &body.stage, &req).await?;
+    Ok(json_response(&FlagBody::new(&flag, app.now_ms())))
 }
 
 /// One check of a flag: its definition's name and when, its latest run, its next run.
@@ -147,14 +127,13 @@ pub struct ChecksBody {
 }
 
 #[utoipa::path(get, path = "/flags/{flag}/checks", tag = "timeline",
-    params(("flag" = String, Path, description = "flag name", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(FlagParam),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "each check's last run, result, latency and next run",
         body = ChecksBody), ReadErrors))]
-pub async fn checks(_: Admin, State(state): State<AppState>, FlagParam(name): FlagParam) -> Result<Response, ApiError> {
-    let view = state.rollouts.snapshot.get(&name).ok_or_else(|| ApiError::FlagNotFound(name.clone()))?;
+pub async fn checks(_: Admin, State(app): State<Arc<App>>, FlagParam(name): FlagParam) -> Result<Response, ApiError> {
+    let (view, runs) = app.checks(&name).await?;
     let flag = &view.flag;
-    let runs = timeline(&state).check_runs(flag).await?;
     let checks = flag
         .definition
         .checks
@@ -183,11 +162,11 @@ pub async fn checks(_: Admin, State(state): State<AppState>, FlagParam(name): Fl
         body = Stopped), WriteErrors))]
 pub async fn rollback_all(
     admin: Admin,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Response, ApiError> {
     let req = Request { cause: Some("operator".into()), ..Request::new(admin.actor(), reason(Some(body.reason), "")?) };
-    Ok(json_response(&timeline(&state).rollback_all(&req).await?))
+    Ok(json_response(&app.rollback_all(&req).await?))
 }
 
 /// `GET /freeze`.
@@ -211,8 +190,8 @@ impl From<Option<Freeze>> for FreezeBody {
 #[utoipa::path(get, path = "/freeze", tag = "timeline", security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "whether automatic advances and starts are frozen, by whom, when, why",
         body = FreezeBody), ReadErrors))]
-pub async fn frozen(_: AuditReader, State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(json_response(&FreezeBody::from(timeline(&state).frozen().await?)))
+pub async fn frozen(_: AuditReader, State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    Ok(json_response(&FreezeBody::from(app.frozen().await?)))
 }
 
 #[utoipa::path(post, path = "/freeze", tag = "timeline", request_body(content = ReasonBody),
@@ -221,10 +200,10 @@ pub async fn frozen(_: AuditReader, State(state): State<AppState>) -> Result<Res
         WriteErrors))]
 pub async fn freeze(
     admin: Admin,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Response, ApiError> {
-    let freeze = timeline(&state).freeze(&admin.actor(), &reason(Some(body.reason), "")?).await?;
+    let freeze = app.freeze(&admin.actor(), &reason(Some(body.reason), "")?).await?;
     Ok(json_response(&FreezeBody::from(Some(freeze))))
 }
 
@@ -233,9 +212,9 @@ pub async fn freeze(
     responses((status = 200, description = "automatic advances and starts resume", body = FreezeBody), WriteErrors))]
 pub async fn unfreeze(
     admin: Admin,
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Response, ApiError> {
-    timeline(&state).unfreeze(&admin.actor(), &reason(Some(body.reason), "")?).await?;
+    app.unfreeze(&admin.actor(), &reason(Some(body.reason), "")?).await?;
     Ok(json_response(&FreezeBody::from(None)))
 }

@@ -29,27 +29,42 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/favicon.png", get(favicon))
 }
 
-#[utoipa::path(get, path = "/ui/", tag = "ops", responses((status = 200, description = "the dashboard", content_type = "text/html", body = String)))]
+#[utoipa::path(
+    get, path = "/ui/", tag = "ops",
+    responses((status = 200, description = "the dashboard", content_type = "text/html", body = String))
+)]
 pub async fn index_slash() -> Response {
     index().await
 }
 
-#[utoipa::path(get, path = "/ui/app.js", tag = "ops", responses((status = 200, description = "the dashboard script", content_type = "text/javascript", body = String)))]
+#[utoipa::path(
+    get, path = "/ui/app.js", tag = "ops",
+    responses((status = 200, description = "the dashboard script", content_type = "text/javascript", body = String))
+)]
 pub async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", APP_JS.as_bytes())
 }
 
-#[utoipa::path(get, path = "/ui/app.css", tag = "ops", responses((status = 200, description = "the dashboard styles", content_type = "text/css", body = String)))]
+#[utoipa::path(
+    get, path = "/ui/app.css", tag = "ops",
+    responses((status = 200, description = "the dashboard styles", content_type = "text/css", body = String))
+)]
 pub async fn app_css() -> Response {
     asset("text/css; charset=utf-8", APP_CSS.as_bytes())
 }
 
-#[utoipa::path(get, path = "/ui/favicon.png", tag = "ops", responses((status = 200, description = "the dashboard icon", content_type = "image/png", body = Vec<u8>)))]
+#[utoipa::path(
+    get, path = "/ui/favicon.png", tag = "ops",
+    responses((status = 200, description = "the dashboard icon", content_type = "image/png", body = Vec<u8>))
+)]
 pub async fn favicon() -> Response {
     asset("image/png", FAVICON_PNG)
 }
 
-#[utoipa::path(get, path = "/ui", tag = "ops", responses((status = 200, description = "the dashboard", content_type = "text/html", body = String)))]
+#[utoipa::path(
+    get, path = "/ui", tag = "ops",
+    responses((status = 200, description = "the dashboard", content_type = "text/html", body = String))
+)]
 pub async fn index() -> Response {
     asset("text/html; charset=utf-8", INDEX_HTML.as_bytes())
 }

@@ -1,5 +1,6 @@
 //! Automatic stepping and rollback: metric windows, guard thresholds, the controller (manual clock).
 
+use rollout_controller::clock::ManualClock;
 use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN, RedisServer, TestApp, spawn_app};
@@ -210,6 +211,30 @@ async fn on_breach_pause_freezes_instead_and_pushes_inside_the_judge_gap_are_jud
     let last = &history(&app, "f").await[0];
     assert_eq!((last["action"].as_str(), last["actor"].as_str()), (Some("pause"), Some("controller")));
     assert!(app.tick().await.is_empty(), "already paused: nothing more to do");
+}
+
+#[tokio::test]
+async fn a_judgement_deferred_by_the_push_gap_is_dropped_at_shutdown_not_run_after_it() {
+    let redis = RedisServer::start();
+    let gap = std::time::Duration::from_millis(300);
+    let mut settings = crate::helpers::settings(Some(redis.url()));
+    settings.push_judge_gap = gap;
+    let app = crate::helpers::spawn_with(settings.clone()).await;
+    running_at(&app, "f", json!({"on_breach": "pause", "thresholds": {"error_rate": 0.05}, "min_samples": 10}), 1)
+        .await;
+    app.push("f", json!({"requests": 100, "errors": 5})).await;
+    // A breach inside the gap: its judgement is deferred to the gap's end, and the app stops first.
+    app.push("f", json!({"requests": 0, "errors": 10})).await;
+    app.stop().await;
+    // Proving that nothing happens takes waiting past the moment it would have: the gap, twice.
+    tokio::time::sleep(gap * 2).await;
+    // A replica whose clock is past the window (it sees no data, so its own tick changes nothing)
+    // reads the flag as the stopped app left it.
+    let later = ManualClock::new(crate::helpers::T0 + 600_000);
+    let reader = crate::helpers::spawn_with_clock(settings, later).await;
+    assert_eq!(state(&reader, "f").await, s("running", "10%", 10), "a judgement ran after its app stopped");
+    let last = &history(&reader, "f").await[0];
+    assert_eq!(last["action"], "advance", "{last}");
 }
 
 #[tokio::test]

@@ -388,9 +388,13 @@ async fn the_post_launch_review_is_posted_once_when_its_time_comes() {
     app.tick().await;
     app.tick().await;
     let reviews = || {
-        crate::notifications::received(&inbox, "slack").into_iter().filter(|m| m["action"] == "review_posted").collect::<Vec<_>>()
+        crate::notifications::received(&inbox, "slack")
+            .into_iter()
+            .filter(|m| m["action"] == "review_posted")
+            .collect::<Vec<_>>()
     };
-    crate::helpers::within_named(Duration::from_secs(5), "the review arrives", || async { !reviews().is_empty() }).await;
+    crate::helpers::within_named(Duration::from_secs(5), "the review arrives", || async { !reviews().is_empty() })
+        .await;
     let posted = reviews();
     assert_eq!(posted.len(), 1, "posted once");
     let text = posted[0]["text"].as_str().unwrap_or("");

@@ -116,6 +116,9 @@ impl Controller {
             if let Err(e) = self.pull(&view.flag).await {
                 tracing::warn!(flag = %view.flag.name, error = %e, "could not record Prometheus readings");
             }
+            if let Err(e) = self.timeline.post_review_if_due(&view.flag).await {
+                tracing::warn!(flag = %view.flag.name, error = %e, "could not post the post-launch review");
+            }
             let judged = if view.flag.state.status == Status::Scheduled {
                 self.start_scheduled(&view.flag).await
             } else {

@@ -25,6 +25,10 @@
 //!   restore flags the store lost.
 //! - [`sources`]: Alertmanager, Customer.io and Prometheus signals: parse and verify what they send,
 //!   query Prometheus; they change no rollout state.
+//! - [`review`]: the post-launch review: its JSON and Markdown (served on request, posted by the
+//!   leader when it is due).
+//! - [`timeline`]: the runbook's timeline around the plan: scheduled starts, checks, approvals,
+//!   advance windows, the emergency stop, the freeze, the review's posting.
 //! - [`rollouts`]: read–transition–conditional write, shared by [`app`] and the controller; guard
 //!   health and the recording of guard signals.
 //! - [`notify`]: outbound webhooks and rollback hooks, off the transition path.
@@ -46,6 +50,7 @@ pub mod controller;
 pub mod domain;
 pub mod http;
 pub mod notify;
+pub mod review;
 pub mod rollouts;
 pub mod server;
 pub mod snapshot;

@@ -23,6 +23,8 @@ pub struct Notice {
     pub flag: String,
     pub event: AuditEvent,
     pub rollback_hooks: Vec<String>,
+    /// Replaces the one-line `text` (the post-launch review's Markdown).
+    pub text: Option<String>,
 }
 
 /// The JSON body: Slack-compatible `text` plus structured fields.
@@ -57,7 +59,7 @@ impl<'a> Message<'a> {
             reason = e.reason,
         );
         Self {
-            text,
+            text: notice.text.clone().unwrap_or(text),
             flag: &notice.flag,
             action: e.action.as_str(),
             from: e.from.as_ref(),
@@ -263,6 +265,7 @@ mod tests {
                 actor: "controller".into(),
                 reason: "error_rate 0.034 > 0.01 over 1204 requests".into(),
             },
+            text: None,
             rollback_hooks: vec![],
         };
         let m = Message::new(&notice);

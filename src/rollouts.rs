@@ -42,6 +42,19 @@ pub enum RolloutError {
     Store(#[from] StoreError),
 }
 
+/// How long [`Rollouts::note_once`] remembers that it recorded something.
+const NOTE_MEMORY: std::time::Duration = std::time::Duration::from_secs(2 * 86_400);
+
+/// An event recorded once per `key` (see [`Rollouts::note`]).
+pub struct Note<'a> {
+    pub action: Action,
+    pub reason: &'a str,
+    pub key: &'a str,
+    pub remember: std::time::Duration,
+    /// The notification's text instead of the one-line summary.
+    pub text: Option<String>,
+}
+
 /// Who asks and why, and what they saw.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
@@ -363,8 +376,14 @@ impl Rollouts {
     /// `controller`), once per `key`: true when this call recorded it. A failed write forgets the
     /// key again, so a later call records it.
     pub async fn note_once(&self, flag: &Flag, action: Action, reason: &str, key: &str) -> Result<bool, StoreError> {
-        let ttl = std::time::Duration::from_secs(flag.definition.window_secs.max(86_400) * 2);
-        if !self.store.remember_once(key, ttl).await? {
+        self.note(flag, &Note { action, reason, key, remember: NOTE_MEMORY, text: None }).await
+    }
+
+    /// [`Rollouts::note_once`] with how long the key is remembered and the notification's own
+    /// text (the post-launch review posts its Markdown).
+    pub async fn note(&self, flag: &Flag, note: &Note<'_>) -> Result<bool, StoreError> {
+        let (action, reason, key) = (note.action, note.reason, note.key);
+        if !self.store.remember_once(key, note.remember).await? {
             return Ok(false);
         }
         let event = AuditEvent {
@@ -381,7 +400,7 @@ impl Rollouts {
             return Err(e);
         }
         tracing::info!(flag = %flag.name, action = action.as_str(), reason, "recorded");
-        self.announce(flag, &event);
+        self.announce_with(flag, &event, note.text.clone());
         Ok(true)
     }
 
@@ -404,11 +423,16 @@ impl Rollouts {
     }
 
     fn announce(&self, flag: &Flag, event: &AuditEvent) {
+        self.announce_with(flag, event, None);
+    }
+
+    fn announce_with(&self, flag: &Flag, event: &AuditEvent, text: Option<String>) {
         let Some(notices) = &self.notices else { return };
         let notice = Notice {
             flag: flag.name.clone(),
             event: event.clone(),
             rollback_hooks: flag.definition.rollback_hooks.clone(),
+            text,
         };
         if notices.try_send(notice).is_err() {
             self.telemetry.notification_failed();

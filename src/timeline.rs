@@ -13,13 +13,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::plan::{CheckDefinition, CheckWhen};
 use crate::domain::rollout::{Action, Command, Flag, Status};
-use crate::rollouts::{Request, RolloutError, Rollouts};
-use crate::store::{Coordination, StoreError};
+use crate::review::Review;
+use crate::rollouts::{Note, Request, RolloutError, Rollouts};
+use crate::store::{Store, StoreError};
 
 /// The setting that holds the freeze.
 const FREEZE: &str = "freeze";
 /// The latest a start may be scheduled: a year ahead.
 const MAX_AHEAD_MS: i64 = 366 * 24 * 3600 * 1000;
+/// How long a posted review is remembered: longer than any review is due after.
+const REVIEW_MEMORY: Duration = Duration::from_secs(400 * 86_400);
 /// How much of a failing check's answer the audit keeps.
 const EXCERPT: usize = 200;
 
@@ -125,13 +128,13 @@ pub struct StoppedFlag {
 #[derive(Clone)]
 pub struct Timeline {
     rollouts: Rollouts,
-    /// Settings (the freeze) and check runs.
-    store: Arc<dyn Coordination>,
+    /// Settings (the freeze), check runs, and the history the review is made of.
+    store: Arc<dyn Store>,
     http: reqwest::Client,
 }
 
 impl Timeline {
-    pub fn new(rollouts: Rollouts, store: Arc<dyn Coordination>, http: reqwest::Client) -> Self {
+    pub fn new(rollouts: Rollouts, store: Arc<dyn Store>, http: reqwest::Client) -> Self {
         Self { rollouts, store, http }
     }
 
@@ -214,6 +217,31 @@ impl Timeline {
         changed.sort_by(|a, b| a.flag.cmp(&b.flag));
         tracing::warn!(%incident, flags = changed.len(), actor = %req.actor, "emergency stop");
         Ok(Stopped { incident, changed })
+    }
+
+    /// Posts the post-launch review (Markdown) to the notification URLs once, when the flag's
+    /// `review_after_secs` have passed since its first start; audited `review_posted`. True when
+    /// this call posted it.
+    pub async fn post_review_if_due(&self, flag: &Flag) -> Result<bool, RolloutError> {
+        let Some(started) = flag.state.started_at else { return Ok(false) };
+        let after_ms = crate::domain::secs_to_ms(flag.definition.review_after_secs);
+        if matches!(flag.state.status, Status::Pending | Status::Scheduled)
+            || self.rollouts.now_ms() < started.saturating_add(after_ms)
+        {
+            return Ok(false);
+        }
+        let key = format!("review:{}:{}:{started}", flag.name, flag.state.created_at);
+        let review = Review::gather(&*self.store, &self.rollouts, &flag.name).await?;
+        let reason =
+            format!("post-launch review, {} after the start", duration_text(flag.definition.review_after_secs));
+        let note = Note {
+            action: Action::ReviewPosted,
+            reason: &reason,
+            key: &key,
+            remember: REVIEW_MEMORY,
+            text: Some(review.markdown()),
+        };
+        Ok(self.rollouts.note(flag, &note).await?)
     }
 
     /// Each check's latest run for this flag incarnation.
@@ -452,5 +480,14 @@ impl Timeline {
         self.store.put_check_run(&flag.name, &check.name, &json).await?;
         tracing::info!(flag = %flag.name, check = %check.name, passed, detail = %run.detail, "check ran");
         Ok(run)
+    }
+}
+
+/// `24h`, `90m`, `45s`.
+fn duration_text(secs: u64) -> String {
+    match secs {
+        s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }

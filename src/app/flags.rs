@@ -9,9 +9,9 @@ use crate::controller;
 use crate::domain::guards::Health;
 use crate::domain::plan::FlagDefinition;
 use crate::domain::rollout::{AuditEvent, Command, Deletion, Flag, Status};
+use crate::review::Review;
 use crate::rollouts::{Request, RolloutError, window_start};
 use crate::snapshot::FlagView;
-use crate::store::HISTORY_CAP;
 
 /// A flag, and the server time it was read or written at: the API shows soak timers against it.
 pub struct FlagAt {
@@ -42,20 +42,6 @@ pub struct GuardHealth {
     /// The window counts only since this moment (the stage start, or the window's length ago).
     pub since_ms: i64,
     pub waiting_for_evidence: Vec<&'static str>,
-}
-
-/// What the post-launch review of a flag is made of.
-pub struct Review {
-    pub flag: Flag,
-    /// Every audit event kept, oldest first.
-    pub events: Vec<AuditEvent>,
-    /// The current stage's verdicts, for a running or paused flag.
-    pub health: Option<Health>,
-    /// Where the current stage's guard window starts.
-    pub since_ms: i64,
-    pub now_ms: i64,
-    /// The history held more events than it keeps: the oldest are gone.
-    pub truncated: bool,
 }
 
 impl App {
@@ -132,16 +118,7 @@ impl App {
     /// The post-launch review's material: the stored flag, its whole history, and the current
     /// stage's verdicts (the metric windows of past stages expire).
     pub async fn review(&self, name: &str) -> Result<Review, RolloutError> {
-        let flag = self.store.get_flag(name).await?.ok_or_else(|| RolloutError::NotFound(name.to_owned()))?;
-        let mut events = self.store.history(name, HISTORY_CAP).await?;
-        let truncated = events.len() >= HISTORY_CAP;
-        events.reverse();
-        let health = match flag.state.status {
-            Status::Running | Status::Paused => Some(self.rollouts.health(&flag).await?),
-            _ => None,
-        };
-        let now_ms = self.clock.now_ms();
-        Ok(Review { since_ms: window_start(&flag, now_ms), flag, events, health, now_ms, truncated })
+        Review::gather(&*self.store, &self.rollouts, name).await
     }
 
     /// The guards a running flag whose soak is over still waits on (empty otherwise, without a

@@ -19,7 +19,8 @@ use crate::app::App;
 use crate::app::flags::{FlagAt, Listing, Shown};
 use crate::clock::rfc3339;
 use crate::domain::plan::FlagDefinition;
-use crate::domain::rollout::{AuditEvent, Command, Deletion, Flag, Position};
+use crate::domain::rollout::{Command, Deletion, Flag, Position};
+use crate::review::EventBody;
 use crate::store::{DELETIONS_CAP, HISTORY_CAP};
 
 pub fn routes() -> Router<AppState> {
@@ -88,32 +89,6 @@ impl<'a> FlagBody<'a> {
 
     fn at(written: &'a FlagAt) -> Self {
         Self::new(&written.flag, written.now_ms)
-    }
-}
-
-/// An audit event as the API shows it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct EventBody<'a> {
-    pub version: u64,
-    pub at: String,
-    pub action: &'static str,
-    pub from: Option<&'a Position>,
-    pub to: &'a Position,
-    pub actor: &'a str,
-    pub reason: &'a str,
-}
-
-impl<'a> From<&'a AuditEvent> for EventBody<'a> {
-    fn from(e: &'a AuditEvent) -> Self {
-        Self {
-            version: e.version,
-            at: rfc3339(e.at),
-            action: e.action.as_str(),
-            from: e.from.as_ref(),
-            to: &e.to,
-            actor: &e.actor,
-            reason: &e.reason,
-        }
     }
 }
 

@@ -128,8 +128,25 @@ async fn the_report_rebuilds_the_runbook_timeline_with_a_breach_a_resume_and_the
             .is_some_and(|n| n.starts_with("guard readings are available for the current stage only"))
     );
     let events = r["events"].as_array().expect("events");
-    assert_eq!(events.len(), 9, "create, start, 5 advances, rollback, resume");
-    assert_eq!((events[0]["action"].as_str(), events[8]["to"]["status"].as_str()), (Some("create"), Some("completed")));
+    let actions: Vec<&str> = events.iter().filter_map(|e| e["action"].as_str()).collect();
+    // The leader posted the review when 24 h had passed since the start (during the 22 h soak).
+    assert_eq!(
+        actions,
+        [
+            "create",
+            "start",
+            "advance",
+            "advance",
+            "rollback",
+            "resume",
+            "advance",
+            "advance",
+            "review_posted",
+            "advance"
+        ],
+        "create, start, 5 advances, rollback, resume, the review posted at T+24h"
+    );
+    assert_eq!(events[9]["to"]["status"].as_str(), Some("completed"));
     assert_eq!(r["history_truncated"], false);
 
     let (content_type, md) = markdown(&app, "checkout").await;

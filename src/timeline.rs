@@ -396,7 +396,7 @@ impl Timeline {
         let runs = self.check_runs(flag).await?;
         for check in flag.definition.checks.iter().filter(|c| c.when == CheckWhen::BeforeStart) {
             let last = runs.iter().find(|r| r.check == check.name);
-            if !Self::next_run(flag, check, last).is_some_and(|due| due <= now_ms) {
+            if Self::next_run(flag, check, last).is_none_or(|due| due > now_ms) {
                 continue;
             }
             let run = self.run_check(flag, check).await?;

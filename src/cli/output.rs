@@ -163,6 +163,26 @@ pub fn explanation(e: &Explanation) -> String {
     table.render()
 }
 
+/// What the emergency stop changed: the incident id, then `FLAG FROM TO`.
+pub fn stopped(answer: &serde_json::Value) -> String {
+    let mut table = Table::new(&["FLAG", "FROM", "TO"]);
+    for f in answer["changed"].as_array().into_iter().flatten() {
+        let cell = |k: &str| f[k].as_str().unwrap_or("-").to_owned();
+        table.row(vec![cell("flag"), cell("from"), cell("to")]);
+    }
+    format!("incident {}\n{}", answer["incident"].as_str().unwrap_or("-"), table.render())
+}
+
+/// `frozen by operator:ann at … : reason`, or `not frozen`.
+pub fn freeze(answer: &serde_json::Value) -> String {
+    if answer["frozen"].as_bool() == Some(true) {
+        let text = |k: &str| answer[k].as_str().unwrap_or("-").to_owned();
+        format!("frozen by {} at {}: {}\n", text("by"), text("at"), text("reason"))
+    } else {
+        "not frozen: automatic advances and starts go on\n".to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,25 +217,5 @@ mod tests {
             "FLAG  STATUS   STAGE  PERCENT  VERSION  IN-STAGE  NEXT-ADVANCE\n\
              f     running  10%    10%      3        1m 0s     when healthy\n"
         );
-    }
-}
-
-/// What the emergency stop changed: the incident id, then `FLAG FROM TO`.
-pub fn stopped(answer: &serde_json::Value) -> String {
-    let mut table = Table::new(&["FLAG", "FROM", "TO"]);
-    for f in answer["changed"].as_array().into_iter().flatten() {
-        let cell = |k: &str| f[k].as_str().unwrap_or("-").to_owned();
-        table.row(vec![cell("flag"), cell("from"), cell("to")]);
-    }
-    format!("incident {}\n{}", answer["incident"].as_str().unwrap_or("-"), table.render())
-}
-
-/// `frozen by operator:ann at … : reason`, or `not frozen`.
-pub fn freeze(answer: &serde_json::Value) -> String {
-    if answer["frozen"].as_bool() == Some(true) {
-        let text = |k: &str| answer[k].as_str().unwrap_or("-").to_owned();
-        format!("frozen by {} at {}: {}\n", text("by"), text("at"), text("reason"))
-    } else {
-        "not frozen: automatic advances and starts go on\n".to_owned()
     }
 }

@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN, RedisServer, T0, TestApp, settings, spawn_app, spawn_with, spawn_with_clock};
 
+/// The status a check endpoint answers with, and the requests it received.
+type CheckState = (Arc<AtomicU16>, Arc<Mutex<Vec<Value>>>);
+
 /// A check endpoint on a free port: answers with the status the test sets, records each request.
 struct CheckServer {
     url: String,
@@ -29,14 +32,11 @@ impl CheckServer {
         let app = axum::Router::new()
             .route(
                 "/check",
-                post(
-                    |State((status, seen)): State<(Arc<AtomicU16>, Arc<Mutex<Vec<Value>>>)>,
-                     Json(body): Json<Value>| async move {
-                        seen.lock().expect("seen").push(body);
-                        let code = StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
-                        (code, "smoke test: 3 of 40 scenarios failed")
-                    },
-                ),
+                post(|State((status, seen)): State<CheckState>, Json(body): Json<Value>| async move {
+                    seen.lock().expect("seen").push(body);
+                    let code = StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
+                    (code, "smoke test: 3 of 40 scenarios failed")
+                }),
             )
             .with_state((Arc::clone(&status), Arc::clone(&seen)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

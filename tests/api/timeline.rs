@@ -405,3 +405,37 @@ async fn the_post_launch_review_is_posted_once_when_its_time_comes() {
     // The report still answers on request.
     assert_eq!(app.admin_get("/flags/f/report").await.status, 200);
 }
+
+#[tokio::test]
+async fn a_failing_before_stage_check_holds_the_flag_and_runs_again_after_its_interval() {
+    let redis = RedisServer::start();
+    let canary = CheckServer::start(500).await;
+    let app = spawn_app(Some(redis.url())).await;
+    app.create_flag(
+        "f",
+        json!({"stages": [{"name": "internal", "internal_only": true, "soak_secs": 60}, {"name": "10%", "percent": 10}],
+               "checks": [{"name": "canary-e2e", "url": canary.url, "when": "before_stage:10%", "interval_secs": 300, "timeout_secs": 5}]}),
+    )
+    .await;
+    app.admin_post("/flags/f/start", json!({})).await;
+    app.clock.advance_secs(60);
+    app.push("f", HEALTHY()).await;
+    assert!(app.tick().await.is_empty(), "the check failed: held");
+    assert_eq!(canary.requests().len(), 1);
+    assert_eq!(canary.requests()[0]["stage"], "10%");
+    let shown = app.admin_get("/flags/f").await.body;
+    assert_eq!(shown["waiting_for"]["what"], "check", "{shown}");
+    let checks = app.admin_get("/flags/f/checks").await.body;
+    assert_eq!(checks["checks"][0]["next_run"], "2023-11-14T22:19:20.000Z", "the failed run plus its interval");
+    app.clock.advance_secs(120);
+    app.push("f", HEALTHY()).await;
+    assert!(app.tick().await.is_empty());
+    assert_eq!(canary.requests().len(), 1, "not again before its interval");
+    canary.status.store(200, Ordering::SeqCst);
+    app.clock.advance_secs(180);
+    app.push("f", HEALTHY()).await;
+    assert_eq!(app.tick().await.len(), 1, "passed on its next run: advanced");
+    assert_eq!(status(&app, "f").await.1, "10%");
+    let failures: Vec<_> = actions(&app, "f").await.into_iter().filter(|(a, _)| a == "check_failed").collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+}

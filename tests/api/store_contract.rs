@@ -307,6 +307,25 @@ async fn coordination_contract(store: &dyn Coordination, kind: &str) {
     leases(store).await;
     remembered_keys(store).await;
     store_clock(store).await;
+    settings_and_check_runs(store).await;
+}
+
+/// A setting is shared until removed; a check's latest run replaces the one before, per flag.
+async fn settings_and_check_runs(store: &dyn Coordination) {
+    assert_eq!(store.setting("freeze").await.expect("read"), None);
+    store.put_setting("freeze", Some(r#"{"by":"operator:ann"}"#)).await.expect("write");
+    assert_eq!(store.setting("freeze").await.expect("read").as_deref(), Some(r#"{"by":"operator:ann"}"#));
+    store.put_setting("freeze", None).await.expect("remove");
+    assert_eq!(store.setting("freeze").await.expect("read"), None);
+
+    assert!(store.check_runs("contract-f").await.expect("runs").is_empty());
+    store.put_check_run("contract-f", "smoke", "first").await.expect("record");
+    store.put_check_run("contract-f", "smoke", "second").await.expect("record");
+    store.put_check_run("contract-f", "staging", "other").await.expect("record");
+    store.put_check_run("contract-g", "smoke", "not f's").await.expect("record");
+    let mut runs = store.check_runs("contract-f").await.expect("runs");
+    runs.sort();
+    assert_eq!(runs, [("smoke".to_owned(), "second".to_owned()), ("staging".to_owned(), "other".to_owned())]);
 }
 
 /// Redis answers `TIME` (the doctor compares replicas' clocks with it); memory has no clock of its own.

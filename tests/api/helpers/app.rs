@@ -22,22 +22,6 @@ pub struct TestApp {
     running: Option<Running>,
 }
 
-/// How a [`TestApp`] starts: its store (the constructors on `TestApp`), its settings, its clock.
-/// By default the settings are the tests' (admin token [`ADMIN`], the controller stepped by the
-/// test) and the clock is a manual one at [`T0`].
-#[must_use = "an app starts only on `.spawn().await`"]
-pub struct Spawn {
-    settings: Settings,
-    clock: AppClock,
-    store: Option<Arc<dyn Store>>,
-}
-
-enum AppClock {
-    Manual(ManualClock),
-    /// The system clock, for tests whose app compares its time with Redis `TIME`.
-    System,
-}
-
 impl TestApp {
     /// An app on this Redis.
     pub fn on(redis: &RedisServer) -> Spawn {
@@ -60,72 +44,7 @@ impl TestApp {
     pub fn on_store(store: Arc<dyn Store>) -> Spawn {
         Spawn { store: Some(store), ..Spawn::new(None) }
     }
-}
 
-impl Spawn {
-    fn new(redis_url: Option<String>) -> Self {
-        Self { settings: test_settings(redis_url), clock: AppClock::Manual(ManualClock::new(T0)), store: None }
-    }
-
-    /// Changes the settings the app starts with.
-    pub fn settings(mut self, edit: impl FnOnce(&mut Settings)) -> Self {
-        edit(&mut self.settings);
-        self
-    }
-
-    /// Runs the app on this manual clock instead of a fresh one at [`T0`].
-    pub fn clock(mut self, clock: ManualClock) -> Self {
-        self.clock = AppClock::Manual(clock);
-        self
-    }
-
-    /// Runs the app on the system clock (for tests about real time only).
-    pub fn system_clock(mut self) -> Self {
-        self.clock = AppClock::System;
-        self
-    }
-
-    /// Starts the app; returns once it is ready.
-    pub async fn spawn(self) -> TestApp {
-        let (shared, clock): (Arc<dyn Clock>, ManualClock) = match self.clock {
-            AppClock::Manual(clock) => (Arc::new(clock.clone()), clock),
-            // The handle's manual clock is unused then: the app runs on the system clock.
-            AppClock::System => (Arc::new(SystemClock), ManualClock::new(T0)),
-        };
-        let running = match self.store {
-            Some(store) => server::start_with_store(self.settings, shared, store).await,
-            None => server::start(self.settings, shared).await,
-        };
-        TestApp::attach(running.expect("app starts"), clock).await
-    }
-}
-
-fn test_settings(redis_url: Option<String>) -> Settings {
-    Settings {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        redis_url: redis_url.map(Into::into),
-        admin_tokens: vec![NamedToken { name: "ann".into(), secret: ADMIN.to_owned().into() }],
-        resync_every: Duration::from_secs(1),
-        // The tests step the controller themselves (`TestApp::tick`); the loop only takes the lease at start.
-        controller_tick: Duration::from_secs(3600),
-        lease: Duration::from_secs(7200),
-        // Every push is judged inline (the gap is covered by its own test).
-        push_judge_gap: Duration::ZERO,
-        // In-process apps stop at once; the drain is tested on the real binary (shutdown.rs).
-        drain: Duration::ZERO,
-        ..Settings::default()
-    }
-}
-
-impl Deref for TestApp {
-    type Target = Client;
-
-    fn deref(&self) -> &Client {
-        &self.client
-    }
-}
-
-impl TestApp {
     /// A test handle on a started app, once it is ready.
     async fn attach(running: Running, clock: ManualClock) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
@@ -183,5 +102,84 @@ impl TestApp {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
+    }
+}
+
+impl Deref for TestApp {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// How a [`TestApp`] starts: its store (the constructors on `TestApp`), its settings, its clock.
+/// By default the settings are the tests' (admin token [`ADMIN`], the controller stepped by the
+/// test) and the clock is a manual one at [`T0`].
+#[must_use = "an app starts only on `.spawn().await`"]
+pub struct Spawn {
+    settings: Settings,
+    clock: AppClock,
+    store: Option<Arc<dyn Store>>,
+}
+
+enum AppClock {
+    Manual(ManualClock),
+    /// The system clock, for tests whose app compares its time with Redis `TIME`.
+    System,
+}
+
+impl Spawn {
+    fn new(redis_url: Option<String>) -> Self {
+        Self { settings: test_settings(redis_url), clock: AppClock::Manual(ManualClock::new(T0)), store: None }
+    }
+
+    /// Changes the settings the app starts with.
+    pub fn settings(mut self, edit: impl FnOnce(&mut Settings)) -> Self {
+        edit(&mut self.settings);
+        self
+    }
+
+    /// Runs the app on this manual clock instead of a fresh one at [`T0`].
+    pub fn clock(mut self, clock: ManualClock) -> Self {
+        self.clock = AppClock::Manual(clock);
+        self
+    }
+
+    /// Runs the app on the system clock (for tests about real time only).
+    pub fn system_clock(mut self) -> Self {
+        self.clock = AppClock::System;
+        self
+    }
+
+    /// Starts the app; returns once it is ready.
+    pub async fn spawn(self) -> TestApp {
+        let (shared, clock): (Arc<dyn Clock>, ManualClock) = match self.clock {
+            AppClock::Manual(clock) => (Arc::new(clock.clone()), clock),
+            // The handle's manual clock is unused then: the app runs on the system clock.
+            AppClock::System => (Arc::new(SystemClock), ManualClock::new(T0)),
+        };
+        let running = match self.store {
+            Some(store) => server::start_with_store(self.settings, shared, store).await,
+            None => server::start(self.settings, shared).await,
+        };
+        TestApp::attach(running.expect("app starts"), clock).await
+    }
+}
+
+fn test_settings(redis_url: Option<String>) -> Settings {
+    Settings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        redis_url: redis_url.map(Into::into),
+        admin_tokens: vec![NamedToken { name: "ann".into(), secret: ADMIN.to_owned().into() }],
+        resync_every: Duration::from_secs(1),
+        // The tests step the controller themselves (`TestApp::tick`); the loop only takes the lease at start.
+        controller_tick: Duration::from_secs(3600),
+        lease: Duration::from_secs(7200),
+        // Every push is judged inline (the gap is covered by its own test).
+        push_judge_gap: Duration::ZERO,
+        // In-process apps stop at once; the drain is tested on the real binary (shutdown.rs).
+        drain: Duration::ZERO,
+        ..Settings::default()
     }
 }

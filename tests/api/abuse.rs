@@ -8,8 +8,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{ADMIN, RedisServer, spawn_app};
-use crate::process::{ServiceProcess, timed_test};
+use crate::helpers::{ADMIN, RedisServer, ServiceProcess, TestApp, timed_test};
 
 /// Reads until the server closes the connection (or `limit` passes); what it sent and when it closed.
 async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Option<Duration>) {
@@ -364,7 +363,7 @@ fn assert_json_error<'a>(raw: &'a [u8], status_line: &str, code: &str) -> &'a [u
 #[tokio::test]
 async fn requests_hyper_cannot_parse_are_answered_in_the_json_error_shape() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     let long_url = format!("GET /flags/{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(100 * 1024));
     let many_headers = format!(
         "GET /healthz HTTP/1.1\r\nhost: x\r\n{}\r\n",

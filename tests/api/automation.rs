@@ -3,7 +3,7 @@
 use rollout_controller::clock::ManualClock;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, RedisServer, TestApp, spawn_app};
+use crate::helpers::{ADMIN, RedisServer, T0, TestApp, eventually};
 
 async fn history(app: &TestApp, flag: &str) -> Vec<Value> {
     app.admin_get(&format!("/flags/{flag}/history?limit=1000")).await.body["events"]
@@ -39,7 +39,7 @@ const HEALTHY: fn() -> Value = || json!({"requests": 1000, "errors": 2});
 #[tokio::test]
 async fn the_whole_runbook_plan_runs_by_itself_while_healthy() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     app.create_flag("checkout", json!({"internal_users": ["ann@corp"]})).await;
     app.must("checkout", "start").await;
 
@@ -79,7 +79,7 @@ async fn the_whole_runbook_plan_runs_by_itself_while_healthy() {
 #[tokio::test]
 async fn an_error_rate_breach_at_ten_percent_rolls_back_at_once_on_the_push() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     running_at(&app, "f", json!({"internal_users": ["ann"]}), 1).await;
     assert_eq!(state(&app, "f").await, s("running", "10%", 10));
 
@@ -111,7 +111,7 @@ async fn an_error_rate_breach_at_ten_percent_rolls_back_at_once_on_the_push() {
 #[tokio::test]
 async fn bounce_complaint_and_delivery_breaches_at_fifty_percent_roll_back() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     let cases = [
         (json!({"sent": 200, "delivered": 190, "bounced": 12}), "bounce_rate 0.06 > 0.05 over 200 sent"),
         (
@@ -138,7 +138,7 @@ async fn bounce_complaint_and_delivery_breaches_at_fifty_percent_roll_back() {
 #[tokio::test]
 async fn too_few_samples_hold_the_stage_without_rolling_back() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     running_at(&app, "f", json!({}), 1).await;
     app.clock.advance_secs(7200);
     let reply = app.push("f", json!({"requests": 99, "errors": 50})).await;
@@ -168,7 +168,7 @@ async fn too_few_samples_hold_the_stage_without_rolling_back() {
 
 #[tokio::test]
 async fn advance_without_data_advances_after_the_soak() {
-    let app = spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
     running_at(&app, "quiet", json!({"advance_without_data": true}), 1).await;
     running_at(&app, "strict", json!({}), 1).await;
     app.clock.advance_secs(3600);
@@ -182,7 +182,7 @@ async fn advance_without_data_advances_after_the_soak() {
 #[tokio::test]
 async fn a_paused_flag_still_rolls_back_on_a_breach() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     running_at(&app, "f", json!({}), 2).await;
     app.must("f", "pause").await;
     app.clock.advance_secs(7200);
@@ -196,17 +196,17 @@ async fn a_paused_flag_still_rolls_back_on_a_breach() {
 #[tokio::test]
 async fn on_breach_pause_freezes_instead_and_pushes_inside_the_judge_gap_are_judged_at_its_end() {
     let redis = RedisServer::start();
-    let mut settings = crate::helpers::settings(Some(redis.url()));
-    settings.push_judge_gap = std::time::Duration::from_millis(300);
-    let app = crate::helpers::spawn_with(settings).await;
+    let app = TestApp::on(&redis).settings(|s| s.push_judge_gap = std::time::Duration::from_millis(300)).spawn().await;
     running_at(&app, "f", json!({"on_breach": "pause", "thresholds": {"error_rate": 0.05}, "min_samples": 10}), 1)
         .await;
     let reply = app.push("f", json!({"requests": 100, "errors": 5})).await;
     assert_eq!(reply.body["action"], Value::Null, "0.05 is not above the flag's 0.05 threshold");
     // Within the push-check gap, the next push is judged a moment later, not inline.
     app.push("f", json!({"requests": 0, "errors": 10})).await;
-    crate::helpers::eventually(std::time::Duration::from_secs(2), || async { state(&app, "f").await.0 == "paused" })
-        .await;
+    eventually(std::time::Duration::from_secs(2), "the deferred judgement pauses the flag", || async {
+        state(&app, "f").await.0 == "paused"
+    })
+    .await;
     assert_eq!(state(&app, "f").await, s("paused", "10%", 10), "paused holds the percentage");
     let last = &history(&app, "f").await[0];
     assert_eq!((last["action"].as_str(), last["actor"].as_str()), (Some("pause"), Some("controller")));
@@ -217,9 +217,7 @@ async fn on_breach_pause_freezes_instead_and_pushes_inside_the_judge_gap_are_jud
 async fn a_judgement_deferred_by_the_push_gap_is_dropped_at_shutdown_not_run_after_it() {
     let redis = RedisServer::start();
     let gap = std::time::Duration::from_millis(300);
-    let mut settings = crate::helpers::settings(Some(redis.url()));
-    settings.push_judge_gap = gap;
-    let app = crate::helpers::spawn_with(settings.clone()).await;
+    let app = TestApp::on(&redis).settings(|s| s.push_judge_gap = gap).spawn().await;
     running_at(&app, "f", json!({"on_breach": "pause", "thresholds": {"error_rate": 0.05}, "min_samples": 10}), 1)
         .await;
     app.push("f", json!({"requests": 100, "errors": 5})).await;
@@ -230,8 +228,8 @@ async fn a_judgement_deferred_by_the_push_gap_is_dropped_at_shutdown_not_run_aft
     tokio::time::sleep(gap * 2).await;
     // A replica whose clock is past the window (it sees no data, so its own tick changes nothing)
     // reads the flag as the stopped app left it.
-    let later = ManualClock::new(crate::helpers::T0 + 600_000);
-    let reader = crate::helpers::spawn_with_clock(settings, later).await;
+    let later = ManualClock::new(T0 + 600_000);
+    let reader = TestApp::on(&redis).settings(|s| s.push_judge_gap = gap).clock(later).spawn().await;
     assert_eq!(state(&reader, "f").await, s("running", "10%", 10), "a judgement ran after its app stopped");
     let last = &history(&reader, "f").await[0];
     assert_eq!(last["action"], "advance", "{last}");
@@ -239,7 +237,7 @@ async fn a_judgement_deferred_by_the_push_gap_is_dropped_at_shutdown_not_run_aft
 
 #[tokio::test]
 async fn per_stage_thresholds_override_the_flag_and_null_turns_a_guard_off() {
-    let app = spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
     let definition = json!({
         "thresholds": {"queue_depth": null},
         "stages": [
@@ -259,7 +257,7 @@ async fn per_stage_thresholds_override_the_flag_and_null_turns_a_guard_off() {
 
 #[tokio::test]
 async fn the_window_only_counts_recent_data() {
-    let app = spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
     running_at(&app, "f", json!({"window_secs": 60, "min_samples": 10}), 1).await;
     app.push("f", json!({"requests": 100, "errors": 1})).await;
     app.clock.advance_secs(30);
@@ -276,16 +274,19 @@ async fn the_window_only_counts_recent_data() {
 
 #[tokio::test]
 async fn metric_pushes_are_validated_and_authorised() {
-    let mut settings = crate::helpers::settings(None);
-    settings.metrics_tokens = vec![rollout_controller::config::NamedToken {
-        name: "app".into(),
-        secret: "metrics-token-1".to_owned().into(),
-    }];
-    settings.read_tokens = vec![rollout_controller::config::NamedToken {
-        name: "reader".into(),
-        secret: "read-token-1".to_owned().into(),
-    }];
-    let app = crate::helpers::spawn_with(settings).await;
+    let app = TestApp::in_memory()
+        .settings(|s| {
+            s.metrics_tokens = vec![rollout_controller::config::NamedToken {
+                name: "app".into(),
+                secret: "metrics-token-1".to_owned().into(),
+            }];
+            s.read_tokens = vec![rollout_controller::config::NamedToken {
+                name: "reader".into(),
+                secret: "read-token-1".to_owned().into(),
+            }];
+        })
+        .spawn()
+        .await;
     running_at(&app, "f", json!({}), 1).await;
     let push = |token: &str, body: &str| {
         app.http
@@ -351,6 +352,6 @@ async fn widening_the_window_keeps_the_stage_s_data(app: &TestApp) {
 #[tokio::test]
 async fn changing_window_secs_on_a_running_flag_keeps_its_guard_data_like_an_unchanged_twin() {
     let redis = RedisServer::start();
-    widening_the_window_keeps_the_stage_s_data(&spawn_app(Some(redis.url())).await).await;
-    widening_the_window_keeps_the_stage_s_data(&spawn_app(None).await).await;
+    widening_the_window_keeps_the_stage_s_data(&TestApp::on(&redis).spawn().await).await;
+    widening_the_window_keeps_the_stage_s_data(&TestApp::in_memory().spawn().await).await;
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{ADMIN, RedisServer, T0, TestApp, settings, spawn_with};
+use crate::helpers::{ADMIN, RedisServer, T0, TestApp};
 
 const CIO_KEY: &str = "whsec_bad_input";
 
@@ -66,9 +66,10 @@ async fn state(app: &TestApp) -> Value {
 #[tokio::test]
 async fn bad_input_on_every_route_is_a_4xx_in_our_format_and_changes_nothing() {
     let redis = RedisServer::start();
-    let mut s = settings(Some(redis.url()));
-    s.cio_signing_keys = vec![SecretString::from(CIO_KEY.to_owned())];
-    let app = spawn_with(s).await;
+    let app = TestApp::on(&redis)
+        .settings(|s| s.cio_signing_keys = vec![SecretString::from(CIO_KEY.to_owned())])
+        .spawn()
+        .await;
     app.create_flag("f", json!({})).await;
     app.must("f", "start").await;
     let before = state(&app).await;
@@ -292,7 +293,7 @@ async fn raw_request(app: &TestApp, method: &str, path: &str, body: &str) -> (u1
 
 #[tokio::test]
 async fn dot_and_dot_dot_are_no_flag_names_on_any_route() {
-    let app = spawn_with(settings(None)).await;
+    let app = TestApp::in_memory().spawn().await;
     app.create_flag("f", json!({})).await;
     let routes: &[(&str, &str, &str)] = &[
         ("PUT", "/flags/{}", "{}"),

@@ -7,7 +7,7 @@ use rollout_controller::config::NamedToken;
 use rollout_controller::domain::bucket::user_bucket;
 use serde_json::json;
 
-use crate::helpers::{ADMIN, CliRun, RedisServer, free_port, rollout_cli, spawn_app, spawn_with};
+use crate::helpers::{ADMIN, CliRun, RedisServer, TestApp, free_port, rollout_cli};
 
 /// The whitespace-separated cells of the table line that starts with `first`.
 fn row(run: &CliRun, first: &str) -> Vec<String> {
@@ -28,7 +28,7 @@ fn ok(run: CliRun) -> CliRun {
 #[tokio::test]
 async fn operators_drive_a_rollout_end_to_end_from_the_command_line() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     app.create_flag("checkout", json!({"internal_users": ["ann@corp"], "salt": "checkout"})).await;
     app.create_flag("search", json!({})).await;
 
@@ -115,7 +115,7 @@ async fn operators_drive_a_rollout_end_to_end_from_the_command_line() {
 
 #[tokio::test]
 async fn refusals_exit_1_with_the_servers_reason_on_one_line() {
-    let app = spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
     app.create_flag("f", json!({})).await;
     let cases: [(&[&str], &str); 5] = [
         (&["status", "nope"], "error: no flag named nope"),
@@ -142,9 +142,10 @@ async fn refusals_exit_1_with_the_servers_reason_on_one_line() {
 
 #[tokio::test]
 async fn a_read_token_may_explain_but_not_change_state() {
-    let mut settings = crate::helpers::settings(None);
-    settings.read_tokens = vec![NamedToken { name: "app".into(), secret: "read-token-1".to_owned().into() }];
-    let app = spawn_with(settings).await;
+    let app = TestApp::in_memory()
+        .settings(|s| s.read_tokens = vec![NamedToken { name: "app".into(), secret: "read-token-1".to_owned().into() }])
+        .spawn()
+        .await;
     app.create_flag("f", json!({})).await;
     let run = app.cli_with_token("read-token-1", &["start", "f"]).await;
     assert_eq!((run.code, run.stderr.trim_end()), (1, "error: this token may not change or read rollout state"));
@@ -196,7 +197,7 @@ async fn usage_and_connection_errors_exit_2() {
 
 #[tokio::test]
 async fn the_token_is_never_printed() {
-    let app = spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
     app.create_flag("f", json!({})).await;
     for args in
         [&["--help"][..], &["status", "--help"], &["status"], &["--json", "status"], &["status", "nope"], &["doctor"]]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rollout_controller::clock::ManualClock;
 use serde_json::json;
 
-use crate::helpers::{ADMIN, RedisServer, settings, spawn_app, spawn_with_clock};
+use crate::helpers::{ADMIN, RedisServer, TestApp};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const SETUP: &str = "run: scripts/ci-ui-deps.sh (apt-get install -y chromium && npm ci --prefix tests/ui)";
@@ -27,7 +27,7 @@ fn system_now_ms() -> i64 {
 
 #[tokio::test]
 async fn the_dashboard_is_served_self_contained_with_a_strict_csp_and_no_auth() {
-    let app = spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
 
     let mut assets = Vec::new();
     for (path, content_type) in [
@@ -86,7 +86,7 @@ async fn an_operator_rolls_back_a_flag_from_the_dashboard_in_headless_chromium()
     let redis = RedisServer::start();
     // The manual clock starts half an hour ago rather than at T0, so the browser (on the real clock)
     // shows the times an operator would see; the test still sets every instant itself.
-    let app = spawn_with_clock(settings(Some(redis.url())), ManualClock::new(system_now_ms() - 30 * 60_000)).await;
+    let app = TestApp::on(&redis).clock(ManualClock::new(system_now_ms() - 30 * 60_000)).spawn().await;
 
     app.create_flag("checkout", json!({"internal_users": ["ann@example.com"], "salt": "checkout"})).await;
     let started = app.admin_post("/flags/checkout/start", json!({"reason": "launch review signed off"})).await;
@@ -149,7 +149,7 @@ async fn an_operator_rolls_back_a_flag_from_the_dashboard_in_headless_chromium()
 }
 
 /// Flags in the other states, so the page shows every badge next to the one under test.
-async fn seed_neighbours(app: &crate::helpers::TestApp) {
+async fn seed_neighbours(app: &TestApp) {
     app.create_flag(
         "search-v2",
         json!({"stages": [

@@ -13,10 +13,7 @@ use rollout_controller::domain::rollout::Flag;
 use rollout_controller::store::{MemoryStore, Store};
 use serde_json::json;
 
-use crate::helpers::{
-    ADMIN, CliRun, RedisServer, T0, eventually, free_port, rollout_cli, settings, spawn_with, spawn_with_store,
-    spawn_with_system_clock,
-};
+use crate::helpers::{ADMIN, CliRun, RedisServer, T0, TestApp, eventually, free_port, rollout_cli};
 
 /// A notification receiver on a free port that counts the HEAD requests it gets.
 async fn receiver() -> (String, Arc<AtomicUsize>) {
@@ -71,14 +68,18 @@ fn detail(run: &CliRun, check: &str) -> String {
 async fn the_doctor_passes_a_production_setup() {
     let redis = RedisServer::start();
     let (hook, heads) = receiver().await;
-    let mut s = settings(Some(redis.url()));
-    s.read_tokens = vec![token("app", "read-token-1")];
-    s.metrics_tokens = vec![token("pusher", "metrics-token-1")];
-    s.notify_urls = vec![hook.clone().into()];
-    s.cio_signing_keys = vec!["whsec_production_key".to_owned().into()];
-    let app = spawn_with_system_clock(s).await;
+    let app = TestApp::on(&redis)
+        .settings(|s| {
+            s.read_tokens = vec![token("app", "read-token-1")];
+            s.metrics_tokens = vec![token("pusher", "metrics-token-1")];
+            s.notify_urls = vec![hook.clone().into()];
+            s.cio_signing_keys = vec!["whsec_production_key".to_owned().into()];
+        })
+        .system_clock()
+        .spawn()
+        .await;
     app.create_flag("checkout", json!({})).await;
-    eventually(Duration::from_secs(5), || async { app.is_leader() }).await;
+    eventually(Duration::from_secs(5), "the app leads", || async { app.is_leader() }).await;
 
     let run = app.cli(&["doctor"]).await;
     assert_eq!(run.code, 0, "{run:?}");
@@ -129,10 +130,13 @@ async fn the_doctor_fails_a_memory_store_a_generated_token_a_dead_receiver_and_a
         store.write_flag(&flag, 0, &flag.creation_event("script", "seeded")).await.expect("seed");
     }
     let dead = format!("http://127.0.0.1:{}/hook", free_port());
-    let mut s = settings(None);
-    s.admin_tokens = vec![];
-    s.notify_urls = vec![dead.into()];
-    let app = spawn_with_store(s, store).await;
+    let app = TestApp::on_store(store)
+        .settings(|s| {
+            s.admin_tokens = vec![];
+            s.notify_urls = vec![dead.into()];
+        })
+        .spawn()
+        .await;
     let generated = app.generated_token().expect("a token was generated");
 
     let run = app.cli_with_token(&generated, &["doctor"]).await;
@@ -171,10 +175,8 @@ async fn the_doctor_fails_a_memory_store_a_generated_token_a_dead_receiver_and_a
 #[tokio::test]
 async fn a_replica_clock_a_second_off_redis_time_fails_the_doctor() {
     let redis = RedisServer::start();
-    let mut s = settings(Some(redis.url()));
-    s.notify_urls = vec![];
     // The harness's manual clock stands at 2023-11-14: far from Redis TIME.
-    let app = spawn_with(s).await;
+    let app = TestApp::on(&redis).settings(|s| s.notify_urls = vec![]).spawn().await;
     let run = app.cli(&["doctor"]).await;
     assert_eq!(run.code, 1, "{run:?}");
     let clock = detail(&run, "clock");
@@ -196,7 +198,7 @@ async fn the_doctor_fails_on_one_line_when_it_cannot_ask() {
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(run.stdout, format!("[FAIL] server  cannot reach {refused}: connection refused\nResult: 0/1 passed\n"));
 
-    let app = spawn_with(settings(None)).await;
+    let app = TestApp::in_memory().spawn().await;
     let run = app.cli_with_token("wrong-token-here", &["doctor"]).await;
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
@@ -210,9 +212,7 @@ async fn the_doctor_fails_on_one_line_when_it_cannot_ask() {
 async fn admin_status_shows_secrets_only_by_their_first_four_characters() {
     let redis = RedisServer::start();
     let secret_hook = format!("http://127.0.0.1:{}/services/T000/B000/very-secret", free_port());
-    let mut s = settings(Some(redis.url()));
-    s.notify_urls = vec![secret_hook.clone().into()];
-    let app = spawn_with(s).await;
+    let app = TestApp::on(&redis).settings(|s| s.notify_urls = vec![secret_hook.clone().into()]).spawn().await;
     let r = app.admin_get("/admin/status").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let body = r.body.to_string();

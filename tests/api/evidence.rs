@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{RedisServer, TestApp, eventually, settings, spawn_app, spawn_with};
+use crate::helpers::{RedisServer, TestApp, eventually};
 use crate::notifications::{received, receiver};
 
 #[path = "../../examples/guard-sim/sim.rs"]
@@ -35,9 +35,7 @@ fn guard<'a>(health: &'a Value, name: &str) -> &'a Value {
 async fn a_soak_that_ends_without_evidence_holds_the_flag_and_says_so_once() {
     let redis = RedisServer::start();
     let (url, inbox) = receiver().await;
-    let mut s = settings(Some(redis.url()));
-    s.notify_urls = vec![format!("{url}/slack").into()];
-    let app = spawn_with(s).await;
+    let app = TestApp::on(&redis).settings(|s| s.notify_urls = vec![format!("{url}/slack").into()]).spawn().await;
     running_at_ten_percent(&app, "f", json!({})).await;
     // 3 errors in 200 requests, in the last minute of the soak: 1.5% measured, but far too few
     // requests to know it is over 1%.
@@ -67,7 +65,7 @@ async fn a_soak_that_ends_without_evidence_holds_the_flag_and_says_so_once() {
     assert_eq!(waits.len(), 1, "recorded once per stage entry: {waits:?}");
     let reason = waits[0]["reason"].as_str().unwrap_or("");
     assert!(reason.starts_with("soak of 1h passed, waiting for evidence: error_rate 0.015 ["), "{reason}");
-    eventually(Duration::from_secs(5), || async {
+    eventually(Duration::from_secs(5), "the waiting_for_evidence notice", || async {
         received(&inbox, "slack").iter().any(|m| m["action"] == "waiting_for_evidence")
     })
     .await;
@@ -83,7 +81,7 @@ async fn a_soak_that_ends_without_evidence_holds_the_flag_and_says_so_once() {
 
 #[tokio::test]
 async fn one_gauge_spike_does_not_roll_back_two_reports_in_a_row_do() {
-    let app = spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
     running_at_ten_percent(&app, "f", json!({})).await;
     let spike = app.push("f", json!({"p99_latency_ms": 9000})).await;
     assert_eq!(spike.body["action"], Value::Null, "one report over the threshold is a spike");
@@ -102,7 +100,7 @@ async fn one_gauge_spike_does_not_roll_back_two_reports_in_a_row_do() {
 #[tokio::test]
 async fn a_global_incident_that_hurts_both_cohorts_alike_does_not_roll_back_a_regression_of_its_own_does() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     let definition = json!({"thresholds": {"error_rate": null}, "compare": {"error_rate": {"max_increase": 0.005}}});
     running_at_ten_percent(&app, "incident", definition.clone()).await;
     running_at_ten_percent(&app, "regression", definition).await;
@@ -138,7 +136,7 @@ async fn a_global_incident_that_hurts_both_cohorts_alike_does_not_roll_back_a_re
 #[tokio::test]
 async fn a_treatment_share_far_from_the_flags_percent_pauses_the_flag() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     running_at_ten_percent(&app, "wired-wrong", json!({})).await;
     running_at_ten_percent(&app, "wired-right", json!({})).await;
     // An app that reads the flag wrong: 31% of requests come from "enabled" users at a 10% stage.
@@ -161,7 +159,7 @@ async fn a_treatment_share_far_from_the_flags_percent_pauses_the_flag() {
 #[tokio::test]
 async fn flags_stored_before_sequential_guards_are_judged_by_them() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     running_at_ten_percent(&app, "old", json!({})).await;
     // Strip the new fields from the stored document, as a flag written by an older release.
     let mut conn = redis.connection();
@@ -179,7 +177,7 @@ async fn flags_stored_before_sequential_guards_are_judged_by_them() {
     }
     assert_eq!(rewritten, 1, "the flag's document was found and rewritten");
     // A replica started now reads the old document.
-    let fresh = spawn_app(Some(redis.url())).await;
+    let fresh = TestApp::on(&redis).spawn().await;
     let definition = &fresh.admin_get("/flags/old").await.body["definition"];
     assert_eq!((definition["decision"].as_str(), definition["confidence"].as_f64()), (Some("sequential"), Some(0.95)));
     let reply = fresh.push("old", json!({"requests": 1000, "errors": 40})).await;
@@ -193,7 +191,7 @@ async fn flags_stored_before_sequential_guards_are_judged_by_them() {
 
 #[tokio::test]
 async fn guard_settings_are_validated() {
-    let app = spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
     for (body, field) in [
         (json!({"confidence": 0.3}), "confidence"),
         (json!({"confidence": 1.0}), "confidence"),
@@ -255,7 +253,7 @@ fn seeded_simulation_meets_the_decision_targets() {
 async fn seeded_traffic_through_the_service_rolls_back_bad_flags_and_advances_healthy_ones() {
     use rand::SeedableRng;
     use rand_distr::{Binomial, Distribution};
-    let app = spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let plan = json!({"stages": [{"name": "10%", "percent": 10, "soak_secs": 2}, {"name": "50%", "percent": 50, "soak_secs": 3600}]});
     let mut outcomes = Vec::new();

@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::helpers::{RedisOptions, RedisServer, within_named};
-use crate::process::{FAST, ServiceProcess, timed_test};
+use crate::helpers::{FAST, RedisOptions, RedisServer, ServiceProcess, eventually, timed_test};
 
 /// What the in-test load client saw.
 #[derive(Default)]
@@ -143,7 +142,7 @@ async fn redis_outage_under_load_loses_no_evaluation_refuses_changes_and_recover
     assert_eq!(a.admin_put("/flags/f", plan).await.status, 201);
     assert_eq!(a.admin_post("/flags/f/start", json!({})).await.status, 200);
     assert_eq!(b.admin_post("/flags/f/advance", json!({"reason": "before the outage"})).await.status, 200);
-    within_named(Duration::from_secs(2), "both replicas at 50%", || async {
+    eventually(Duration::from_secs(2), "both replicas at 50%", || async {
         a.flag("f").await["percent"] == 50 && b.flag("f").await["percent"] == 50
     })
     .await;
@@ -159,7 +158,7 @@ async fn redis_outage_under_load_loses_no_evaluation_refuses_changes_and_recover
     let at_kill = load.total();
     let mut degraded_ms = Vec::new();
     for replica in [&a, &b] {
-        within_named(Duration::from_secs(3), "/readyz 503 after the kill", || async {
+        eventually(Duration::from_secs(3), "/readyz 503 after the kill", || async {
             replica.get("/readyz").await.status == 503
         })
         .await;
@@ -192,7 +191,7 @@ async fn redis_outage_under_load_loses_no_evaluation_refuses_changes_and_recover
     let outage_evaluations = load.total() - at_kill;
     let mut recovery_ms = Vec::new();
     for replica in [&a, &b] {
-        within_named(Duration::from_secs(2).saturating_sub(restarted.elapsed()), "/readyz 200 within 2 s", || async {
+        eventually(Duration::from_secs(2).saturating_sub(restarted.elapsed()), "/readyz 200 within 2 s", || async {
             replica.get("/readyz").await.status == 200
         })
         .await;
@@ -206,12 +205,12 @@ async fn redis_outage_under_load_loses_no_evaluation_refuses_changes_and_recover
     // The change feed re-subscribed by itself: a change through one replica reaches the other.
     let changed = Instant::now();
     assert_eq!(a.admin_post("/flags/f/pause", json!({"reason": "after the outage"})).await.status, 200);
-    within_named(Duration::from_secs(1), "the pause reaches B", || async { b.flag("f").await["status"] == "paused" })
+    eventually(Duration::from_secs(1), "the pause reaches B", || async { b.flag("f").await["status"] == "paused" })
         .await;
     let a_to_b_ms = changed.elapsed().as_millis();
     let changed = Instant::now();
     assert_eq!(b.admin_post("/flags/f/resume", json!({})).await.status, 200);
-    within_named(Duration::from_secs(1), "the resume reaches A", || async { a.flag("f").await["status"] == "running" })
+    eventually(Duration::from_secs(1), "the resume reaches A", || async { a.flag("f").await["status"] == "running" })
         .await;
     let b_to_a_ms = changed.elapsed().as_millis();
 
@@ -276,12 +275,12 @@ async fn redis_restarted_empty_resets_no_flag_and_the_leader_restores_each_as_it
             assert_eq!(a.admin_post(&format!("/flags/{flag}/{command}"), json!({})).await.status, 200);
         }
     }
-    assert_eq!(a.exec(a.http.delete(a.url("/flags/gone")).bearer_auth(crate::helpers::ADMIN)).await.status, 204);
+    assert_eq!(a.admin_delete("/flags/gone").await.status, 204);
     let names = ["ten", "full", "paused", "rolled", "done", "waiting"];
     let mut before = Vec::new();
     for name in names {
         let flag = a.flag(name).await;
-        within_named(Duration::from_secs(2), "B has every flag", || async { b.flag(name).await == flag }).await;
+        eventually(Duration::from_secs(2), "B has every flag", || async { b.flag(name).await == flag }).await;
         before.push(flag);
     }
 
@@ -317,7 +316,7 @@ async fn redis_restarted_empty_resets_no_flag_and_the_leader_restores_each_as_it
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.restart();
     let mut conn = redis.connection();
-    let restored = within_named(Duration::from_secs(5), "every flag back in Redis", || {
+    let restored = eventually(Duration::from_secs(5), "every flag back in Redis", || {
         let found: Vec<Option<String>> = names
             .iter()
             .map(|n| redis::cmd("HGET").arg(format!("rollout:{{{n}}}:flag")).arg("doc").query(&mut conn).ok().flatten())
@@ -326,14 +325,14 @@ async fn redis_restarted_empty_resets_no_flag_and_the_leader_restores_each_as_it
     })
     .await;
     for replica in [&a, &b] {
-        within_named(Duration::from_secs(3), "ready again", || async { replica.get("/readyz").await.status == 200 })
+        eventually(Duration::from_secs(3), "ready again", || async { replica.get("/readyz").await.status == 200 })
             .await;
     }
     // Both replicas take the restored flags (version + 1), as they were.
     for (name, flag) in names.iter().zip(&before) {
         for replica in [&a, &b] {
             let version = flag["version"].as_u64().expect("version") + 1;
-            within_named(Duration::from_secs(2), "restored flag reaches the replica", || async {
+            eventually(Duration::from_secs(2), "restored flag reaches the replica", || async {
                 replica.flag(name).await["version"] == version
             })
             .await;
@@ -356,9 +355,9 @@ async fn redis_restarted_empty_resets_no_flag_and_the_leader_restores_each_as_it
     assert!(!exists, "a deleted flag was resurrected");
     // The restored flags take changes again; a delete still goes everywhere and stays gone.
     assert_eq!(b.admin_post("/flags/ten/advance", json!({})).await.status, 200);
-    within_named(Duration::from_secs(1), "advance reaches A", || async { a.flag("ten").await["percent"] == 50 }).await;
-    assert_eq!(a.exec(a.http.delete(a.url("/flags/waiting")).bearer_auth(crate::helpers::ADMIN)).await.status, 204);
-    within_named(Duration::from_secs(1), "delete reaches B", || async {
+    eventually(Duration::from_secs(1), "advance reaches A", || async { a.flag("ten").await["percent"] == 50 }).await;
+    assert_eq!(a.admin_delete("/flags/waiting").await.status, 204);
+    eventually(Duration::from_secs(1), "delete reaches B", || async {
         b.get("/flags/waiting/users/u").await.status == 404
     })
     .await;
@@ -386,11 +385,11 @@ async fn a_leader_killed_mid_soak_is_replaced_within_one_lease_and_the_soak_goes
         {"name": "s2", "percent": 50, "soak_secs": 3},
         {"name": "s3", "percent": 100, "soak_secs": 3}]});
     assert_eq!(a.admin_put("/flags/soak", plan).await.status, 201);
-    within_named(Duration::from_secs(3), "a leader", || async { a.is_leader().await || b.is_leader().await }).await;
+    eventually(Duration::from_secs(3), "a leader", || async { a.is_leader().await || b.is_leader().await }).await;
     assert_eq!(a.admin_post("/flags/soak/start", json!({})).await.status, 200);
 
     // Half way through the second stage's soak, SIGKILL the leader.
-    within_named(Duration::from_secs(6), "stage s2", || async { a.flag("soak").await["stage"] == "s2" }).await;
+    eventually(Duration::from_secs(6), "stage s2", || async { a.flag("soak").await["stage"] == "s2" }).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let a_leads = a.is_leader().await;
     let (leader, survivor) = if a_leads { (&mut a, &mut b) } else { (&mut b, &mut a) };
@@ -399,12 +398,10 @@ async fn a_leader_killed_mid_soak_is_replaced_within_one_lease_and_the_soak_goes
     let killed = Instant::now();
     let survivor: &ServiceProcess = survivor;
     let takeover =
-        within_named(Duration::from_secs(3), "the survivor leads", || async { survivor.is_leader().await }).await;
+        eventually(Duration::from_secs(3), "the survivor leads", || async { survivor.is_leader().await }).await;
 
-    within_named(Duration::from_secs(10), "completed", || async {
-        survivor.flag("soak").await["status"] == "completed"
-    })
-    .await;
+    eventually(Duration::from_secs(10), "completed", || async { survivor.flag("soak").await["status"] == "completed" })
+        .await;
     let history = events(&survivor.admin_get("/flags/soak/history").await.body);
     assert_eq!(
         actions(&history),

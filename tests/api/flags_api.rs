@@ -4,12 +4,12 @@ use serde_json::json;
 
 use rollout_controller::config::NamedToken;
 
-use crate::helpers::{ADMIN, RedisServer, settings, spawn_app, spawn_with};
+use crate::helpers::{ADMIN, RedisServer, TestApp};
 
 #[tokio::test]
 async fn a_flag_is_created_with_the_runbook_plan_and_driven_through_its_lifecycle() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
 
     let created = app.create_flag("checkout", json!({"internal_users": ["ann@corp"]})).await;
     assert_eq!(created["status"], "pending");
@@ -94,7 +94,7 @@ async fn a_flag_is_created_with_the_runbook_plan_and_driven_through_its_lifecycl
 #[tokio::test]
 async fn flags_are_listed_shown_updated_and_deleted() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     app.create_flag("b", json!({"salt": "b-salt", "stages": [{"name": "half", "percent": 50, "soak_secs": 5}]})).await;
     app.create_flag("a", json!({})).await;
 
@@ -135,12 +135,12 @@ async fn flags_are_listed_shown_updated_and_deleted() {
 async fn a_deletion_is_recorded_with_actor_reason_and_last_state_in_an_audit_that_outlives_the_flag() {
     let redis = RedisServer::start();
     let with_reader = || {
-        let mut settings = settings(Some(redis.url()));
-        settings.read_tokens = vec![NamedToken { name: "dash".into(), secret: "read-token-1".to_owned().into() }];
-        settings
+        TestApp::on(&redis).settings(|s| {
+            s.read_tokens = vec![NamedToken { name: "dash".into(), secret: "read-token-1".to_owned().into() }];
+        })
     };
-    let app = spawn_with(with_reader()).await;
-    let other = spawn_with(with_reader()).await;
+    let app = with_reader().spawn().await;
+    let other = with_reader().spawn().await;
     let created = app.create_flag("checkout", json!({})).await;
     app.must("checkout", "start").await;
     app.must("checkout", "advance").await;
@@ -219,7 +219,7 @@ async fn a_deletion_is_recorded_with_actor_reason_and_last_state_in_an_audit_tha
 
 #[tokio::test]
 async fn the_default_flag_answers_get_flag_user() {
-    let app = spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
     let missing = app.get("/flag/user-1").await;
     assert_eq!((missing.status, missing.body["error"].as_str()), (404, Some("flag_not_found")));
     app.create_flag("default", json!({"stages": [{"name": "all", "percent": 100}]})).await;
@@ -237,7 +237,7 @@ async fn the_default_flag_answers_get_flag_user() {
 #[tokio::test]
 async fn every_error_code_comes_as_json() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     app.create_flag("f", json!({})).await;
     let before = app.admin_get("/flags/f").await.body;
 

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, TestApp, settings, spawn_with};
+use crate::helpers::{ADMIN, TestApp};
 
 /// One app and runtime for every case (the memory store: no Redis needed to parse).
 fn app() -> &'static (tokio::runtime::Runtime, TestApp) {
@@ -14,10 +14,13 @@ fn app() -> &'static (tokio::runtime::Runtime, TestApp) {
     APP.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let app = rt.block_on(async {
-            let mut s = settings(None);
-            s.cio_signing_keys = vec!["whsec_fuzz".to_owned().into()];
-            s.cio_mapping.default_flag = Some("f".into());
-            let app = spawn_with(s).await;
+            let app = TestApp::in_memory()
+                .settings(|s| {
+                    s.cio_signing_keys = vec!["whsec_fuzz".to_owned().into()];
+                    s.cio_mapping.default_flag = Some("f".into());
+                })
+                .spawn()
+                .await;
             app.create_flag("f", json!({})).await;
             app.must("f", "start").await;
             app

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use rollout_controller::clock::ManualClock;
 use serde_json::json;
 
-use crate::helpers::{RedisServer, T0, eventually, settings, spawn_with, spawn_with_clock};
+use crate::helpers::{RedisServer, T0, TestApp, eventually};
 
 #[tokio::test]
 async fn exactly_one_replica_leads_and_a_killed_leader_is_replaced_within_one_lease() {
@@ -14,14 +14,14 @@ async fn exactly_one_replica_leads_and_a_killed_leader_is_replaced_within_one_le
     let lease = Duration::from_millis(1000);
     let tick = Duration::from_millis(100);
     let fast = || {
-        let mut s = settings(Some(redis.url()));
-        s.controller_tick = tick;
-        s.lease = lease;
-        s
+        TestApp::on(&redis).settings(|s| {
+            s.controller_tick = tick;
+            s.lease = lease;
+        })
     };
-    let a = spawn_with(fast()).await;
-    let b = spawn_with(fast()).await;
-    eventually(Duration::from_secs(5), || async { a.is_leader() || b.is_leader() }).await;
+    let a = fast().spawn().await;
+    let b = fast().spawn().await;
+    eventually(Duration::from_secs(5), "a leader", || async { a.is_leader() || b.is_leader() }).await;
     // Over several ticks, never two leaders at once.
     for _ in 0..10 {
         assert!(!(a.is_leader() && b.is_leader()), "two leaders at once");
@@ -32,7 +32,7 @@ async fn exactly_one_replica_leads_and_a_killed_leader_is_replaced_within_one_le
 
     let killed = Instant::now();
     leader.kill();
-    eventually(Duration::from_secs(5), || async { follower.is_leader() }).await;
+    eventually(Duration::from_secs(5), "the follower takes over", || async { follower.is_leader() }).await;
     let took = killed.elapsed();
     assert!(took <= lease + 3 * tick, "took over after {took:?}, lease is {lease:?}");
 }
@@ -41,8 +41,8 @@ async fn exactly_one_replica_leads_and_a_killed_leader_is_replaced_within_one_le
 async fn two_replicas_stepping_at_the_same_instant_advance_a_flag_exactly_once_100_times() {
     let redis = RedisServer::start();
     let clock = ManualClock::new(T0);
-    let a = spawn_with_clock(settings(Some(redis.url())), clock.clone()).await;
-    let b = spawn_with_clock(settings(Some(redis.url())), clock.clone()).await;
+    let a = TestApp::on(&redis).clock(clock.clone()).spawn().await;
+    let b = TestApp::on(&redis).clock(clock.clone()).spawn().await;
     let plan = json!({"stages": [
         {"name": "one", "percent": 10, "soak_secs": 60},
         {"name": "two", "percent": 20, "soak_secs": 60},
@@ -55,7 +55,7 @@ async fn two_replicas_stepping_at_the_same_instant_advance_a_flag_exactly_once_1
         let (version, index) =
             (before["version"].as_u64().expect("version"), before["stage_index"].as_u64().expect("index"));
         // Both replicas must see the same state before they race.
-        eventually(Duration::from_secs(2), || async {
+        eventually(Duration::from_secs(2), "B sees the flag's version", || async {
             b.try_evaluate("race", "u").await.is_some_and(|a| a["version"] == version)
         })
         .await;
@@ -64,7 +64,7 @@ async fn two_replicas_stepping_at_the_same_instant_advance_a_flag_exactly_once_1
         let (ra, rb) = tokio::join!(a.step(), b.step());
         assert_eq!(ra.len() + rb.len(), 1, "trial {trial}: {ra:?} {rb:?}");
         // When B won, its write reaches A's snapshot through the change feed.
-        eventually(Duration::from_secs(2), || async {
+        eventually(Duration::from_secs(2), "A sees the advance", || async {
             a.admin_get("/flags/race").await.body["version"].as_u64() != Some(version)
         })
         .await;

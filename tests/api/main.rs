@@ -16,7 +16,6 @@ mod leadership;
 mod notifications;
 mod ofrep;
 mod openapi;
-mod process;
 mod races;
 mod replicas;
 mod report;

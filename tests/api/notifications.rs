@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::helpers::{RedisServer, eventually, settings, spawn_with};
+use crate::helpers::{RedisServer, TestApp, eventually};
 
 pub type Inbox = Arc<Mutex<Vec<(String, Value)>>>;
 
@@ -38,17 +38,19 @@ pub fn received(inbox: &Inbox, path: &str) -> Vec<Value> {
 async fn every_transition_is_announced_once_and_rollbacks_call_the_flags_hooks() {
     let redis = RedisServer::start();
     let (url, inbox) = receiver().await;
-    let mut s = settings(Some(redis.url()));
-    s.notify_urls = vec![format!("{url}/slack").into()];
-    let app = spawn_with(s).await;
+    let app = TestApp::on(&redis).settings(|s| s.notify_urls = vec![format!("{url}/slack").into()]).spawn().await;
     app.create_flag("checkout", json!({"rollback_hooks": [format!("{url}/pause-campaigns")], "decision": "threshold"}))
         .await;
     app.must("checkout", "start").await;
     app.must("checkout", "advance").await;
     app.push("checkout", json!({"requests": 500, "errors": 10})).await;
 
-    eventually(Duration::from_secs(5), || async { received(&inbox, "slack").len() == 4 }).await;
-    eventually(Duration::from_secs(5), || async { received(&inbox, "pause-campaigns").len() == 1 }).await;
+    eventually(Duration::from_secs(5), "4 transitions announced", || async { received(&inbox, "slack").len() == 4 })
+        .await;
+    eventually(Duration::from_secs(5), "the rollback hook called", || async {
+        received(&inbox, "pause-campaigns").len() == 1
+    })
+    .await;
     let messages = received(&inbox, "slack");
     let actions: Vec<&str> = messages.iter().map(|m| m["action"].as_str().expect("action")).collect();
     assert_eq!(actions, ["create", "start", "advance", "rollback"]);
@@ -85,9 +87,7 @@ async fn dead_or_hanging_receivers_never_delay_transitions_and_failures_are_coun
             held.push(socket);
         }
     });
-    let mut s = settings(Some(redis.url()));
-    s.notify_urls = vec![refused.into(), hanging_url.into()];
-    let app = spawn_with(s).await;
+    let app = TestApp::on(&redis).settings(|s| s.notify_urls = vec![refused.into(), hanging_url.into()]).spawn().await;
     app.create_flag("f", json!({})).await;
 
     let started = Instant::now();
@@ -105,7 +105,7 @@ async fn dead_or_hanging_receivers_never_delay_transitions_and_failures_are_coun
     assert!(took < Duration::from_secs(3), "30 writes took {took:?} with dead receivers");
 
     // The refused receiver fails after its retries (200 + 400 + 800 ms of backoff) and is counted.
-    eventually(Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "a notification failure counted", || async {
         let text = app
             .http
             .get(app.url("/metrics"))
@@ -139,7 +139,7 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_move_with_the_state() {
     let redis = RedisServer::start();
-    let app = spawn_with(settings(Some(redis.url()))).await;
+    let app = TestApp::on(&redis).spawn().await;
     app.create_flag("f", json!({})).await;
     app.must("f", "start").await;
     app.must("f", "advance").await;
@@ -185,9 +185,9 @@ fn series(text: &str) -> Vec<&str> {
 async fn metrics_forget_every_series_of_deleted_flags_on_every_replica() {
     const FLAGS: usize = 200;
     let redis = RedisServer::start();
-    let a = spawn_with(settings(Some(redis.url()))).await;
-    let b = spawn_with(settings(Some(redis.url()))).await;
-    let scrape = |app: &crate::helpers::TestApp| {
+    let a = TestApp::on(&redis).spawn().await;
+    let b = TestApp::on(&redis).spawn().await;
+    let scrape = |app: &TestApp| {
         let req = app.http.get(app.url("/metrics")).bearer_auth(crate::helpers::ADMIN);
         async move { req.send().await.expect("metrics").text().await.expect("text") }
     };
@@ -200,7 +200,10 @@ async fn metrics_forget_every_series_of_deleted_flags_on_every_replica() {
         let reply = a.push(&flag, json!({"requests": 200, "errors": 100})).await;
         assert_eq!(reply.body["action"], "rollback", "{}", reply.body);
     }
-    eventually(Duration::from_secs(10), || async { b.get("/readyz").await.body["flags"] == FLAGS }).await;
+    eventually(Duration::from_secs(10), "B holds every flag", || async {
+        b.get("/readyz").await.body["flags"] == FLAGS
+    })
+    .await;
     let text = scrape(&a).await;
     for name in ["rollout_flag_percent", "rollout_transitions_total", "rollout_rollbacks_total", "rollout_guard_value"]
     {
@@ -215,7 +218,8 @@ async fn metrics_forget_every_series_of_deleted_flags_on_every_replica() {
         let r = a.admin_delete(&format!("/flags/gone-{i}")).await;
         assert_eq!(r.status, 204, "{}", r.body);
     }
-    eventually(Duration::from_secs(10), || async { b.get("/readyz").await.body["flags"] == 0 }).await;
+    eventually(Duration::from_secs(10), "B holds no flag", || async { b.get("/readyz").await.body["flags"] == 0 })
+        .await;
     for (replica, app) in [("a", &a), ("b", &b)] {
         let text = scrape(app).await;
         let left: Vec<&str> = series(&text).into_iter().filter(|s| s.contains("flag=\"gone-")).collect();

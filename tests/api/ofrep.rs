@@ -6,15 +6,15 @@ use std::time::Duration;
 use rollout_controller::config::NamedToken;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, RedisServer, TestApp, eventually, settings, spawn_with};
-use crate::process::ServiceProcess;
+use crate::helpers::{ADMIN, RedisServer, ServiceProcess, TestApp, eventually};
 
 const READ_TOKEN: &str = "read-token-for-ofrep";
 
 async fn ofrep_app(redis: &RedisServer) -> TestApp {
-    let mut s = settings(Some(redis.url()));
-    s.read_tokens = vec![NamedToken { name: "sdk".into(), secret: READ_TOKEN.to_owned().into() }];
-    let app = spawn_with(s).await;
+    let app = TestApp::on(redis)
+        .settings(|s| s.read_tokens = vec![NamedToken { name: "sdk".into(), secret: READ_TOKEN.to_owned().into() }])
+        .spawn()
+        .await;
     app.create_flag("checkout", json!({"internal_users": ["ann"]})).await;
     app.must("checkout", "start").await;
     app.must("checkout", "advance").await;
@@ -170,7 +170,7 @@ async fn two_replicas_holding_the_same_flags_give_the_same_bulk_etag() {
             on_a.len() == FLAGS && on_a == on_b && on_a.iter().any(|(key, v)| key == "f07" && *v == want)
         }
     };
-    eventually(Duration::from_secs(10), || same_flags(1)).await;
+    eventually(Duration::from_secs(10), "both replicas hold every flag", || same_flags(1)).await;
 
     let mut before = Vec::new();
     for user in ["ann", "bob", "user-3"] {
@@ -185,7 +185,7 @@ async fn two_replicas_holding_the_same_flags_give_the_same_bulk_etag() {
 
     // A change through A: both replicas move to one new ETag, and the old one is no longer current.
     assert_eq!(a.admin_post("/flags/f07/start", json!({})).await.status, 200);
-    eventually(Duration::from_secs(10), || same_flags(2)).await;
+    eventually(Duration::from_secs(10), "the start reaches both replicas", || same_flags(2)).await;
     let (status, on_b, _) = bulk_at(&b, "ann", Some(&before[0])).await;
     assert_eq!(status, 200, "the old ETag is stale on B");
     assert_ne!(on_b, before[0]);

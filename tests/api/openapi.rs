@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::helpers::spawn_app;
+use crate::helpers::TestApp;
 
 /// `(METHOD, /path)` of every `.route("…", method(…))` in src/http/*.rs.
 fn routes_in_code() -> BTreeSet<(String, String)> {
@@ -32,7 +32,7 @@ fn routes_in_code() -> BTreeSet<(String, String)> {
 
 #[tokio::test]
 async fn every_route_in_the_code_is_in_the_openapi_document_and_nothing_else_is() {
-    let app = spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
     let r = app.get("/openapi.json").await;
     assert_eq!(r.status, 200);
     let doc = r.body;

@@ -5,11 +5,10 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use rollout_controller::config::Settings;
 use rollout_controller::store::{FlagStore, RedisStore};
 use serde_json::json;
 
-use crate::helpers::{ADMIN, RedisCluster, RedisServer, TestApp, eventually, settings, spawn_app, spawn_with};
+use crate::helpers::{ADMIN, RedisCluster, RedisServer, Spawn, TestApp, eventually};
 
 /// The flag as Redis holds it (not a replica's snapshot, which may lag by a change message).
 fn stored(redis: &RedisServer) -> serde_json::Value {
@@ -26,8 +25,8 @@ async fn post(app: &TestApp, path: &str, body: serde_json::Value) -> (u16, serde
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advance_and_rollback_at_the_same_instant_on_two_replicas_end_rolled_back_200_times_in_200() {
     let redis = RedisServer::start();
-    let a = spawn_app(Some(redis.url())).await;
-    let b = spawn_app(Some(redis.url())).await;
+    let a = TestApp::on(&redis).spawn().await;
+    let b = TestApp::on(&redis).spawn().await;
     a.create_flag("race", json!({})).await;
     a.must("race", "start").await;
     a.must("race", "rollback").await;
@@ -52,7 +51,7 @@ async fn advance_and_rollback_at_the_same_instant_on_two_replicas_end_rolled_bac
         let version = flag["state"]["version"].clone();
         // Both replicas answer 0% once the change feed delivered the last write.
         for app in [&a, &b] {
-            eventually(Duration::from_secs(1), || async {
+            eventually(Duration::from_secs(1), "the replica answers 0% at the last version", || async {
                 let e = app.evaluate("race", "u").await;
                 e["version"] == version && e["percent"] == 0
             })
@@ -69,8 +68,8 @@ async fn advance_and_rollback_at_the_same_instant_on_two_replicas_end_rolled_bac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_advances_with_the_same_expected_version_on_two_replicas_exactly_one_wins_200_times_in_200() {
     let redis = RedisServer::start();
-    let a = spawn_app(Some(redis.url())).await;
-    let b = spawn_app(Some(redis.url())).await;
+    let a = TestApp::on(&redis).spawn().await;
+    let b = TestApp::on(&redis).spawn().await;
     a.create_flag("race", json!({})).await;
     a.must("race", "start").await;
     let started = Instant::now();
@@ -100,7 +99,7 @@ async fn two_advances_with_the_same_expected_version_on_two_replicas_exactly_one
     );
 }
 
-/// The Redis the replicas share, one node or a cluster: for the replicas' settings, for reading
+/// The Redis the replicas share, one node or a cluster: for starting the replicas, for reading
 /// what it holds as the service's own store reads it, and for changing it behind their back.
 enum Shared<'a> {
     One(&'a RedisServer),
@@ -108,12 +107,10 @@ enum Shared<'a> {
 }
 
 impl Shared<'_> {
-    fn settings(&self) -> Settings {
+    fn app(&self) -> Spawn {
         match self {
-            Shared::One(redis) => settings(Some(redis.url())),
-            Shared::Cluster(cluster) => {
-                Settings { redis_cluster_urls: cluster.urls().into_iter().map(Into::into).collect(), ..settings(None) }
-            }
+            Shared::One(redis) => TestApp::on(redis),
+            Shared::Cluster(cluster) => TestApp::on_cluster(cluster),
         }
     }
 
@@ -152,11 +149,17 @@ async fn after_a_full_read(shared: &Shared<'_>, replicas: [&TestApp; 2], round: 
     let sentinel = format!("sentinel-{round}");
     replicas[0].create_flag(&sentinel, json!({})).await;
     for app in replicas {
-        eventually(Duration::from_secs(5), || async { app.try_evaluate(&sentinel, "u").await.is_some() }).await;
+        eventually(Duration::from_secs(5), "the sentinel reaches the replica", || async {
+            app.try_evaluate(&sentinel, "u").await.is_some()
+        })
+        .await;
     }
     shared.remove_unannounced(&sentinel).await;
     for app in replicas {
-        eventually(Duration::from_secs(10), || async { app.try_evaluate(&sentinel, "u").await.is_none() }).await;
+        eventually(Duration::from_secs(10), "a full read drops the sentinel", || async {
+            app.try_evaluate(&sentinel, "u").await.is_none()
+        })
+        .await;
     }
 }
 
@@ -206,8 +209,8 @@ fn few(names: &[String]) -> String {
 /// a later `PUT` and `start` of every flag must then hold on both replicas.
 async fn delete_while_put(shared: Shared<'_>, rounds: usize, parallel: usize) -> String {
     let store = shared.store();
-    let a = spawn_with(shared.settings()).await;
-    let b = spawn_with(shared.settings()).await;
+    let a = shared.app().spawn().await;
+    let b = shared.app().spawn().await;
     let started = Instant::now();
     let mut flags = Vec::new();
     let mut put_created = Vec::new();

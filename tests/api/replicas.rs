@@ -4,20 +4,18 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use rollout_controller::config::Settings;
-
-use crate::helpers::{RedisCluster, RedisServer, eventually, settings, spawn_app, spawn_with};
+use crate::helpers::{RedisCluster, RedisServer, TestApp, eventually};
 
 #[tokio::test]
 async fn state_survives_a_restart_of_the_service() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     app.create_flag("f", json!({})).await;
     app.must("f", "start").await;
     app.must("f", "advance").await;
     app.stop().await;
 
-    let again = spawn_app(Some(redis.url())).await;
+    let again = TestApp::on(&redis).spawn().await;
     let f = again.admin_get("/flags/f").await.body;
     assert_eq!(
         (f["status"].as_str(), f["stage"].as_str(), f["version"].as_u64()),
@@ -29,33 +27,35 @@ async fn state_survives_a_restart_of_the_service() {
 #[tokio::test]
 async fn a_rollback_through_one_replica_is_answered_by_the_other_within_100ms() {
     let redis = RedisServer::start();
-    let a = spawn_app(Some(redis.url())).await;
-    let b = spawn_app(Some(redis.url())).await;
+    let a = TestApp::on(&redis).spawn().await;
+    let b = TestApp::on(&redis).spawn().await;
     a.create_flag("f", json!({"stages": [{"name": "all", "percent": 100}]})).await;
     a.must("f", "start").await;
-    eventually(Duration::from_secs(2), || async { b.try_percent("f").await == Some(100) }).await;
+    eventually(Duration::from_secs(2), "B answers 100%", || async { b.try_percent("f").await == Some(100) }).await;
 
     for _ in 0..5 {
         a.must("f", "rollback").await;
-        let took = eventually(Duration::from_millis(100), || async { b.percent("f").await == 0 }).await;
+        let took =
+            eventually(Duration::from_millis(100), "B answers the rollback", || async { b.percent("f").await == 0 })
+                .await;
         assert!(took <= Duration::from_millis(100), "took {took:?}");
         a.must("f", "resume").await;
-        eventually(Duration::from_millis(100), || async { b.percent("f").await == 100 }).await;
+        eventually(Duration::from_millis(100), "B answers the resume", || async { b.percent("f").await == 100 }).await;
     }
 }
 
 #[tokio::test]
 async fn replicas_keep_answering_while_redis_is_down_and_recover_by_themselves() {
     let mut redis = RedisServer::start();
-    let a = spawn_app(Some(redis.url())).await;
-    let b = spawn_app(Some(redis.url())).await;
+    let a = TestApp::on(&redis).spawn().await;
+    let b = TestApp::on(&redis).spawn().await;
     a.create_flag("f", json!({"stages": [{"name": "ten", "percent": 10}, {"name": "all", "percent": 100}]})).await;
     a.must("f", "start").await;
-    eventually(Duration::from_secs(2), || async { b.try_percent("f").await == Some(10) }).await;
+    eventually(Duration::from_secs(2), "B answers 10%", || async { b.try_percent("f").await == Some(10) }).await;
 
     redis.stop();
     for app in [&a, &b] {
-        eventually(Duration::from_secs(5), || async { app.get("/readyz").await.status == 503 }).await;
+        eventually(Duration::from_secs(5), "/readyz 503", || async { app.get("/readyz").await.status == 503 }).await;
         let ready = app.get("/readyz").await;
         assert_eq!(ready.body["status"], "degraded");
         assert!(ready.body["reason"].as_str().is_some_and(|r| !r.is_empty()));
@@ -70,11 +70,11 @@ async fn replicas_keep_answering_while_redis_is_down_and_recover_by_themselves()
     // Redis comes back (empty: it keeps nothing). Both replicas recover without a restart.
     redis.restart();
     for app in [&a, &b] {
-        eventually(Duration::from_secs(5), || async { app.get("/readyz").await.status == 200 }).await;
+        eventually(Duration::from_secs(5), "/readyz 200", || async { app.get("/readyz").await.status == 200 }).await;
     }
     a.create_flag("g", json!({"stages": [{"name": "all", "percent": 100}]})).await;
     a.must("g", "start").await;
-    eventually(Duration::from_secs(2), || async {
+    eventually(Duration::from_secs(2), "B answers the new flag", || async {
         let r = b.get("/flags/g/users/u").await;
         r.status == 200 && r.body["percent"] == 100
     })
@@ -84,15 +84,15 @@ async fn replicas_keep_answering_while_redis_is_down_and_recover_by_themselves()
 #[tokio::test]
 async fn a_flushed_redis_is_noticed_at_the_next_resync_and_the_leader_writes_every_flag_back_where_it_was() {
     let redis = RedisServer::start();
-    let a = spawn_app(Some(redis.url())).await;
-    let b = spawn_app(Some(redis.url())).await;
+    let a = TestApp::on(&redis).spawn().await;
+    let b = TestApp::on(&redis).spawn().await;
     let plan = json!({"advance_without_data": true,
                       "stages": [{"name": "ten", "percent": 10, "soak_secs": 60}, {"name": "all", "percent": 100}]});
     a.create_flag("f", plan).await;
     a.must("f", "start").await;
     a.clock.advance_secs(30);
     let before = a.admin_get("/flags/f").await.body;
-    eventually(Duration::from_secs(2), || async { b.evaluate("f", "u").await["version"] == 2 }).await;
+    eventually(Duration::from_secs(2), "B at version 2", || async { b.evaluate("f", "u").await["version"] == 2 }).await;
 
     let _: () = redis::cmd("FLUSHALL").query(&mut redis.connection()).expect("flush");
     // Both replicas re-read everything within a resync (1 s here) and keep serving the flag.
@@ -112,7 +112,7 @@ async fn a_flushed_redis_is_noticed_at_the_next_resync_and_the_leader_writes_eve
     assert_eq!(history["events"].as_array().map(Vec::len), Some(1));
     assert_eq!(history["events"][0]["action"], "restored");
     assert_eq!(history["events"][0]["actor"], "controller");
-    eventually(Duration::from_secs(2), || async { b.evaluate("f", "u").await["version"] == 3 }).await;
+    eventually(Duration::from_secs(2), "B at version 3", || async { b.evaluate("f", "u").await["version"] == 3 }).await;
     // The soak goes on from the stored stage start: 30 s more and the leader advances.
     a.clock.advance_secs(30);
     let outcomes = a.tick().await;
@@ -123,10 +123,8 @@ async fn a_flushed_redis_is_noticed_at_the_next_resync_and_the_leader_writes_eve
 #[tokio::test]
 async fn two_replicas_on_a_redis_cluster_share_flags_and_changes() {
     let cluster = RedisCluster::start();
-    let on_cluster =
-        || Settings { redis_cluster_urls: cluster.urls().into_iter().map(Into::into).collect(), ..settings(None) };
-    let a = spawn_with(on_cluster()).await;
-    let b = spawn_with(on_cluster()).await;
+    let a = TestApp::on_cluster(&cluster).spawn().await;
+    let b = TestApp::on_cluster(&cluster).spawn().await;
     assert_eq!(b.get("/readyz").await.body["store"], "redis-cluster");
     // Enough flags that their keys land on every node.
     let flags: Vec<String> = (0..6).map(|i| format!("flag-{i}")).collect();
@@ -135,10 +133,10 @@ async fn two_replicas_on_a_redis_cluster_share_flags_and_changes() {
         a.must(f, "start").await;
     }
     for f in &flags {
-        eventually(Duration::from_secs(5), || async { b.try_percent(f).await == Some(100) }).await;
+        eventually(Duration::from_secs(5), "B answers 100%", || async { b.try_percent(f).await == Some(100) }).await;
     }
     a.must("flag-3", "rollback").await;
-    eventually(Duration::from_secs(5), || async { b.percent("flag-3").await == 0 }).await;
+    eventually(Duration::from_secs(5), "B answers the rollback", || async { b.percent("flag-3").await == 0 }).await;
     assert_eq!(b.admin_get("/flags").await.body["flags"].as_array().map(Vec::len), Some(6));
     assert_eq!(b.admin_get("/flags/flag-3/history").await.body["events"].as_array().map(Vec::len), Some(3));
 }
@@ -146,10 +144,8 @@ async fn two_replicas_on_a_redis_cluster_share_flags_and_changes() {
 #[tokio::test]
 async fn a_cluster_node_that_comes_back_empty_loses_no_flag_and_the_leader_writes_its_flags_back() {
     let mut cluster = RedisCluster::start();
-    let on_cluster =
-        || Settings { redis_cluster_urls: cluster.urls().into_iter().map(Into::into).collect(), ..settings(None) };
-    let a = spawn_with(on_cluster()).await;
-    let b = spawn_with(on_cluster()).await;
+    let a = TestApp::on_cluster(&cluster).spawn().await;
+    let b = TestApp::on_cluster(&cluster).spawn().await;
     assert!(a.is_leader());
     let flags: Vec<String> = (0..12).map(|i| format!("flag-{i}")).collect();
     for f in &flags {
@@ -157,7 +153,7 @@ async fn a_cluster_node_that_comes_back_empty_loses_no_flag_and_the_leader_write
         a.must(f, "start").await;
     }
     for f in &flags {
-        eventually(Duration::from_secs(5), || async {
+        eventually(Duration::from_secs(5), "B sees the flag started", || async {
             b.try_evaluate(f, "u").await.is_some_and(|a| a["version"] == 2)
         })
         .await;
@@ -187,7 +183,7 @@ async fn a_cluster_node_that_comes_back_empty_loses_no_flag_and_the_leader_write
         }
     }
     // The leader's next tick writes the lost flags back, as they were, with an audit event.
-    eventually(Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "the leader writes the lost flags back", || async {
         a.tick().await;
         let mut back = true;
         for f in &lost {
@@ -197,7 +193,8 @@ async fn a_cluster_node_that_comes_back_empty_loses_no_flag_and_the_leader_write
     })
     .await;
     for f in &lost {
-        eventually(Duration::from_secs(5), || async { b.evaluate(f, "u").await["version"] == 3 }).await;
+        eventually(Duration::from_secs(5), "B at version 3", || async { b.evaluate(f, "u").await["version"] == 3 })
+            .await;
         assert_eq!(b.percent(f).await, 50);
     }
     let mut on_node: Vec<String> = keys_on(&cluster, node)

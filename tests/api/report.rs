@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, RedisServer, TestApp, spawn_app};
+use crate::helpers::{ADMIN, RedisServer, TestApp};
 
 const HEALTHY: fn() -> Value = || json!({"requests": 1000, "errors": 2});
 
@@ -69,7 +69,7 @@ const BREACH: &str = "error_rate 0.02 > 0.01 over 500 requests";
 #[tokio::test]
 async fn the_report_rebuilds_the_runbook_timeline_with_a_breach_a_resume_and_the_completion() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     app.create_flag("checkout", json!({"internal_users": ["ann@corp"], "decision": "threshold"})).await;
     app.must("checkout", "start").await;
     soak_and_advance(&app, "checkout", 3600).await; // internal → 10%
@@ -175,7 +175,7 @@ async fn the_report_rebuilds_the_runbook_timeline_with_a_breach_a_resume_and_the
 
 #[tokio::test]
 async fn a_live_rollouts_report_shows_the_current_stages_guard_readings() {
-    let app = spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
     app.create_flag("f", json!({"decision": "threshold"})).await;
     app.must("f", "start").await;
     app.must("f", "advance").await;
@@ -206,7 +206,7 @@ async fn a_live_rollouts_report_shows_the_current_stages_guard_readings() {
 
 #[tokio::test]
 async fn report_errors_come_in_the_api_format() {
-    let app = spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
     app.create_flag("f", json!({})).await;
     let pending = report(&app, "f").await;
     assert_eq!(

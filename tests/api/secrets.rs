@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use rollout_controller::sources::customerio::sign;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, RedisCluster, RedisOptions, RedisServer, TlsFiles, free_port};
-use crate::process::{ServiceProcess, timed_test};
+use crate::helpers::{ADMIN, RedisCluster, RedisOptions, RedisServer, ServiceProcess, TlsFiles, free_port, timed_test};
 
 /// A secret that cannot occur by chance: `<what>-<random hex>`.
 fn secret(what: &str) -> String {
@@ -249,7 +248,7 @@ async fn secrets_never_reach_the_debug_logs_or_answers_and_each_scope_is_refused
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs().to_string();
     for token in [ADMIN, read.as_str(), metrics.as_str(), alerts.as_str()] {
         let r = service
-            .exec(service.http.post(service.url("/webhooks/customerio")).bearer_auth(token).body(event.clone()))
+            .send(service.http.post(service.url("/webhooks/customerio")).bearer_auth(token).body(event.clone()))
             .await;
         assert_eq!((r.status, r.body["error"].as_str()), (401, Some("missing_signature")));
     }
@@ -260,7 +259,7 @@ async fn secrets_never_reach_the_debug_logs_or_answers_and_each_scope_is_refused
         .header("x-cio-timestamp", &now)
         .header("x-cio-signature", sign(cio.as_bytes(), &now, event.as_bytes()))
         .body(event.clone());
-    let r = service.exec(signed).await;
+    let r = service.send(signed).await;
     assert_eq!(r.status, 200, "{}", r.body);
 
     // Failure paths log the most: Redis away for a moment (changes refused, the feed reconnecting).

@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{ADMIN, RedisServer};
-use crate::process::{ServiceProcess, timed_test};
+use crate::helpers::{ADMIN, RedisServer, ServiceProcess, eventually, timed_test};
 
 /// Reads one answer (head and `content-length` body) from a kept-alive connection.
 async fn read_answer(stream: &mut TcpStream) -> String {
@@ -357,13 +356,16 @@ async fn a_rolling_restart_of_three_replicas_under_load_fails_no_request() {
     assert_eq!(replicas[0].admin_post("/flags/f/start", json!({})).await.status, 200);
     let balancer = Balancer::default();
     for replica in &replicas {
-        crate::helpers::eventually(Duration::from_secs(5), || async {
+        eventually(Duration::from_secs(5), "the replica answers 100%", || async {
             replica.get("/flags/f/users/probe").await.body["percent"] == 100
         })
         .await;
         balancer.add(replica.addr);
     }
-    crate::helpers::eventually(Duration::from_secs(5), || async { balancer.ready_count() == 3 }).await;
+    eventually(Duration::from_secs(5), "3 replicas ready behind the balancer", || async {
+        balancer.ready_count() == 3
+    })
+    .await;
 
     // Continuous load: 4 clients, each request waiting for the one before.
     let stop = Arc::new(AtomicBool::new(false));
@@ -393,7 +395,10 @@ async fn a_rolling_restart_of_three_replicas_under_load_fails_no_request() {
     for _ in 0..3 {
         let fresh = ServiceProcess::spawn(&redis.url(), &[], &env).await;
         balancer.add(fresh.addr);
-        crate::helpers::eventually(Duration::from_secs(5), || async { balancer.ready_count() == 4 }).await;
+        eventually(Duration::from_secs(5), "the new replica ready behind the balancer", || async {
+            balancer.ready_count() == 4
+        })
+        .await;
         let mut old = replicas.remove(0);
         old.signal("TERM");
         let exit = old.wait_exit(Duration::from_secs(10)).await.expect("the old replica exits");

@@ -8,7 +8,7 @@ use rollout_controller::config::NamedToken;
 use rollout_controller::sources::customerio::sign;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, RedisServer, TestApp, eventually, free_port, settings, spawn_with};
+use crate::helpers::{ADMIN, RedisServer, TestApp, eventually, free_port};
 
 const ALERT_TOKEN: &str = "alert-token-for-tests";
 const CIO_KEY: &str = "whsec_test";
@@ -36,20 +36,23 @@ fn spawn_peer(program: &str, args: &[String], dir: tempfile::TempDir) -> Peer {
 
 async fn wait_http_ok(url: &str) {
     let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), || async {
+    eventually(Duration::from_secs(30), &format!("{url} answers"), || async {
         client.get(url).timeout(Duration::from_secs(1)).send().await.is_ok_and(|r| r.status().is_success())
     })
     .await;
 }
 
 async fn sources_app(redis: &RedisServer) -> TestApp {
-    let mut s = settings(Some(redis.url()));
-    s.alert_tokens = vec![NamedToken { name: "alertmanager".into(), secret: ALERT_TOKEN.to_owned().into() }];
-    s.metrics_tokens = vec![NamedToken { name: "app".into(), secret: "metrics-token-1".to_owned().into() }];
-    s.cio_signing_keys = vec!["whsec_old_rotated".to_owned().into(), CIO_KEY.to_owned().into()];
-    s.cio_mapping.campaigns.insert("42".into(), "email".into());
-    s.cio_mapping.default_flag = Some("fallback".into());
-    spawn_with(s).await
+    TestApp::on(redis)
+        .settings(|s| {
+            s.alert_tokens = vec![NamedToken { name: "alertmanager".into(), secret: ALERT_TOKEN.to_owned().into() }];
+            s.metrics_tokens = vec![NamedToken { name: "app".into(), secret: "metrics-token-1".to_owned().into() }];
+            s.cio_signing_keys = vec!["whsec_old_rotated".to_owned().into(), CIO_KEY.to_owned().into()];
+            s.cio_mapping.campaigns.insert("42".into(), "email".into());
+            s.cio_mapping.default_flag = Some("fallback".into());
+        })
+        .spawn()
+        .await
 }
 
 async fn status(app: &TestApp, flag: &str) -> String {
@@ -117,7 +120,10 @@ receivers:
         .expect("alertmanager answers");
     assert!(posted.status().is_success(), "{}", posted.status());
 
-    eventually(Duration::from_secs(10), || async { app.percent("checkout").await == 0 }).await;
+    eventually(Duration::from_secs(10), "the alert rolls the flag back", || async {
+        app.percent("checkout").await == 0
+    })
+    .await;
     assert_eq!(status(&app, "checkout").await, "rolled_back");
     let last = &history(&app, "checkout").await[0];
     assert_eq!(last["action"], "rollback");
@@ -461,7 +467,7 @@ async fn customerio_timestamps_at_the_ends_of_i64_are_stale_not_an_overflow() {
 
 #[tokio::test]
 async fn the_customerio_endpoint_is_absent_without_signing_keys() {
-    let app = crate::helpers::spawn_app(None).await;
+    let app = TestApp::in_memory().spawn().await;
     let r = app.send(app.http.post(app.url("/webhooks/customerio")).json(&json!({}))).await;
     assert_eq!((r.status, r.body["error"].as_str()), (404, Some("not_found")));
 }
@@ -511,7 +517,7 @@ async fn a_promql_guard_read_from_a_real_prometheus_rolls_back_and_a_query_witho
         app.must(flag, "start").await;
     }
     // Each tick is a second later on the manual clock, so every tick runs the queries.
-    eventually(Duration::from_secs(30), || async {
+    eventually(Duration::from_secs(30), "the Prometheus guard rolls checkout back", || async {
         app.clock.advance_secs(1);
         app.tick().await;
         status(&app, "checkout").await == "rolled_back"

@@ -3,13 +3,12 @@
 
 use std::fs::File;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::helpers::{ADMIN, Reply, free_port};
+use super::{ADMIN, Client, free_port};
 
 /// Settings that make the controller react within a second: 100 ms ticks, a 1 s lease, 1 s resync.
 pub const FAST: &[(&str, &str)] =
@@ -24,10 +23,9 @@ pub async fn timed_test() -> tokio::sync::MutexGuard<'static, ()> {
     TIMED.lock().await
 }
 
-/// A running `rollout serve`, killed on drop.
+/// A running `rollout serve`, killed on drop; its request helpers through [`Client`].
 pub struct ServiceProcess {
-    pub addr: SocketAddr,
-    pub http: reqwest::Client,
+    client: Client,
     child: Option<Child>,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -62,22 +60,13 @@ impl ServiceProcess {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
         let child = command.spawn().expect("the rollout binary starts");
-        Self {
-            addr,
-            // No idle keep-alive connections left behind: tests count the service's connections.
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .pool_max_idle_per_host(0)
-                .build()
-                .expect("client"),
-            child: Some(child),
-            log,
-            _dir: dir,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        // No idle keep-alive connections left behind: tests count the service's connections.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        Self { client: Client { addr, http }, child: Some(child), log, _dir: dir }
     }
 
     pub fn pid(&self) -> u32 {
@@ -130,37 +119,6 @@ impl ServiceProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub async fn exec(&self, req: reqwest::RequestBuilder) -> Reply {
-        let resp = req.send().await.expect("request completes");
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.expect("body");
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, body }
-    }
-
-    pub async fn get(&self, path: &str) -> Reply {
-        self.exec(self.http.get(self.url(path))).await
-    }
-
-    pub async fn admin_get(&self, path: &str) -> Reply {
-        self.exec(self.http.get(self.url(path)).bearer_auth(ADMIN)).await
-    }
-
-    pub async fn admin_post(&self, path: &str, body: Value) -> Reply {
-        self.exec(self.http.post(self.url(path)).bearer_auth(ADMIN).json(&body)).await
-    }
-
-    pub async fn admin_put(&self, path: &str, body: Value) -> Reply {
-        self.exec(self.http.put(self.url(path)).bearer_auth(ADMIN).json(&body)).await
-    }
-
-    /// A flag as this replica's snapshot holds it (`GET /flags/{flag}`).
-    pub async fn flag(&self, flag: &str) -> Value {
-        let r = self.admin_get(&format!("/flags/{flag}")).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.body
-    }
-
     /// This replica's name in the lease, and who holds the lease (`GET /admin/status`).
     pub async fn lease(&self) -> (String, Option<String>) {
         let s = self.admin_get("/admin/status").await.body;
@@ -170,6 +128,14 @@ impl ServiceProcess {
     pub async fn is_leader(&self) -> bool {
         let (me, leader) = self.lease().await;
         leader.as_deref() == Some(me.as_str())
+    }
+}
+
+impl Deref for ServiceProcess {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }
 

@@ -10,10 +10,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use rollout_controller::clock::{Clock, ManualClock};
-use rollout_controller::config::NamedToken;
+use rollout_controller::config::{NamedToken, Settings};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, RedisServer, T0, TestApp, settings, spawn_app, spawn_with, spawn_with_clock};
+use crate::helpers::{ADMIN, RedisServer, T0, TestApp, eventually};
 
 /// The status a check endpoint answers with, and the requests it received.
 type CheckState = (Arc<AtomicU16>, Arc<Mutex<Vec<Value>>>);
@@ -74,7 +74,7 @@ const HEALTHY: fn() -> Value = || json!({"requests": 5000, "errors": 0});
 #[tokio::test]
 async fn a_scheduled_start_happens_at_its_time_and_bad_times_are_refused() {
     let redis = RedisServer::start();
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     app.create_flag("f", json!({})).await;
     for bad in [at(T0 - 1000), at(T0 + 400 * 24 * 3600 * 1000), "tomorrow".into()] {
         let reply = app.admin_post("/flags/f/start", json!({"at": bad})).await;
@@ -110,7 +110,7 @@ async fn a_failing_smoke_check_cancels_the_scheduled_start() {
     let redis = RedisServer::start();
     let smoke = CheckServer::start(500).await;
     let staging = CheckServer::start(200).await;
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     app.create_flag(
         "f",
         json!({"checks": [
@@ -146,9 +146,12 @@ async fn a_failing_smoke_check_cancels_the_scheduled_start() {
 #[tokio::test]
 async fn an_approval_gate_holds_the_stage_until_two_operators_approve() {
     let redis = RedisServer::start();
-    let mut s = settings(Some(redis.url()));
-    s.admin_tokens.push(NamedToken { name: "bob".into(), secret: "bob-token-for-tests".to_owned().into() });
-    let app = spawn_with(s).await;
+    let app = TestApp::on(&redis)
+        .settings(|s| {
+            s.admin_tokens.push(NamedToken { name: "bob".into(), secret: "bob-token-for-tests".to_owned().into() })
+        })
+        .spawn()
+        .await;
     app.create_flag(
         "f",
         json!({"stages": [{"name": "internal", "internal_only": true, "soak_secs": 60},
@@ -195,7 +198,7 @@ async fn an_approval_gate_holds_the_stage_until_two_operators_approve() {
 async fn a_failing_during_check_rolls_the_flag_back() {
     let redis = RedisServer::start();
     let synthetic = CheckServer::start(200).await;
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     app.create_flag(
         "f",
         json!({"checks": [{"name": "synthetic", "url": synthetic.url, "when": "during", "interval_secs": 60, "timeout_secs": 5}]}),
@@ -224,7 +227,7 @@ async fn an_advance_window_holds_an_advance_over_a_weekend_and_a_daylight_saving
     let redis = RedisServer::start();
     // Thursday 2026-03-26 14:00 UTC = 15:00 CET: inside Mon–Thu 09:00–16:00 Berlin.
     let thursday = jiff_ms("2026-03-26T14:00:00Z");
-    let app = spawn_with_clock(settings(Some(redis.url())), ManualClock::new(thursday)).await;
+    let app = TestApp::on(&redis).clock(ManualClock::new(thursday)).spawn().await;
     app.create_flag(
         "f",
         json!({"stages": [{"name": "internal", "internal_only": true, "soak_secs": 5400}, {"name": "10%", "percent": 10}],
@@ -255,8 +258,8 @@ fn jiff_ms(text: &str) -> i64 {
 #[tokio::test]
 async fn rollback_all_stops_500_flags_in_mixed_states_under_one_incident_and_every_replica_agrees() {
     let redis = RedisServer::start();
-    let a = spawn_app(Some(redis.url())).await;
-    let b = spawn_app(Some(redis.url())).await;
+    let a = TestApp::on(&redis).spawn().await;
+    let b = TestApp::on(&redis).spawn().await;
     let mut expected = 0;
     for i in 0..500 {
         let flag = format!("f{i}");
@@ -284,7 +287,7 @@ async fn rollback_all_stops_500_flags_in_mixed_states_under_one_incident_and_eve
     let changed = reply.body["changed"].as_array().cloned().unwrap_or_default();
     assert_eq!(changed.len(), expected);
     let incident = reply.body["incident"].as_str().expect("an incident id").to_owned();
-    let agreed = crate::helpers::within_named(Duration::from_secs(5), "replica B agrees", || async {
+    let agreed = eventually(Duration::from_secs(5), "replica B agrees", || async {
         let flags = b.admin_get("/flags").await.body["flags"].as_array().cloned().unwrap_or_default();
         flags.iter().all(|f| matches!(f["status"].as_str(), Some("rolled_back" | "pending")))
     })
@@ -305,9 +308,8 @@ async fn rollback_all_stops_500_flags_in_mixed_states_under_one_incident_and_eve
 #[tokio::test]
 async fn a_freeze_holds_advances_through_a_leader_change_and_rollbacks_still_happen() {
     let redis = RedisServer::start();
-    let mut s = settings(Some(redis.url()));
-    s.lease = Duration::from_millis(300);
-    let a = spawn_with(s.clone()).await;
+    let short_lease = |s: &mut Settings| s.lease = Duration::from_millis(300);
+    let a = TestApp::on(&redis).settings(short_lease).spawn().await;
     a.create_flag("f", json!({"stages": [{"name": "internal", "internal_only": true, "soak_secs": 60}, {"name": "10%", "percent": 10}]})).await;
     a.create_flag("g", json!({})).await;
     a.must("f", "start").await;
@@ -324,13 +326,10 @@ async fn a_freeze_holds_advances_through_a_leader_change_and_rollbacks_still_hap
     assert_eq!(bad.body["action"], "rollback");
     // The leader goes away; another replica takes the lease and still sees the freeze.
     a.kill();
-    let b = spawn_with(s).await;
+    let b = TestApp::on(&redis).settings(short_lease).spawn().await;
     b.clock.advance_secs(60);
     b.push("f", HEALTHY()).await;
-    crate::helpers::within_named(Duration::from_secs(5), "B leads", || async {
-        b.tick().await.is_empty() && b.is_leader()
-    })
-    .await;
+    eventually(Duration::from_secs(5), "B leads", || async { b.tick().await.is_empty() && b.is_leader() }).await;
     assert_eq!(status(&b, "f").await.1, "internal", "still frozen under the new leader");
     let state = b.admin_get("/freeze").await.body;
     assert_eq!((state["by"].as_str(), state["reason"].as_str()), (Some("operator:ann"), Some("incident INC-42")));
@@ -343,7 +342,7 @@ async fn a_freeze_holds_advances_through_a_leader_change_and_rollbacks_still_hap
 async fn the_cli_schedules_cancels_approves_freezes_and_stops_everything() {
     let redis = RedisServer::start();
     // `--in 12h` is counted from the operator's clock: the service runs on the system clock here.
-    let app = crate::helpers::spawn_with_system_clock(settings(Some(redis.url()))).await;
+    let app = TestApp::on(&redis).system_clock().spawn().await;
     app.create_flag(
         "a",
         json!({"stages": [{"name": "one", "percent": 10}, {"name": "two", "percent": 50, "requires_approval": true}]}),
@@ -377,9 +376,7 @@ async fn the_cli_schedules_cancels_approves_freezes_and_stops_everything() {
 async fn the_post_launch_review_is_posted_once_when_its_time_comes() {
     let redis = RedisServer::start();
     let (url, inbox) = crate::notifications::receiver().await;
-    let mut s = settings(Some(redis.url()));
-    s.notify_urls = vec![format!("{url}/slack").into()];
-    let app = spawn_with(s).await;
+    let app = TestApp::on(&redis).settings(|s| s.notify_urls = vec![format!("{url}/slack").into()]).spawn().await;
     app.create_flag("f", json!({"review_after_secs": 3600})).await;
     app.admin_post("/flags/f/start", json!({})).await;
     app.clock.advance_secs(3599);
@@ -393,8 +390,7 @@ async fn the_post_launch_review_is_posted_once_when_its_time_comes() {
             .filter(|m| m["action"] == "review_posted")
             .collect::<Vec<_>>()
     };
-    crate::helpers::within_named(Duration::from_secs(5), "the review arrives", || async { !reviews().is_empty() })
-        .await;
+    eventually(Duration::from_secs(5), "the review arrives", || async { !reviews().is_empty() }).await;
     let posted = reviews();
     assert_eq!(posted.len(), 1, "posted once");
     let text = posted[0]["text"].as_str().unwrap_or("");
@@ -410,7 +406,7 @@ async fn the_post_launch_review_is_posted_once_when_its_time_comes() {
 async fn a_failing_before_stage_check_holds_the_flag_and_runs_again_after_its_interval() {
     let redis = RedisServer::start();
     let canary = CheckServer::start(500).await;
-    let app = spawn_app(Some(redis.url())).await;
+    let app = TestApp::on(&redis).spawn().await;
     app.create_flag(
         "f",
         json!({"stages": [{"name": "internal", "internal_only": true, "soak_secs": 60}, {"name": "10%", "percent": 10}],

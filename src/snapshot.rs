@@ -479,8 +479,11 @@ impl Snapshot {
 
     /// Publishes what differs from `before` in `after`: views replaced or added, then flags dropped.
     fn publish_differences(&self, before: &ByName, after: &ByName) {
-        let mut changed: Vec<&Arc<FlagView>> =
-            after.iter().filter(|(n, v)| before.get(*n).is_none_or(|old| !Arc::ptr_eq(old, v))).map(|(_, v)| v).collect();
+        let mut changed: Vec<&Arc<FlagView>> = after
+            .iter()
+            .filter(|(n, v)| before.get(*n).is_none_or(|old| !Arc::ptr_eq(old, v)))
+            .map(|(_, v)| v)
+            .collect();
         changed.sort_by(|a, b| a.flag.name.cmp(&b.flag.name));
         for view in changed {
             self.publish(view.config_json.clone());

@@ -10,9 +10,9 @@
 //!
 //! Shutdown, in order: the drain (`/readyz` answers 503, everything else is still served with
 //! `connection: close`; the controller stops at once and gives its lease up), then the listener
-//! closes, change streams end, and open connections finish their requests while the push judge finishes the
-//! judgements under way and drops those not due, then the change feed stops and the notifier
-//! delivers what is queued. Everything after the drain is bounded by the grace period.
+//! closes, change streams end and open connections finish their requests while the push judge
+//! finishes the judgements under way and drops those not due, then the change feed stops and the
+//! notifier delivers what is queued. Everything after the drain is bounded by the grace period.
 
 mod accept;
 mod io;

@@ -197,6 +197,11 @@ impl FlagView {
     }
 }
 
+/// Whether `a` and `b` are the same version of the same incarnation of a flag.
+fn same_version(a: &Flag, b: &Flag) -> bool {
+    a.state.version == b.state.version && a.state.created_at == b.state.created_at
+}
+
 /// Flags by name, hashed with foldhash: every evaluation looks a name up, and SipHash took ~200
 /// of the ~3,900 instructions an evaluation adds to a request (callgrind). Names come from
 /// operators, so the hash needs no stronger flooding resistance than foldhash's per-process seed.
@@ -377,9 +382,14 @@ impl Snapshot {
         // The store has it (again): no longer an orphan, whichever copy is newer.
         flags.orphans.remove(&flag.name);
         flags.missing.remove(&flag.name);
-        if flags.by_name.get(&flag.name).is_none_or(|v| v.superseded_by(&flag)) {
+        let held = flags.by_name.get(&flag.name);
+        if held.is_none_or(|v| v.superseded_by(&flag)) {
+            // The same version read back (the feed after this replica's own write) is no change.
+            let changed = held.is_none_or(|v| !same_version(&v.flag, &flag));
             let view = Arc::new(FlagView::new(flag));
-            self.publish(view.config_json.clone());
+            if changed {
+                self.publish(view.config_json.clone());
+            }
             flags.by_name.insert(view.flag.name.clone(), view);
         }
     }
@@ -477,7 +487,8 @@ impl Snapshot {
         lost
     }
 
-    /// Publishes what differs from `before` in `after`: views replaced or added, then flags dropped.
+    /// Publishes what differs from `before` in `after`: flags added or at another version, then
+    /// flags dropped.
     fn publish_differences(&self, before: &ByName, after: &ByName) {
         let mut changed: Vec<&Arc<FlagView>> = after
             .iter()

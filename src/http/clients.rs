@@ -232,7 +232,10 @@ fn batch_users(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Resu
     params(FlagParam),
     request_body(content = BatchRequest),
     security((), ("bearer" = []), ("api_key" = [])),
-    responses((status = 200, description = "the flag for each user, from one version of it", body = BatchBody), BatchErrors)
+    responses(
+        (status = 200, description = "the flag for each user, from one version of it", body = BatchBody),
+        BatchErrors,
+    )
 )]
 pub async fn evaluate_batch(
     _: Reader,

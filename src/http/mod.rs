@@ -81,7 +81,12 @@ pub fn json_response<T: serde::Serialize>(body: &T) -> axum::response::Response 
 /// The routes browser pages may call (evaluations, the client configuration and stream, OFREP),
 /// with CORS for `origins` when there are any; none adds no layer, so the hot path stays as it is.
 fn browser_routes(origins: &[String]) -> Router<AppState> {
-    let routes = Router::new().merge(evaluate::routes()).merge(clients::routes()).merge(ofrep::routes());
+    // The JSON 405 is set before the layer, so that CORS answers preflights (OPTIONS) too.
+    let routes = Router::new()
+        .merge(evaluate::routes())
+        .merge(clients::routes())
+        .merge(ofrep::routes())
+        .method_not_allowed_fallback(method_not_allowed);
     let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     if origins.is_empty() {
         return routes;
@@ -102,6 +107,10 @@ fn browser_routes(origins: &[String]) -> Router<AppState> {
     )
 }
 
+async fn method_not_allowed() -> axum::response::Response {
+    ApiError::MethodNotAllowed.into_response()
+}
+
 /// The HTTP edge; `cors_origins` may call the routes browsers need (see [`browser_routes`]).
 pub fn router(state: AppState, request_timeout: Duration, cors_origins: &[String]) -> Router {
     Router::new()
@@ -119,7 +128,7 @@ pub fn router(state: AppState, request_timeout: Duration, cors_origins: &[String
         .merge(status::routes())
         .merge(ui::routes())
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(

@@ -107,6 +107,16 @@ pub struct ServeArgs {
     /// Open connections at most; over it a new connection is answered 503 and closed [default: 10000]
     #[arg(long, env = "ROLLOUT_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Browser origins allowed to call the evaluation, config, stream and OFREP routes (CORS),
+    /// exact (`https://app.example.com`), comma-separated; none = no CORS headers [default: none]
+    #[arg(long, env = "ROLLOUT_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Open `GET /stream` clients at most; over it a new one is answered 503 [default: 10000]
+    #[arg(long, env = "ROLLOUT_MAX_STREAM_CLIENTS")]
+    pub max_stream_clients: Option<usize>,
+    /// A stream with nothing to send sends a heartbeat comment every this many seconds [default: 15]
+    #[arg(long, env = "ROLLOUT_STREAM_HEARTBEAT_SECS")]
+    pub stream_heartbeat_secs: Option<u64>,
 }
 
 /// What the config file may hold. Tokens, signing keys and notification URLs stay out of it: pass
@@ -128,6 +138,9 @@ pub struct FileConfig {
     pub header_read_timeout_secs: Option<u64>,
     pub write_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
+    pub cors_origins: Option<Vec<String>>,
+    pub max_stream_clients: Option<usize>,
+    pub stream_heartbeat_secs: Option<u64>,
     pub controller_tick_ms: Option<u64>,
     pub lease_ms: Option<u64>,
     pub push_judge_gap_ms: Option<u64>,
@@ -198,6 +211,13 @@ pub struct Settings {
     pub write_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
+    /// Origins whose browser pages may call the client routes (CORS); empty = none.
+    pub cors_origins: Vec<String>,
+    pub max_stream_clients: usize,
+    /// A stream with nothing to send sends a heartbeat after this long.
+    pub stream_heartbeat: Duration,
+    /// A stream client this many changes behind is dropped (not a command-line setting).
+    pub stream_buffer: usize,
     pub flags: BTreeMap<String, FlagDefinition>,
 }
 
@@ -229,6 +249,10 @@ impl Default for Settings {
             header_read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            cors_origins: Vec::new(),
+            max_stream_clients: 10_000,
+            stream_heartbeat: Duration::from_secs(15),
+            stream_buffer: crate::snapshot::DEFAULT_FOLLOWER_BUFFER,
             flags: BTreeMap::new(),
         }
     }
@@ -255,6 +279,19 @@ pub fn parse_tokens(raw: &[String], default_name: &str) -> Result<Vec<NamedToken
 /// The entries of a list of secrets, trimmed, empty ones dropped.
 fn secrets(raw: &[String]) -> Vec<SecretString> {
     raw.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(|s| SecretString::from(s.to_owned())).collect()
+}
+
+/// The entries of a list of origins, trimmed, empty ones dropped.
+fn origins(raw: &Option<Vec<String>>) -> Vec<String> {
+    raw.iter().flatten().map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// `http(s)://host[:port]` with nothing after it: what a browser sends as `Origin`.
+fn valid_origin(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) else {
+        return false;
+    };
+    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)) && !rest.ends_with(':')
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -309,6 +346,10 @@ impl Settings {
             ),
             write_timeout: secs(args.write_timeout_secs, file.write_timeout_secs, d.write_timeout),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(d.max_connections),
+            cors_origins: origins(&Some(args.cors_origins.clone()).filter(|o| !o.is_empty()).or(file.cors_origins)),
+            max_stream_clients: args.max_stream_clients.or(file.max_stream_clients).unwrap_or(d.max_stream_clients),
+            stream_heartbeat: secs(args.stream_heartbeat_secs, file.stream_heartbeat_secs, d.stream_heartbeat),
+            stream_buffer: d.stream_buffer,
             flags: file.flags,
         };
         settings.validate()?;
@@ -343,6 +384,19 @@ impl Settings {
         }
         if !(1..=1_000_000).contains(&self.max_connections) {
             return Err(ConfigError::Invalid("max connections must be between 1 and 1000000".into()));
+        }
+        if !(1..=1_000_000).contains(&self.max_stream_clients) {
+            return Err(ConfigError::Invalid("max stream clients must be between 1 and 1000000".into()));
+        }
+        if self.stream_heartbeat.is_zero() || self.stream_heartbeat > Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid("the stream heartbeat must be between 1 s and 1 h".into()));
+        }
+        for origin in &self.cors_origins {
+            if !valid_origin(origin) {
+                return Err(ConfigError::Invalid(format!(
+                    "CORS origin {origin:?} is not an origin: give scheme://host[:port], no path, no wildcard"
+                )));
+            }
         }
         if self.push_judge_gap > Duration::from_secs(10) {
             return Err(ConfigError::Invalid("the push judge gap must be at most 10 s".into()));

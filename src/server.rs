@@ -10,9 +10,9 @@
 //!
 //! Shutdown, in order: the drain (`/readyz` answers 503, everything else is still served with
 //! `connection: close`; the controller stops at once and gives its lease up), then the listener
-//! closes and open connections finish their requests while the push judge finishes the
-//! judgements under way and drops those not due, then the change feed stops and the notifier
-//! delivers what is queued. Everything after the drain is bounded by the grace period.
+//! closes, change streams end and open connections finish their requests while the push judge
+//! finishes the judgements under way and drops those not due, then the change feed stops and the
+//! notifier delivers what is queued. Everything after the drain is bounded by the grace period.
 
 mod accept;
 mod io;
@@ -188,7 +188,7 @@ pub async fn start_with_store(
     store: Arc<dyn Store>,
 ) -> Result<Running, ServerError> {
     let mut tasks = Tasks::new();
-    let snapshot = Arc::new(Snapshot::new());
+    let snapshot = Arc::new(Snapshot::with_follower_buffer(settings.stream_buffer));
     let telemetry = Arc::new(Telemetry::new());
     let signal_stats = Arc::new(SignalStats::default());
     let notices = spawn_background(&mut tasks, &settings, &store, &snapshot, &telemetry)?;
@@ -211,6 +211,12 @@ pub async fn start_with_store(
         default_flag: settings.default_flag.clone(),
         push_judge_gap: settings.push_judge_gap,
         max_snapshot_age: settings.resync_every * 3,
+        // Streams end when the server closes, so that its connections can finish.
+        streams: app::clients::StreamSettings {
+            heartbeat: settings.stream_heartbeat,
+            max_clients: settings.max_stream_clients,
+            stop: tasks.stop_signal(Stage::Close),
+        },
     });
     tasks.spawn(Task::UNTIL_STOPPED.named("push judge", Stage::Close), deferred.run(tasks.stop_signal(Stage::Close)));
     let controller = spawn_controller(&mut tasks, &settings, rollouts, replica, signal_stats, timeline)?;
@@ -288,7 +294,7 @@ async fn serve(tasks: &mut Tasks, settings: &Settings, state: AppState) -> Resul
         write_timeout: settings.write_timeout,
         max_connections: settings.max_connections,
     };
-    let router = http::router(state, settings.request_timeout);
+    let router = http::router(state, settings.request_timeout, &settings.cors_origins);
     tasks.spawn(
         Task::UNTIL_STOPPED.named("http server", Stage::Close),
         accept::serve(listener, router, drain, limits, tasks.stop_signal(Stage::Close)),

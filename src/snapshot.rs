@@ -12,15 +12,22 @@
 //! from a read of the generation the snapshot knows was deleted, and goes; one missing after the
 //! generation changed was lost, and stays (an *orphan*) — served as before — until the leader
 //! writes it back (see [`crate::controller`]) or a delete of it comes through the change feed.
+//!
+//! Every change the snapshot takes (a flag added, replaced or dropped) is also published to the
+//! clients that follow this replica (`GET /stream`): a numbered [`ChangeEvent`] on a broadcast
+//! channel, with the latest ones kept for a client resuming after a reconnection.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::watch;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, watch};
 
 use crate::domain::bucket;
 use crate::domain::rollout::{Evaluation, Flag, evaluate};
@@ -38,6 +45,79 @@ pub struct FlagView {
     json_head: Box<[u8]>,
     /// `,"percent":…,"stage":…,"status":…,"version":…,"reason":"` — the per-flag middle.
     json_tail: Box<[u8]>,
+    /// The flag's [`FlagConfig`] as JSON, shared by every client that is sent it.
+    config_json: Bytes,
+}
+
+/// A flag's evaluation configuration for clients that evaluate locally (`GET /flags/config`,
+/// `GET /stream`): internal users only as SHA-256 digests of their ids, so no address is published.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FlagConfig<'a> {
+    pub name: &'a str,
+    pub version: u64,
+    /// `pending`, `scheduled`, `running`, `paused`, `rolled_back` or `completed`.
+    pub status: &'static str,
+    pub stage: &'a str,
+    /// What the service evaluates with: 0 while pending, scheduled or rolled back.
+    pub percent: u8,
+    /// Bucketing salt: the hashed key is `{salt}:{user}` with one, the user id without.
+    pub salt: Option<&'a str>,
+    /// Lowercase hex SHA-256 of each internal user's id (UTF-8).
+    pub internal_users_sha256: Vec<String>,
+}
+
+/// The JSON of [`FlagConfig`] for `flag` evaluated at `percent`.
+fn config_json(flag: &Flag, percent: u8) -> Bytes {
+    let config = FlagConfig {
+        name: &flag.name,
+        version: flag.state.version,
+        status: flag.state.status.as_str(),
+        stage: flag.stage_name(),
+        percent,
+        salt: flag.definition.salt.as_deref(),
+        internal_users_sha256: flag.definition.internal_users.iter().map(|u| hex::encode(Sha256::digest(u))).collect(),
+    };
+    // Plain strings and numbers: serializing cannot fail.
+    serde_json::to_vec(&config).unwrap_or_default().into()
+}
+
+/// `{"flags": [FlagConfig, …]}` of `views` (in their order): the body of `GET /flags/config` and
+/// of the stream's snapshot event.
+pub fn config_body(views: &[Arc<FlagView>]) -> Bytes {
+    let mut out = Vec::with_capacity(views.iter().map(|v| v.config_json.len() + 1).sum::<usize>() + 12);
+    out.extend_from_slice(b"{\"flags\":[");
+    for (i, view) in views.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&view.config_json);
+    }
+    out.extend_from_slice(b"]}");
+    out.into()
+}
+
+/// An ETag of what `views` answer (for `user`, when the answer is one user's): a SHA-256 of the
+/// user and each flag's name, incarnation (creation time) and version, in name order. Every
+/// replica holding the same flags gives the same tag whatever the order it holds them in, so
+/// `If-None-Match` works behind a load balancer; any change to any flag (a version), or a flag
+/// deleted or re-created, changes it.
+pub fn etag(views: &[Arc<FlagView>], user: Option<&str>) -> String {
+    let mut flags: Vec<(&str, i64, u64)> =
+        views.iter().map(|v| (v.flag.name.as_str(), v.flag.state.created_at, v.flag.state.version)).collect();
+    flags.sort_unstable();
+    let mut hash = Sha256::new();
+    // Lengths first: no two different inputs read as the same bytes.
+    if let Some(user) = user {
+        hash.update((user.len() as u64).to_be_bytes());
+        hash.update(user.as_bytes());
+    }
+    for (name, created_at, version) in flags {
+        hash.update((name.len() as u64).to_be_bytes());
+        hash.update(name.as_bytes());
+        hash.update(created_at.to_be_bytes());
+        hash.update(version.to_be_bytes());
+    }
+    format!("\"{}\"", hex::encode(&hash.finalize()[..16]))
 }
 
 /// One user's answer.
@@ -66,6 +146,7 @@ impl FlagView {
         push_json_str(&mut json_tail, flag.state.status.as_str());
         json_tail.extend_from_slice(format!(",\"version\":{},\"reason\":\"", flag.state.version).as_bytes());
         Self {
+            config_json: config_json(&flag, percent),
             percent,
             internal_enabled: flag.internal_enabled(),
             internal: flag.definition.internal_users.iter().cloned().collect(),
@@ -116,6 +197,11 @@ impl FlagView {
     }
 }
 
+/// Whether `a` and `b` are the same version of the same incarnation of a flag.
+fn same_version(a: &Flag, b: &Flag) -> bool {
+    a.state.version == b.state.version && a.state.created_at == b.state.created_at
+}
+
 /// Flags by name, hashed with foldhash: every evaluation looks a name up, and SipHash took ~200
 /// of the ~3,900 instructions an evaluation adds to a request (callgrind). Names come from
 /// operators, so the hash needs no stronger flooding resistance than foldhash's per-process seed.
@@ -130,8 +216,82 @@ struct Flags {
     missing: HashSet<String>,
 }
 
+/// One change of the snapshot as clients are told it: its number on this replica and the flag's
+/// [`FlagConfig`] JSON, or `{"name":…,"deleted":true}` for a flag that is gone.
+#[derive(Debug, Clone)]
+pub struct ChangeEvent {
+    pub seq: u64,
+    pub json: Bytes,
+}
+
+/// How many of the latest changes a replica keeps for clients resuming with `Last-Event-ID`.
+const REPLAY_EVENTS: usize = 1024;
+
+/// How many changes a follower may fall behind by default before it is dropped.
+pub const DEFAULT_FOLLOWER_BUFFER: usize = 1024;
+
+/// The numbered changes: the latest kept for resuming, every one sent to the followers.
+struct ChangeLog {
+    last_seq: u64,
+    /// Events numbered above this are all in `recent`.
+    floor: u64,
+    recent: VecDeque<ChangeEvent>,
+    followers: broadcast::Sender<ChangeEvent>,
+}
+
+impl ChangeLog {
+    fn new(buffer: usize) -> Self {
+        // A random start in the high half (below 2^53, exact in JavaScript numbers): an id another
+        // replica gave, or this one before a restart, is almost never mistaken for one of ours.
+        let start = u64::from(getrandom::u32().unwrap_or(0) & 0xf_ffff) << 32;
+        let (followers, _) = broadcast::channel(buffer.max(1));
+        Self { last_seq: start, floor: start, recent: VecDeque::with_capacity(REPLAY_EVENTS), followers }
+    }
+
+    fn publish(&mut self, json: Bytes) {
+        self.last_seq += 1;
+        let event = ChangeEvent { seq: self.last_seq, json };
+        if self.recent.len() == REPLAY_EVENTS
+            && let Some(oldest) = self.recent.pop_front()
+        {
+            self.floor = oldest.seq;
+        }
+        self.recent.push_back(event.clone());
+        // No follower is no error: nobody is listening.
+        let _ = self.followers.send(event);
+    }
+
+    /// The events after `seq`, when every one of them is still held.
+    fn since(&self, seq: u64) -> Option<Vec<ChangeEvent>> {
+        (self.floor..=self.last_seq)
+            .contains(&seq)
+            .then(|| self.recent.iter().filter(|e| e.seq > seq).cloned().collect())
+    }
+}
+
+fn deleted_json(name: &str) -> Bytes {
+    let mut out = b"{\"name\":".to_vec();
+    push_json_str(&mut out, name);
+    out.extend_from_slice(b",\"deleted\":true}");
+    out.into()
+}
+
+/// Where a follower starts: the whole configuration as of change `seq`, or the changes it missed.
+pub enum Start {
+    Snapshot { seq: u64, views: Vec<Arc<FlagView>> },
+    Replay(Vec<ChangeEvent>),
+}
+
+/// A follower of the snapshot's changes: where it starts, and every change after that.
+pub struct Follower {
+    pub start: Start,
+    pub changes: broadcast::Receiver<ChangeEvent>,
+}
+
 pub struct Snapshot {
     flags: RwLock<Flags>,
+    /// Locked only while `flags` is: every change is numbered in the order it is applied.
+    changes: Mutex<ChangeLog>,
     /// The store generation of the last full read (`None` before the first).
     generation: Mutex<Option<String>>,
     store_ok: AtomicBool,
@@ -148,8 +308,14 @@ impl Default for Snapshot {
 
 impl Snapshot {
     pub fn new() -> Self {
+        Self::with_follower_buffer(DEFAULT_FOLLOWER_BUFFER)
+    }
+
+    /// A snapshot whose followers are dropped once they fall `buffer` changes behind.
+    pub fn with_follower_buffer(buffer: usize) -> Self {
         Self {
             flags: RwLock::new(Flags::default()),
+            changes: Mutex::new(ChangeLog::new(buffer)),
             generation: Mutex::new(None),
             store_ok: AtomicBool::new(false),
             last_sync: Mutex::new(None),
@@ -165,6 +331,29 @@ impl Snapshot {
         let mut flags: Vec<_> = self.read().by_name.values().cloned().collect();
         flags.sort_by(|a, b| a.flag.name.cmp(&b.flag.name));
         flags
+    }
+
+    /// A new follower of the changes: with `after` (the last change it saw), the changes since
+    /// then when this replica still holds them all; otherwise the whole configuration. Taken under
+    /// the read lock, so no change falls between the start and the first change received.
+    pub fn follow(&self, after: Option<u64>) -> Follower {
+        let flags = self.read();
+        let log = lock(&self.changes);
+        let changes = log.followers.subscribe();
+        let start = match after.and_then(|seq| log.since(seq)) {
+            Some(missed) => Start::Replay(missed),
+            None => {
+                let mut views: Vec<_> = flags.by_name.values().cloned().collect();
+                views.sort_by(|a, b| a.flag.name.cmp(&b.flag.name));
+                Start::Snapshot { seq: log.last_seq, views }
+            }
+        };
+        Follower { start, changes }
+    }
+
+    /// Numbers and sends a change; called with the write lock held.
+    fn publish(&self, json: Bytes) {
+        lock(&self.changes).publish(json);
     }
 
     /// Flags the store lost that this snapshot still serves, by name.
@@ -193,8 +382,15 @@ impl Snapshot {
         // The store has it (again): no longer an orphan, whichever copy is newer.
         flags.orphans.remove(&flag.name);
         flags.missing.remove(&flag.name);
-        if flags.by_name.get(&flag.name).is_none_or(|v| v.superseded_by(&flag)) {
-            flags.by_name.insert(flag.name.clone(), Arc::new(FlagView::new(flag)));
+        let held = flags.by_name.get(&flag.name);
+        if held.is_none_or(|v| v.superseded_by(&flag)) {
+            // The same version read back (the feed after this replica's own write) is no change.
+            let changed = held.is_none_or(|v| !same_version(&v.flag, &flag));
+            let view = Arc::new(FlagView::new(flag));
+            if changed {
+                self.publish(view.config_json.clone());
+            }
+            flags.by_name.insert(view.flag.name.clone(), view);
         }
     }
 
@@ -203,7 +399,11 @@ impl Snapshot {
         let mut flags = self.write();
         flags.orphans.remove(name);
         flags.missing.remove(name);
-        flags.by_name.remove(name).is_some()
+        let removed = flags.by_name.remove(name).is_some();
+        if removed {
+            self.publish(deleted_json(name));
+        }
+        removed
     }
 
     /// The flags of a full read of the store that this snapshot must fetch: new or outdated.
@@ -281,9 +481,29 @@ impl Snapshot {
                 "the store came back without flags this replica serves; serving them from the snapshot until the leader restores them"
             );
         }
+        self.publish_differences(&flags.by_name, &next);
         *flags = Flags { by_name: next, orphans, missing: still_missing };
         *known = Some(generation);
         lost
+    }
+
+    /// Publishes what differs from `before` in `after`: flags added or at another version, then
+    /// flags dropped.
+    fn publish_differences(&self, before: &ByName, after: &ByName) {
+        let mut changed: Vec<&Arc<FlagView>> = after
+            .iter()
+            .filter(|(n, v)| before.get(*n).is_none_or(|old| !Arc::ptr_eq(old, v)))
+            .map(|(_, v)| v)
+            .collect();
+        changed.sort_by(|a, b| a.flag.name.cmp(&b.flag.name));
+        for view in changed {
+            self.publish(view.config_json.clone());
+        }
+        let mut dropped: Vec<&String> = before.keys().filter(|n| !after.contains_key(*n)).collect();
+        dropped.sort();
+        for name in dropped {
+            self.publish(deleted_json(name));
+        }
     }
 
     /// Takes every flag of a store of `generation` at once (what [`Self::sync`] does after fetching

@@ -131,6 +131,13 @@ impl Telemetry {
         self.evaluation_seconds.record(took);
     }
 
+    /// `count` evaluations of a batch with this outcome (their latency is the batch's, not timed).
+    pub fn evaluations(&self, reason: Reason, count: u64) {
+        if count > 0 {
+            self.evaluations[reason_index(reason)].increment(count);
+        }
+    }
+
     pub fn transition(&self, flag: &str, action: &'static str) {
         *self.flag_series().entry(flag.to_owned()).or_default().transitions.entry(action).or_default() += 1;
     }

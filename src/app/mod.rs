@@ -4,6 +4,8 @@
 //! returns; it never reaches the store, builds an audit event or spawns a task (like mini-redis's
 //! commands, which only call `Db`). The methods are grouped by concern, one file each:
 //! - [`evaluate`]: answers from the snapshot: the hot path, OpenFeature, `explain`;
+//! - [`clients`]: what clients that evaluate locally read: the configuration, its change
+//!   stream, batch evaluations;
 //! - [`flags`]: define flags and drive their rollouts (through [`crate::rollouts`]), and read
 //!   them back: guard health, history, the post-launch review, the deletion audit;
 //! - [`signals`]: guard signals coming in (metrics pushes, Customer.io events, Alertmanager
@@ -27,6 +29,7 @@ use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::timeline::Timeline;
 
+pub mod clients;
 pub mod evaluate;
 pub mod flags;
 pub mod push_judge;
@@ -34,6 +37,7 @@ pub mod signals;
 pub mod status;
 pub mod timeline;
 
+use self::clients::{StreamSettings, Streams};
 use self::push_judge::{DeferredJudgements, PushJudge};
 use self::status::OpsInfo;
 
@@ -55,6 +59,8 @@ pub struct App {
     ops: OpsInfo,
     /// Readiness fails when the snapshot is older than this.
     max_snapshot_age: Duration,
+    /// The change streams open on this replica.
+    streams: Streams,
 }
 
 /// What the application layer is made of: the handles it shares with the rest of the process
@@ -73,6 +79,7 @@ pub struct Parts {
     /// Pushes judge a flag at most once per this gap (see [`push_judge`]).
     pub push_judge_gap: Duration,
     pub max_snapshot_age: Duration,
+    pub streams: StreamSettings,
 }
 
 impl App {
@@ -93,6 +100,7 @@ impl App {
             push_judge,
             ops: parts.ops,
             max_snapshot_age: parts.max_snapshot_age,
+            streams: Streams::new(parts.streams),
         };
         (Arc::new(app), deferred)
     }

@@ -27,6 +27,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("a batch takes at most {max} user ids; this one has {sent}")]
+    TooManyUsers { max: usize, sent: usize },
     #[error("{0}")]
     InvalidBody(String),
     #[error("{0}")]
@@ -51,6 +53,8 @@ pub enum ApiError {
     StoreUnavailable(#[source] StoreError),
     #[error("the request took too long")]
     Timeout,
+    #[error(transparent)]
+    TooManyStreams(#[from] crate::app::clients::TooManyStreams),
     #[error("check {check} failed: {detail}")]
     CheckFailed { check: String, detail: String },
     #[error("internal error")]
@@ -65,7 +69,7 @@ impl ApiError {
             | ApiError::InvalidQuery(_)
             | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge(_) | ApiError::TooManyUsers { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidBody(_) | ApiError::InvalidDefinition(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::FlagNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -75,7 +79,7 @@ impl ApiError {
             | ApiError::VersionConflict { .. }
             | ApiError::Contended
             | ApiError::CheckFailed { .. } => StatusCode::CONFLICT,
-            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreUnavailable(_) | ApiError::TooManyStreams(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -88,7 +92,7 @@ impl ApiError {
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::PayloadTooLarge(_) | ApiError::TooManyUsers { .. } => "payload_too_large",
             ApiError::InvalidBody(_) => "invalid_body",
             ApiError::InvalidDefinition(_) => "invalid_definition",
             ApiError::FlagNotFound(_) => "flag_not_found",
@@ -104,6 +108,7 @@ impl ApiError {
             ApiError::Contended => "contended",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Timeout => "request_timeout",
+            ApiError::TooManyStreams(_) => "too_many_stream_clients",
             ApiError::CheckFailed { .. } => "check_failed",
             ApiError::Internal(_) => "internal",
         }

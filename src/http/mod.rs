@@ -11,9 +11,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::http::Uri;
+use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::response::IntoResponse;
 use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::app::App;
@@ -21,6 +22,7 @@ use crate::app::App;
 pub mod admin;
 pub mod alerts;
 pub mod auth;
+pub mod clients;
 pub mod debug;
 pub mod error;
 pub mod evaluate;
@@ -76,9 +78,43 @@ pub fn json_response<T: serde::Serialize>(body: &T) -> axum::response::Response 
     }
 }
 
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    Router::new()
+/// The routes browser pages may call (evaluations, the client configuration and stream, OFREP),
+/// with CORS for `origins` when there are any; none adds no layer, so the hot path stays as it is.
+fn browser_routes(origins: &[String]) -> Router<AppState> {
+    // The JSON 405 is set before the layer, so that CORS answers preflights (OPTIONS) too.
+    let routes = Router::new()
         .merge(evaluate::routes())
+        .merge(clients::routes())
+        .merge(ofrep::routes())
+        .method_not_allowed_fallback(method_not_allowed);
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    if origins.is_empty() {
+        return routes;
+    }
+    routes.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("last-event-id"),
+            ])
+            .expose_headers([header::ETAG])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+async fn method_not_allowed() -> axum::response::Response {
+    ApiError::MethodNotAllowed.into_response()
+}
+
+/// The HTTP edge; `cors_origins` may call the routes browsers need (see [`browser_routes`]).
+pub fn router(state: AppState, request_timeout: Duration, cors_origins: &[String]) -> Router {
+    Router::new()
+        .merge(browser_routes(cors_origins))
         .merge(admin::routes())
         .merge(timeline::routes())
         .merge(ops::routes())
@@ -86,14 +122,13 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .merge(alerts::routes())
         .merge(webhooks::routes())
         .merge(debug::routes())
-        .merge(ofrep::routes())
         .merge(openapi::routes())
         .merge(explain::routes())
         .merge(report::routes())
         .merge(status::routes())
         .merge(ui::routes())
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(

@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::auth::Reader;
 use super::error::{ApiError, ErrorBody};
@@ -24,7 +23,7 @@ use super::{AppState, json_response};
 use crate::app::App;
 use crate::domain::plan::{MAX_USER_LEN, valid_flag_name};
 use crate::domain::rollout::Reason;
-use crate::snapshot::{Answer, FlagView};
+use crate::snapshot::{self, Answer, FlagView};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -236,7 +235,7 @@ pub async fn evaluate_all(
     };
     // One read of the snapshot for both the tag and the answer, so that they always agree.
     let views = app.flags();
-    let etag = match HeaderValue::from_str(&bulk_etag(&views, &user)) {
+    let etag = match HeaderValue::from_str(&snapshot::etag(&views, Some(&user))) {
         Ok(etag) => etag,
         Err(e) => return internal_failure(&e),
     };
@@ -255,27 +254,6 @@ pub async fn evaluate_all(
         }
         Err(e) => internal_failure(&e),
     }
-}
-
-/// The bulk answer's ETag: a SHA-256 of all it depends on, the user and each flag's name,
-/// incarnation (creation time) and version, in name order. Every replica holding the same flags
-/// gives the same tag whatever the order it holds them in, so `If-None-Match` works behind a
-/// load balancer; any change to any flag (a version), or a flag deleted or re-created, changes it.
-fn bulk_etag(views: &[Arc<FlagView>], user: &str) -> String {
-    let mut flags: Vec<(&str, i64, u64)> =
-        views.iter().map(|v| (v.flag.name.as_str(), v.flag.state.created_at, v.flag.state.version)).collect();
-    flags.sort_unstable();
-    let mut hash = Sha256::new();
-    // Lengths first: no two different inputs read as the same bytes.
-    hash.update((user.len() as u64).to_be_bytes());
-    hash.update(user.as_bytes());
-    for (name, created_at, version) in flags {
-        hash.update((name.len() as u64).to_be_bytes());
-        hash.update(name.as_bytes());
-        hash.update(created_at.to_be_bytes());
-        hash.update(version.to_be_bytes());
-    }
-    format!("\"{}\"", hex::encode(&hash.finalize()[..16]))
 }
 
 /// OFREP's answer to a failure of ours, logged: never an empty or partial 200.

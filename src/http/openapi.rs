@@ -71,6 +71,9 @@ impl Modify for Security {
         super::evaluate::flag_for_user,
         super::evaluate::empty_user,
         super::evaluate::empty_user_of_flag,
+        super::clients::config,
+        super::clients::stream,
+        super::clients::evaluate_batch,
         super::admin::list,
         super::admin::show,
         super::admin::put,
@@ -111,6 +114,7 @@ impl Modify for Security {
     modifiers(&Security),
     tags(
         (name = "evaluate", description = "per-user answers, from the in-process snapshot"),
+        (name = "clients", description = "configuration, change stream and batch evaluations for SDKs"),
         (name = "flags", description = "define flags and drive their rollouts"),
         (name = "timeline", description = "scheduled starts, checks, approvals, the emergency stop and the freeze"),
         (name = "guards", description = "guard signals and verdicts"),

@@ -5,6 +5,7 @@ mod automation;
 mod bad_input;
 mod bucketing;
 mod cli;
+mod clients;
 mod dashboard;
 mod doctor;
 mod evidence;

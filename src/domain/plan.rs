@@ -530,6 +530,8 @@ pub fn valid_flag_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."
         && name != ".."
+        // `GET /flags/config` is the clients' configuration, not a flag.
+        && name != "config"
         && name.len() <= 128
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
@@ -604,6 +606,8 @@ mod tests {
         assert!(!valid_flag_name(&"a".repeat(129)));
         assert!(!valid_flag_name("."));
         assert!(!valid_flag_name(".."));
+        assert!(!valid_flag_name("config"), "GET /flags/config is the clients' configuration");
+        assert!(valid_flag_name("config-v2"));
         assert!(valid_flag_name("..."));
         assert!(valid_flag_name(".hidden"));
         assert!(valid_user("é"));

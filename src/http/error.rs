@@ -15,7 +15,7 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("flag names are 1–128 characters of A-Z a-z 0-9 . _ -, other than \".\" and \"..\"")]
+    #[error("flag names are 1–128 characters of A-Z a-z 0-9 . _ -, other than \".\", \"..\" and \"config\"")]
     InvalidFlagName,
     #[error("user ids are 1–512 bytes of UTF-8")]
     InvalidUser,

@@ -287,11 +287,19 @@ async fn rollback_all_stops_500_flags_in_mixed_states_under_one_incident_and_eve
     let changed = reply.body["changed"].as_array().cloned().unwrap_or_default();
     assert_eq!(changed.len(), expected);
     let incident = reply.body["incident"].as_str().expect("an incident id").to_owned();
-    let agreed = eventually(Duration::from_secs(5), "replica B agrees", || async {
-        let flags = b.admin_get("/flags").await.body["flags"].as_array().cloned().unwrap_or_default();
-        flags.iter().all(|f| matches!(f["status"].as_str(), Some("rolled_back" | "pending")))
+    // Replica B agrees when its configuration carries A's ETag (every flag's name, incarnation and
+    // version): one small request per look, so the look itself does not slow the measurement.
+    let answered = Instant::now();
+    let config = a.http.get(a.url("/flags/config")).bearer_auth(ADMIN).send().await.expect("A's configuration");
+    let etag = config.headers().get("etag").cloned().expect("an ETag");
+    eventually(Duration::from_secs(5), "replica B agrees", || async {
+        let b_config = b.http.get(b.url("/flags/config")).bearer_auth(ADMIN).header("if-none-match", etag.clone());
+        b_config.send().await.is_ok_and(|r| r.status() == 304)
     })
     .await;
+    let agreed = answered.elapsed();
+    let flags = b.admin_get("/flags").await.body["flags"].as_array().cloned().unwrap_or_default();
+    assert!(flags.iter().all(|f| matches!(f["status"].as_str(), Some("rolled_back" | "pending"))));
     println!(
         "FIGURES rollback-all: {expected} flags stopped, replica B agreed {agreed:?} after the answer ({:?} in all)",
         started.elapsed()

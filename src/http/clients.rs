@@ -101,13 +101,26 @@ fn frames(item: StreamItem) -> impl futures::Stream<Item = Result<Bytes, Infalli
     futures::stream::iter(pieces.into_iter().chain([Bytes::from_static(b"\n\n")]).map(Ok))
 }
 
+/// One Server-Sent Event of `GET /stream`, as the OpenAPI document describes it.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+struct StreamEvent {
+    /// `snapshot` or `change`.
+    event: String,
+    /// This replica's sequence number of the event.
+    id: String,
+    /// JSON: the body of `GET /flags/config` (snapshot), one flag's configuration or
+    /// `{"name", "deleted": true}` (change).
+    data: String,
+}
+
 #[utoipa::path(
     get, path = "/stream", tag = "clients",
     params(("Last-Event-ID" = Option<String>, Header, description = "the id of the last event received")),
     security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (
-            status = 200, content_type = "text/event-stream", body = String,
+            status = 200, content_type = "text/event-stream", body = StreamEvent,
             description = "`event: snapshot` (the body of GET /flags/config) unless the events after \
                 Last-Event-ID are still held, then `event: change` (a FlagConfig, or `{\"name\", \"deleted\": true}`) \
                 per change; `id:` numbers events on this replica; `: heartbeat` comments in between"

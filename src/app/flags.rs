@@ -55,7 +55,12 @@ impl App {
         let view = self.snapshot.get(name).ok_or_else(|| RolloutError::NotFound(name.to_owned()))?;
         let now_ms = self.clock.now_ms();
         let waiting_for_evidence = self.waiting_for_evidence(&view.flag).await;
-        let waiting_for = self.timeline.waiting_for(&view.flag).await?;
+        // Like the evidence above: the flag is served from the snapshot even when the store is
+        // down, so a failed read leaves `waiting_for` out instead of failing the request.
+        let waiting_for = self.timeline.waiting_for(&view.flag).await.unwrap_or_else(|e| {
+            tracing::debug!(flag = %view.flag.name, error = %e, "cannot read what the flag waits for");
+            None
+        });
         Ok(Shown { view, now_ms, waiting_for_evidence, waiting_for })
     }
 

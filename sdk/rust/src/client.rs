@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
 use crate::config::{Change, ConfigBody, FlagConfig, Snapshot};
-use crate::eval::{Evaluation, evaluate};
+use crate::eval::{Evaluation, evaluate, is_enabled};
 use crate::report::{Cohort, Outbox, Outcome, Sample, Tallies};
 use crate::sse;
 
@@ -238,6 +238,11 @@ impl Shared {
         let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
         evaluate(&snapshot, flag, user, default)
     }
+
+    fn is_enabled(&self, flag: &str, user: &str, default: bool) -> bool {
+        let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        is_enabled(&snapshot, flag, user, default)
+    }
 }
 
 /// A flag client. Cheap to clone (clones share everything); evaluation is local and never waits.
@@ -275,12 +280,12 @@ impl Client {
 
     /// Whether `flag` is on for `user`; an unknown flag answers the client's default.
     pub fn is_enabled(&self, flag: &str, user: &str) -> bool {
-        self.shared.evaluate(flag, user, self.shared.default_value).enabled
+        self.shared.is_enabled(flag, user, self.shared.default_value)
     }
 
     /// Like [`Client::is_enabled`], with this call's own default for an unknown flag.
     pub fn is_enabled_or(&self, flag: &str, user: &str, default: bool) -> bool {
-        self.shared.evaluate(flag, user, default).enabled
+        self.shared.is_enabled(flag, user, default)
     }
 
     /// The answer with its reason and the flag version it came from.

@@ -40,13 +40,23 @@ impl ServiceProcess {
         service
     }
 
+    /// Like [`ServiceProcess::spawn`], listening on `addr`: a restart where clients expect it.
+    pub async fn spawn_at(addr: SocketAddr, redis_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let service = Self::launch_at(addr, redis_url, args, env);
+        service.wait_ready(Duration::from_secs(15)).await;
+        service
+    }
+
     /// Like [`ServiceProcess::spawn`], without waiting for readiness.
     pub fn launch(redis_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::launch_at(SocketAddr::from(([127, 0, 0, 1], free_port())), redis_url, args, env)
+    }
+
+    fn launch_at(addr: SocketAddr, redis_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("service.log");
         let out = File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut command = Command::new(env!("CARGO_BIN_EXE_rollout"));
         command.args(["serve", "--listen", &addr.to_string()]).args(args).stdin(Stdio::null());
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("ROLLOUT_") || k == "RUST_LOG") {

@@ -154,8 +154,11 @@ async function readBootstrap(path: string) {
   }
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts; never keeps the process alive. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/**
+ * Resolves after `ms`, or at once when `signal` aborts. A background wait (`keepAlive` false)
+ * never keeps the process alive; the wait of `create` does, since its caller awaits it.
+ */
+function sleep(ms: number, signal: AbortSignal, keepAlive = false): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted) return resolve();
     const done = () => {
@@ -164,7 +167,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
       resolve();
     };
     const timer = setTimeout(done, ms);
-    timer.unref();
+    if (!keepAlive) timer.unref();
     signal.addEventListener("abort", done, { once: true });
   });
 }
@@ -237,7 +240,7 @@ export class Client {
     client.reportTimer = timer;
     if (!client.isReadyFlag) {
       const waited = new AbortController();
-      await Promise.race([client.ready, sleep(client.settings.initTimeoutMs, waited.signal)]);
+      await Promise.race([client.ready, sleep(client.settings.initTimeoutMs, waited.signal, true)]);
       waited.abort();
       if (!client.isReadyFlag) {
         client.settings.logger.warn(

@@ -234,7 +234,11 @@ export class Client {
   static async create(url: string, options: ClientOptions = {}): Promise<Client> {
     const client = new Client(parseBase(url), settings(options));
     if (options.bootstrapFile !== undefined) client.replace(snapshotFromBody(await readBootstrap(options.bootstrapFile)));
-    client.sync = client.syncLoop();
+    // The loop handles its own failures; this only keeps a bug in it from becoming an unhandled rejection.
+    client.sync = client.syncLoop().catch((error: unknown) => {
+      client.connected = false;
+      client.settings.logger.warn(`the flag sync loop stopped: ${describe(error)}; serving the last configuration`);
+    });
     const timer = setInterval(() => void client.flushOnce(), client.settings.reportIntervalMs);
     timer.unref();
     client.reportTimer = timer;
@@ -328,6 +332,22 @@ export class Client {
 
   private get closed(): boolean {
     return this.stop.signal.aborted;
+  }
+
+  /**
+   * Aborts a request after `requestTimeoutMs`, or when the client closes (`onClose`; the last
+   * report push of `close` is not cut short). `AbortSignal.any` would do, from node 20.3 only.
+   */
+  private requestSignal(onClose = true): AbortSignal {
+    const timeout = AbortSignal.timeout(this.settings.requestTimeoutMs);
+    if (!onClose) return timeout;
+    const either = new AbortController();
+    const abort = () => either.abort();
+    timeout.addEventListener("abort", abort, { once: true });
+    if (this.stop.signal.aborted) abort();
+    else this.stop.signal.addEventListener("abort", abort, { once: true });
+    either.signal.addEventListener("abort", () => this.stop.signal.removeEventListener("abort", abort), { once: true });
+    return either.signal;
   }
 
   private headers(token: string | null, extra: Record<string, string>): Record<string, string> {
@@ -457,7 +477,7 @@ export class Client {
     if (this.etag !== null) extra["if-none-match"] = this.etag;
     const response = await fetch(this.configUrl, {
       headers: this.headers(this.settings.token, extra),
-      signal: AbortSignal.any([this.stop.signal, AbortSignal.timeout(this.settings.requestTimeoutMs)]),
+      signal: this.requestSignal(),
     });
     if (response.status === 304) {
       await response.body?.cancel().catch(() => {});
@@ -475,9 +495,11 @@ export class Client {
 
   /** One push round at a time: a tick that finds one running waits for it instead. */
   private flushOnce(): Promise<void> {
-    this.flushing ??= this.flush().finally(() => {
-      this.flushing = null;
-    });
+    this.flushing ??= this.flush()
+      .catch((error: unknown) => this.settings.logger.warn(`report push round failed: ${describe(error)}`))
+      .finally(() => {
+        this.flushing = null;
+      });
     return this.flushing;
   }
 
@@ -508,7 +530,7 @@ export class Client {
         method: "POST",
         headers: this.headers(this.settings.metricsToken ?? this.settings.token, { "content-type": "application/json" }),
         body: JSON.stringify(sampleBody(sample)),
-        signal: AbortSignal.timeout(this.settings.requestTimeoutMs),
+        signal: this.requestSignal(false),
       });
       status = response.status;
       await response.arrayBuffer().catch(() => {});

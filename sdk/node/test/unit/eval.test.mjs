@@ -89,6 +89,26 @@ test("internal users are enabled while the flag serves, and off when it does not
   }
 });
 
+test("the fast boolean path equals the reasoned evaluation in every status, percentage and salt", () => {
+  const users = Array.from({ length: 1000 }, (_, i) => `user-${i}`);
+  const internal = users.filter((_, i) => i % 37 === 0);
+  let checked = 0;
+  for (const status of ["pending", "scheduled", "running", "paused", "rolled_back", "completed"]) {
+    for (const percent of [0, 1, 10, 50, 99, 100]) {
+      for (const salt of [null, "s1"]) {
+        for (const list of [[], internal]) {
+          const compiled = snapshot(flag("f", status, percent, salt, list)).get("f");
+          for (const user of users) {
+            assert.equal(enabledFor(compiled, user), evaluate(new Map([["f", compiled]]), "f", user, false).enabled);
+            checked += 1;
+          }
+        }
+      }
+    }
+  }
+  assert.equal(checked, 144_000);
+});
+
 test("an unknown flag, or a user id that is not a string, answers the default without a version", () => {
   const snap = snapshot(flag("f", "running", 100));
   for (const fallback of [false, true]) {

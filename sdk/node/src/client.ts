@@ -30,31 +30,31 @@ export interface Logger {
 /** Options of a {@link Client}; every one has a default. */
 export interface ClientOptions {
   /** Bearer token for reading the configuration (a read or admin token, when the service has read tokens). */
-  token?: string;
+  token?: string | undefined;
   /** Bearer token for pushing reports (a metrics or admin token); the read token when unset. */
-  metricsToken?: string;
+  metricsToken?: string | undefined;
   /** What an unknown flag answers, and every flag before any configuration arrives (default `false`). */
-  defaultValue?: boolean;
+  defaultValue?: boolean | undefined;
   /** A file holding a `GET /flags/config` body, served until the service answers: works offline, `create` does not wait. */
-  bootstrapFile?: string;
+  bootstrapFile?: string | undefined;
   /** How long `create` waits for the first configuration from the service (default 5,000 ms). */
-  initTimeoutMs?: number;
+  initTimeoutMs?: number | undefined;
   /** Bound on each configuration fetch, report push and stream opening (default 10,000 ms). */
-  requestTimeoutMs?: number;
+  requestTimeoutMs?: number | undefined;
   /** A stream silent this long is reconnected (default 40,000 ms; the service sends a heartbeat every 15 s). */
-  streamIdleTimeoutMs?: number;
+  streamIdleTimeoutMs?: number | undefined;
   /** First reconnection delay (default 250 ms), doubling, jittered, up to `reconnectMaxMs`. */
-  reconnectBaseMs?: number;
+  reconnectBaseMs?: number | undefined;
   /** Longest reconnection delay (default 30,000 ms). */
-  reconnectMaxMs?: number;
+  reconnectMaxMs?: number | undefined;
   /** How often recorded outcomes are pushed (default 5,000 ms). */
-  reportIntervalMs?: number;
+  reportIntervalMs?: number | undefined;
   /** Reports the service could not take for this long are dropped and counted (default 60,000 ms). */
-  reportMaxAgeMs?: number;
+  reportMaxAgeMs?: number | undefined;
   /** Most flags with outcomes held between two pushes; outcomes of further flags are dropped (default 1,000). */
-  maxReportFlags?: number;
+  maxReportFlags?: number | undefined;
   /** Where warnings go (default: `console.warn`, prefixed `[rollout-sdk]`). */
-  logger?: Logger;
+  logger?: Logger | undefined;
 }
 
 /** Why a client could not be created. Network trouble is never one: the client starts anyway. */
@@ -445,7 +445,8 @@ export class Client {
         for (const event of events) {
           const failure = this.apply(event);
           if (failure !== null) return failure;
-          if (event.id !== null) state.lastEventId = event.id;
+          // An empty `id:` resets the last id (per the event-stream spec): nothing to send back.
+          if (event.id !== null) state.lastEventId = event.id === "" ? null : event.id;
         }
       }
     } finally {

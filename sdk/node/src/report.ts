@@ -7,9 +7,9 @@ export type Cohort = "treatment" | "control";
 
 /** What happened when the app served one request. */
 export interface Outcome {
-  readonly error?: boolean;
+  readonly error?: boolean | undefined;
   /** Ignored unless finite and non-negative. */
-  readonly latencyMs?: number;
+  readonly latencyMs?: number | undefined;
 }
 
 /** Largest counter the service accepts in one push. */

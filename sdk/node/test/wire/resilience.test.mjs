@@ -42,7 +42,9 @@ test("answers survive a service restart and a Redis outage, then converge", asyn
     // A rollback through the other replica while this one is down: the SDK cannot know yet.
     const rolledBack = await admin("POST", "/flags/f/rollback", {}, OTHER);
     assert.equal(rolledBack.status, 200, JSON.stringify(rolledBack.body));
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    const failedAttempts = () => logger.lines.filter((l) => l.includes("flag stream unavailable")).length;
+    const seen = failedAttempts();
+    await eventually(10_000, "two more failed reconnections after the rollback", () => failedAttempts() >= seen + 2);
     assert.deepEqual(answers(client), before, "still the last configuration, through several failed reconnections");
     assert.equal(logger.lines.filter((l) => l.startsWith("warn")).length, 1, `one warning per outage:\n${logger.lines.join("\n")}`);
 

@@ -56,6 +56,8 @@ impl ServiceProcess {
             .env("NO_COLOR", "1")
             .env("ROLLOUT_REDIS_URL", redis_url)
             .env("ROLLOUT_ADMIN_TOKENS", format!("ann:{ADMIN}"))
+            // Tests count the flags they create; `env` turns the first start's default flag back on.
+            .env("ROLLOUT_CREATE_DEFAULT_FLAG", "false")
             .envs(env.iter().copied())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));

@@ -162,6 +162,7 @@ impl Rollouts {
     }
 
     /// Creates the flag or replaces its definition. Returns the flag and whether it was created.
+    /// `req.expected_version` 0 means the flag must not exist yet.
     pub async fn put(
         &self,
         name: &str,
@@ -173,6 +174,10 @@ impl Rollouts {
             let now = self.clock.now_ms();
             let current = self.current(name).await?;
             let (next, event, expected) = match &current {
+                None if req.expected_version.is_some_and(|v| v != 0) => {
+                    let expected = req.expected_version.unwrap_or_default();
+                    return Err(RolloutError::VersionConflict { expected, found: 0 });
+                }
                 None => {
                     let flag = Flag::new(name.to_owned(), definition.clone(), now);
                     let event = flag.creation_event(&req.actor, &req.reason);

@@ -340,7 +340,7 @@ async fn seed_flags(
         {
             match rollouts.first_start(&name).await {
                 Ok(true) => tracing::info!(flag = %name, "first start on an empty store: created the default flag"),
-                Ok(false) => {}
+                Ok(false) => tracing::info!(flag = %name, "not the store's first start: no default flag created"),
                 Err(e) => {
                     tracing::warn!(error = %error_chain(&e), "cannot check for the first start yet");
                     first_start = Some(name);

@@ -25,7 +25,7 @@ impl Unit {
     fn count(self, d: Duration) -> Option<u64> {
         match self {
             Unit::Secs if d.subsec_nanos() == 0 => Some(d.as_secs()),
-            Unit::Millis if d.subsec_nanos() % 1_000_000 == 0 => u64::try_from(d.as_millis()).ok(),
+            Unit::Millis if d.subsec_nanos().is_multiple_of(1_000_000) => u64::try_from(d.as_millis()).ok(),
             _ => None,
         }
     }

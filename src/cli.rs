@@ -61,9 +61,11 @@ fn timeout_secs(text: &str) -> Result<u64, String> {
     if !(1..=600).contains(&secs) { Err(format!("{secs}s is not in 1s..=10m")) } else { Ok(secs) }
 }
 
-/// How the operator commands reach the service, given before the command (`rollout --server …
-/// status`), from the environment, or by default.
+// How the operator commands reach the service, given before the command (`rollout --server …
+// status`), from the environment, or by default. (Plain comments: a doc comment here would become
+// the help text of every command that flattens it.)
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Operator options")]
 pub struct ConnectArgs {
     /// The service the operator commands talk to
     #[arg(long, env = "ROLLOUT_SERVER", default_value = "http://127.0.0.1:8080")]
@@ -77,9 +79,10 @@ pub struct ConnectArgs {
     pub timeout_secs: u64,
 }
 
-/// The same options given after the command (`rollout status --server …`): they win over the
-/// ones before it, the environment and the defaults.
+// The same options given after the command (`rollout status --server …`): they win over the ones
+// before it, the environment and the defaults.
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Operator options")]
 pub struct ConnectFlags {
     /// The service to talk to [env: ROLLOUT_SERVER] [default: http://127.0.0.1:8080]
     #[arg(long)]
@@ -105,6 +108,7 @@ pub enum Output {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Operator options")]
 pub struct OutputArgs {
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT")]
@@ -339,11 +343,31 @@ pub fn command() -> clap::Command {
     cmd
 }
 
+/// The operator options, as written on the command line.
+const OPERATOR_OPTIONS: [&str; 7] = ["--server", "--token", "--timeout", "--timeout-secs", "-o", "--output", "--json"];
+
+/// An operator option given to a command that does not take it (`rollout serve --json`) gets a
+/// tip saying so, beside clap's `unexpected argument`.
+fn explain_misplaced(mut e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    if e.kind() == ErrorKind::UnknownArgument
+        && let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg)
+        && let Some(option) = OPERATOR_OPTIONS.iter().find(|o| arg.split('=').next() == Some(**o))
+    {
+        let tip = format!(
+            "{option} is an option of the operator commands (status, start, …; -o and --json of the read \
+             commands only); `rollout serve` and `rollout completions` take none of them"
+        );
+        e.insert(ContextKind::Suggested, ContextValue::StyledStrs(vec![tip.into()]));
+    }
+    e
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     // Usage errors exit with clap's code 2.
     let mut cmd = command();
-    let matches = cmd.clone().get_matches();
+    let matches = cmd.clone().try_get_matches().unwrap_or_else(|e| explain_misplaced(e).exit());
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let Some((name, sub)) = matches.subcommand() else {
         return ExitCode::from(2);

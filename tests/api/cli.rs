@@ -212,7 +212,10 @@ async fn the_token_is_never_printed() {
 #[tokio::test]
 async fn serve_refuses_the_operator_options_and_the_operator_commands_refuse_serves() {
     let cases: [(&[&str], &str); 6] = [
-        (&["serve", "--json"], "unexpected argument '--json'"),
+        (
+            &["serve", "--json"],
+            "unexpected argument '--json' found\n\n  tip: --json is an option of the operator commands",
+        ),
         (&["serve", "--token", "x"], "unexpected argument '--token'"),
         (&["--json", "serve"], "--json is an option of the operator commands; `rollout serve` does not take it"),
         (

@@ -382,7 +382,7 @@ struct Task {
 impl Task {
     /// Runs until told to stop: ending before is a failure.
     const UNTIL_STOPPED: Task = Task { name: "", one_shot: false, stage: Stage::Background };
-    /// Does its job and ends (the config-file seeding).
+    /// Does its job and ends (the start-up flags' seeding).
     const ONE_SHOT: Task = Task { name: "", one_shot: true, stage: Stage::Background };
 
     const fn named(self, name: &'static str, stage: Stage) -> Task {

@@ -395,6 +395,7 @@ async fn status_watch_shows_a_change_made_through_the_api_within_a_second_and_st
     let took = started.elapsed();
     assert_eq!(row[..5], ["checkout", "running", "internal", "0%", "2"], "the redraw");
     assert!(took < Duration::from_secs(1), "the change appeared after {took:?}");
+    println!("FIGURES watch: a start through the API appeared in `status --watch` after {} ms", took.as_millis());
 
     let pid = child.id().expect("running").to_string();
     assert!(std::process::Command::new("kill").args(["-s", "INT", &pid]).status().expect("kill(1)").success());

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::domain::evidence::Interval;
+use crate::domain::plan::FlagDefinition;
 use crate::domain::rollout::Position;
 use crate::util::is_connection_refused;
 
@@ -203,9 +204,24 @@ pub struct AdminStatus {
     pub flags: Vec<FlagCheck>,
 }
 
+/// A flag's definition and the version it was read at (`GET /flags`, for `apply` and `export`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoredFlag {
+    pub name: String,
+    pub version: u64,
+    pub definition: FlagDefinition,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StoredFlags {
+    pub flags: Vec<StoredFlag>,
+}
+
 /// A client of one server.
 pub struct Client {
     http: reqwest::Client,
+    /// For the change stream: no overall timeout (the stream lasts), the same connect timeout.
+    stream_http: reqwest::Client,
     base: Url,
     /// The server as the operator wrote it, for messages.
     server: String,
@@ -227,7 +243,12 @@ impl Client {
             .user_agent(concat!("rollout-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ClientError::Build)?;
-        Ok(Self { http, base, server: server.trim_end_matches('/').to_owned(), token, timeout })
+        let stream_http = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("rollout-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ClientError::Build)?;
+        Ok(Self { http, stream_http, base, server: server.trim_end_matches('/').to_owned(), token, timeout })
     }
 
     /// The server as given.
@@ -245,7 +266,10 @@ impl Client {
     }
 
     fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
-        let req = self.http.request(method, self.url(segments));
+        self.authorized(self.http.request(method, self.url(segments)))
+    }
+
+    fn authorized(&self, req: RequestBuilder) -> RequestBuilder {
         match &self.token {
             Some(token) => req.bearer_auth(token.expose_secret()),
             None => req,
@@ -403,6 +427,58 @@ impl Client {
     pub async fn report_markdown(&self, flag: &str) -> Result<String, ClientError> {
         let req = self.request(Method::GET, &["flags", flag, "report"]).query(&[("format", "md")]);
         self.call(req, Some(flag)).await
+    }
+
+    /// Every flag's definition and version.
+    pub async fn definitions(&self) -> Result<StoredFlags, ClientError> {
+        self.json(self.request(Method::GET, &["flags"]), None).await.map(|f: Fetched<StoredFlags>| f.data)
+    }
+
+    /// One flag's definition and version.
+    pub async fn definition(&self, flag: &str) -> Result<StoredFlag, ClientError> {
+        self.json(self.request(Method::GET, &["flags", flag]), Some(flag)).await.map(|f: Fetched<StoredFlag>| f.data)
+    }
+
+    /// `PUT /flags/{flag}`, refused (409) unless the flag is at `expected_version` (0: absent).
+    pub async fn put_definition(
+        &self,
+        flag: &str,
+        definition: &FlagDefinition,
+        expected_version: u64,
+    ) -> Result<Fetched<FlagState>, ClientError> {
+        let req = self
+            .request(Method::PUT, &["flags", flag])
+            .query(&[("expected_version", expected_version)])
+            .json(definition);
+        self.json(req, Some(flag)).await
+    }
+
+    /// `DELETE /flags/{flag}` with a reason for the deletion audit.
+    pub async fn delete(&self, flag: &str, reason: Option<&str>) -> Result<(), ClientError> {
+        let mut req = self.request(Method::DELETE, &["flags", flag]);
+        if let Some(reason) = reason {
+            req = req.query(&[("reason", reason)]);
+        }
+        self.call(req, Some(flag)).await.map(|_| ())
+    }
+
+    /// Opens `GET /stream` (Server-Sent Events), resuming after `last_event_id` when given.
+    pub async fn stream(&self, last_event_id: Option<&str>) -> Result<reqwest::Response, ClientError> {
+        let mut req = self.authorized(self.stream_http.get(self.url(&["stream"])));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(resp);
+        }
+        let body = resp.text().await.map_err(|e| self.unreachable(e))?;
+        Err(match serde_json::from_str::<ErrorBody>(&body) {
+            _ if status == 401 => ClientError::Unauthorized,
+            Ok(e) => ClientError::Api { status, code: e.error, message: e.message },
+            Err(_) => ClientError::Status(status),
+        })
     }
 
     pub async fn admin_status(&self) -> Result<Fetched<AdminStatus>, ClientError> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::domain::duration;
 use crate::domain::plan::{FlagDefinition, valid_flag_name};
 use crate::sources::customerio::FlagMapping;
 
@@ -42,9 +43,14 @@ pub struct ServeArgs {
     /// Flag answered by GET /flag/{user} [default: default]
     #[arg(long, env = "ROLLOUT_DEFAULT_FLAG")]
     pub default_flag: Option<String>,
-    /// TOML file with settings and flags to create at start-up when absent
+    /// TOML file with settings and flags to create at start-up when absent (or to reconcile: see
+    /// `reconcile = true` in docs/configuration.md)
     #[arg(long, env = "ROLLOUT_CONFIG")]
     pub config: Option<PathBuf>,
+    /// On the first start on an empty store, create the default flag (runbook plan, pending) so
+    /// that `GET /flag/{user}` answers at once [default: true]
+    #[arg(long, env = "ROLLOUT_CREATE_DEFAULT_FLAG", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub create_default_flag: Option<bool>,
     /// Log output [default: pretty]
     #[arg(long, env = "ROLLOUT_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -73,36 +79,36 @@ pub struct ServeArgs {
     #[arg(long = "notify-url", env = "ROLLOUT_NOTIFY_URLS", value_delimiter = ',', hide_env_values = true)]
     pub notify_urls: Vec<String>,
     /// Controller tick: how often the leader judges every running flag, in ms [default: 1000]
-    #[arg(long, env = "ROLLOUT_CONTROLLER_TICK_MS")]
+    #[arg(long, env = "ROLLOUT_CONTROLLER_TICK_MS", value_parser = duration::parse_millis)]
     pub controller_tick_ms: Option<u64>,
     /// Leader lease length in ms; a dead leader is replaced within this [default: 5000]
-    #[arg(long, env = "ROLLOUT_LEASE_MS")]
+    #[arg(long, env = "ROLLOUT_LEASE_MS", value_parser = duration::parse_millis)]
     pub lease_ms: Option<u64>,
     /// A metrics push judges its flag at once, at most once per this many ms per flag (later pushes
     /// are judged at the end of the gap) [default: 50]
-    #[arg(long, env = "ROLLOUT_PUSH_JUDGE_GAP_MS")]
+    #[arg(long, env = "ROLLOUT_PUSH_JUDGE_GAP_MS", value_parser = duration::parse_millis)]
     pub push_judge_gap_ms: Option<u64>,
     /// Full re-read of the store every this many seconds, repairing missed change messages [default: 5]
-    #[arg(long, env = "ROLLOUT_RESYNC_SECS")]
+    #[arg(long, env = "ROLLOUT_RESYNC_SECS", value_parser = duration::parse_secs)]
     pub resync_secs: Option<u64>,
     /// Requests taking longer are answered 408 [default: 10]
-    #[arg(long, env = "ROLLOUT_REQUEST_TIMEOUT_SECS")]
+    #[arg(long, env = "ROLLOUT_REQUEST_TIMEOUT_SECS", value_parser = duration::parse_secs)]
     pub request_timeout_secs: Option<u64>,
     /// On SIGTERM/Ctrl-C, first this many seconds of draining: `/readyz` answers 503 so load
     /// balancers stop sending, every other request is still served (and told `connection: close`);
     /// 0 = none [default: 5]
-    #[arg(long, env = "ROLLOUT_DRAIN_SECS")]
+    #[arg(long, env = "ROLLOUT_DRAIN_SECS", value_parser = duration::parse_secs)]
     pub drain_secs: Option<u64>,
     /// After the drain, in-flight requests and queued notifications get this long to finish [default: 10]
-    #[arg(long, env = "ROLLOUT_SHUTDOWN_GRACE_SECS")]
+    #[arg(long, env = "ROLLOUT_SHUTDOWN_GRACE_SECS", value_parser = duration::parse_secs)]
     pub shutdown_grace_secs: Option<u64>,
     /// A connection that has not sent a complete request head within this many seconds (idle
     /// keep-alive connections included) is closed [default: 10]
-    #[arg(long, env = "ROLLOUT_HEADER_READ_TIMEOUT_SECS")]
+    #[arg(long, env = "ROLLOUT_HEADER_READ_TIMEOUT_SECS", value_parser = duration::parse_secs)]
     pub header_read_timeout_secs: Option<u64>,
     /// A connection whose client takes none of its answer for this many seconds (its socket stays
     /// full) is closed [default: 10]
-    #[arg(long, env = "ROLLOUT_WRITE_TIMEOUT_SECS")]
+    #[arg(long, env = "ROLLOUT_WRITE_TIMEOUT_SECS", value_parser = duration::parse_secs)]
     pub write_timeout_secs: Option<u64>,
     /// Open connections at most; over it a new connection is answered 503 and closed [default: 10000]
     #[arg(long, env = "ROLLOUT_MAX_CONNECTIONS")]
@@ -115,7 +121,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLOUT_MAX_STREAM_CLIENTS")]
     pub max_stream_clients: Option<usize>,
     /// A stream with nothing to send sends a heartbeat comment every this many seconds [default: 15]
-    #[arg(long, env = "ROLLOUT_STREAM_HEARTBEAT_SECS")]
+    #[arg(long, env = "ROLLOUT_STREAM_HEARTBEAT_SECS", value_parser = duration::parse_secs)]
     pub stream_heartbeat_secs: Option<u64>,
 }
 
@@ -130,26 +136,61 @@ pub struct FileConfig {
     pub redis_ca_file: Option<PathBuf>,
     pub key_prefix: Option<String>,
     pub default_flag: Option<String>,
+    pub create_default_flag: Option<bool>,
     pub log_format: Option<LogFormat>,
+    #[serde(default, deserialize_with = "duration::opt_secs")]
     pub resync_secs: Option<u64>,
+    #[serde(default, deserialize_with = "duration::opt_secs")]
     pub request_timeout_secs: Option<u64>,
+    #[serde(default, deserialize_with = "duration::opt_secs")]
     pub drain_secs: Option<u64>,
+    #[serde(default, deserialize_with = "duration::opt_secs")]
     pub shutdown_grace_secs: Option<u64>,
+    #[serde(default, deserialize_with = "duration::opt_secs")]
     pub header_read_timeout_secs: Option<u64>,
+    #[serde(default, deserialize_with = "duration::opt_secs")]
     pub write_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
     pub cors_origins: Option<Vec<String>>,
     pub max_stream_clients: Option<usize>,
+    #[serde(default, deserialize_with = "duration::opt_secs")]
     pub stream_heartbeat_secs: Option<u64>,
+    #[serde(default, deserialize_with = "duration::opt_millis")]
     pub controller_tick_ms: Option<u64>,
+    #[serde(default, deserialize_with = "duration::opt_millis")]
     pub lease_ms: Option<u64>,
+    #[serde(default, deserialize_with = "duration::opt_millis")]
     pub push_judge_gap_ms: Option<u64>,
     pub alert_flag_label: Option<String>,
     /// Customer.io message id → flag mapping (`campaigns`, `broadcasts`, `transactional_messages`, `default_flag`).
     #[serde(default)]
     pub customerio: FlagMapping,
     #[serde(default)]
-    pub flags: BTreeMap<String, FlagDefinition>,
+    pub flags: BTreeMap<String, ConfigFlag>,
+}
+
+/// A flag of the config file: its definition (the fields of `PUT /flags/{flag}`) and whether the
+/// service applies it at every start (`reconcile = true`) or only creates it when absent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigFlag {
+    pub reconcile: bool,
+    pub definition: FlagDefinition,
+}
+
+impl<'de> Deserialize<'de> for ConfigFlag {
+    /// `reconcile` taken out first, so that the definition keeps refusing unknown fields (serde's
+    /// `flatten` would let typos through).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut fields = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let reconcile = match fields.remove("reconcile") {
+            None => false,
+            Some(serde_json::Value::Bool(b)) => b,
+            Some(_) => return Err(D::Error::custom("reconcile: expected true or false")),
+        };
+        let definition = FlagDefinition::deserialize(serde_json::Value::Object(fields)).map_err(D::Error::custom)?;
+        Ok(ConfigFlag { reconcile, definition })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +229,8 @@ pub struct Settings {
     pub redis_ca_file: Option<PathBuf>,
     pub key_prefix: String,
     pub default_flag: String,
+    /// Create the default flag on the first start on an empty store.
+    pub create_default_flag: bool,
     pub log_format: LogFormat,
     pub admin_tokens: Vec<NamedToken>,
     pub read_tokens: Vec<NamedToken>,
@@ -218,7 +261,7 @@ pub struct Settings {
     pub stream_heartbeat: Duration,
     /// A stream client this many changes behind is dropped (not a command-line setting).
     pub stream_buffer: usize,
-    pub flags: BTreeMap<String, FlagDefinition>,
+    pub flags: BTreeMap<String, ConfigFlag>,
 }
 
 impl Default for Settings {
@@ -230,6 +273,7 @@ impl Default for Settings {
             redis_ca_file: None,
             key_prefix: "rollout".into(),
             default_flag: "default".into(),
+            create_default_flag: true,
             log_format: LogFormat::Pretty,
             admin_tokens: Vec::new(),
             read_tokens: Vec::new(),
@@ -320,6 +364,7 @@ impl Settings {
             redis_ca_file: args.redis_ca_file.clone().or(file.redis_ca_file),
             key_prefix: args.key_prefix.clone().or(file.key_prefix).unwrap_or(d.key_prefix),
             default_flag: args.default_flag.clone().or(file.default_flag).unwrap_or(d.default_flag),
+            create_default_flag: args.create_default_flag.or(file.create_default_flag).unwrap_or(d.create_default_flag),
             log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
             admin_tokens: parse_tokens(&args.admin_tokens, "admin")?,
             read_tokens: parse_tokens(&args.read_tokens, "reader")?,
@@ -418,7 +463,7 @@ impl Settings {
             if !valid_flag_name(name) {
                 return Err(ConfigError::Invalid(format!("flag name {name:?} in the config file is not valid")));
             }
-            def.validate().map_err(|e| ConfigError::Invalid(format!("flag {name:?}: {e}")))?;
+            def.definition.validate().map_err(|e| ConfigError::Invalid(format!("flag {name:?}: {e}")))?;
         }
         Ok(())
     }
@@ -427,6 +472,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::error_chain;
 
     #[test]
     fn tokens_with_and_without_names() {
@@ -447,7 +493,8 @@ mod tests {
         let s = Settings::load(&args).expect("valid");
         assert_eq!(s.default_flag, "from-file");
         assert_eq!(s.resync_every, Duration::from_secs(3));
-        assert_eq!(s.flags["checkout"].salt.as_deref(), Some("s"));
+        assert_eq!(s.flags["checkout"].definition.salt.as_deref(), Some("s"));
+        assert!(!s.flags["checkout"].reconcile);
         assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
     }
 
@@ -472,6 +519,31 @@ mod tests {
         assert_eq!(Settings::load(&none).expect("valid").drain, Duration::ZERO);
         let zero = ServeArgs { write_timeout_secs: Some(0), ..ServeArgs::default() };
         assert!(matches!(Settings::load(&zero), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn durations_in_the_file_and_options_and_reconciled_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let text = "resync_secs = \"1m\"\nlease_ms = \"3s\"\ndrain_secs = 2\n\
+                    [flags.checkout]\nreconcile = true\nwindow_secs = \"5m\"\n\
+                    stages = [{name = \"all\", percent = 100, soak_secs = \"1h30m\"}]\n";
+        std::fs::write(&path, text).expect("write");
+        let args = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
+        let s = Settings::load(&args).expect("valid");
+        assert_eq!(
+            (s.resync_every, s.lease, s.drain),
+            (Duration::from_secs(60), Duration::from_secs(3), Duration::from_secs(2))
+        );
+        let checkout = &s.flags["checkout"];
+        assert!(checkout.reconcile);
+        assert_eq!((checkout.definition.window_secs, checkout.definition.stages[0].soak_secs), (300, 5400));
+        std::fs::write(&path, "[flags.checkout]\nsoak = 5\n").expect("write");
+        let e = error_chain(&Settings::load(&args).expect_err("a typo is refused"));
+        assert!(e.contains("unknown field `soak`"), "{e}");
+        std::fs::write(&path, "drain_secs = \"soon\"\n").expect("write");
+        let e = error_chain(&Settings::load(&args).expect_err("a bad duration is refused"));
+        assert!(e.contains("drain_secs") && e.contains("not a duration"), "{e}");
     }
 
     #[test]

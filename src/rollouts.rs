@@ -162,6 +162,7 @@ impl Rollouts {
     }
 
     /// Creates the flag or replaces its definition. Returns the flag and whether it was created.
+    /// `req.expected_version` 0 means the flag must not exist yet.
     pub async fn put(
         &self,
         name: &str,
@@ -173,6 +174,10 @@ impl Rollouts {
             let now = self.clock.now_ms();
             let current = self.current(name).await?;
             let (next, event, expected) = match &current {
+                None if req.expected_version.is_some_and(|v| v != 0) => {
+                    let expected = req.expected_version.unwrap_or_default();
+                    return Err(RolloutError::VersionConflict { expected, found: 0 });
+                }
                 None => {
                     let flag = Flag::new(name.to_owned(), definition.clone(), now);
                     let event = flag.creation_event(&req.actor, &req.reason);
@@ -191,15 +196,62 @@ impl Rollouts {
         Err(RolloutError::Contended)
     }
 
-    /// Creates the flag only if it does not exist (flags declared in the config file).
-    pub async fn ensure(&self, name: &str, definition: FlagDefinition, req: &Request) -> Result<bool, RolloutError> {
+    /// A flag declared in the config file: created when absent; with `reconcile`, a stored
+    /// definition that differs is replaced too (an equal one is left alone, so restarts write
+    /// nothing). Writes are conditional and retried on a lost race: replicas starting together
+    /// converge on one write.
+    pub async fn declare(
+        &self,
+        name: &str,
+        definition: FlagDefinition,
+        reconcile: bool,
+        req: &Request,
+    ) -> Result<Declared, RolloutError> {
         definition.validate()?;
-        if self.store.get_flag(name).await?.is_some() {
+        for _ in 0..MAX_ATTEMPTS {
+            let now = self.clock.now_ms();
+            let (next, event, expected, outcome) = match self.store.get_flag(name).await? {
+                None => {
+                    let flag = Flag::new(name.to_owned(), definition.clone(), now);
+                    let event = flag.creation_event(&req.actor, &req.reason);
+                    (flag, event, 0, Declared::Created)
+                }
+                Some(flag) if !reconcile || flag.definition == definition => return Ok(Declared::Unchanged),
+                Some(flag) => {
+                    let (next, event) = flag.redefine(definition.clone(), &req.actor, &req.reason, now)?;
+                    (next, event, flag.state.version, Declared::Updated)
+                }
+            };
+            if self.write(&next, expected, &event, req).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(RolloutError::Contended)
+    }
+
+    /// The first start on a store: when it holds no flag and never did (no deletion either),
+    /// creates `default_flag` with the runbook's plan, pending, audited as `system`; then records
+    /// in the shared settings that the first start happened, so a store the operators emptied
+    /// later stays empty. True when this replica created the flag. Replicas starting together
+    /// race safely: the creation is conditional (the loser finds the flag there and is done).
+    pub async fn first_start(&self, default_flag: &str) -> Result<bool, RolloutError> {
+        if self.store.setting(FIRST_START_SETTING).await?.is_some() {
             return Ok(false);
         }
-        let flag = Flag::new(name.to_owned(), definition, self.clock.now_ms());
-        let event = flag.creation_event(&req.actor, &req.reason);
-        self.write(&flag, 0, &event, req).await
+        let empty = self.store.load_stamps().await?.stamps.is_empty() && self.store.deletions(1).await?.is_empty();
+        let now = self.clock.now_ms();
+        let created = if empty {
+            let flag = Flag::new(default_flag.to_owned(), FlagDefinition::default(), now);
+            let req =
+                Request::new("system", "first start on an empty store: the default flag, with the runbook's plan");
+            let event = flag.creation_event(&req.actor, &req.reason);
+            self.write(&flag, 0, &event, &req).await?
+        } else {
+            false
+        };
+        let record = serde_json::json!({"at_ms": now, "default_flag": default_flag, "created": created});
+        self.store.put_setting(FIRST_START_SETTING, Some(&record.to_string())).await?;
+        Ok(created)
     }
 
     /// Applies a command. A rollback is re-applied to the fresh state until it lands, whatever the
@@ -459,6 +511,17 @@ impl Rollouts {
         self.announce(next, event);
         Ok(true)
     }
+}
+
+/// The shared setting that records the store's first start ([`Rollouts::first_start`]).
+pub const FIRST_START_SETTING: &str = "first_start";
+
+/// What [`Rollouts::declare`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    Created,
+    Updated,
+    Unchanged,
 }
 
 /// What a firing alert did to its flag.

@@ -4,7 +4,7 @@
 //! The HTTP server is our own accept loop ([`accept`]) over hyper, on sockets with a write timeout
 //! that answer hyper's own parse errors in our JSON shape ([`io`]).
 //!
-//! Supervision: every task but the config-file seeding runs until shutdown; one that ends or
+//! Supervision: every task but the start-up flags' seeding runs until shutdown; one that ends or
 //! panics before is a failure, logged with its name, and `rollout serve` exits non-zero. No task
 //! runs outside this set: the push judge's deferred judgements run in a task of it.
 //!
@@ -30,19 +30,20 @@ use tokio::task::{JoinError, JoinSet};
 use crate::app::status::OpsInfo;
 use crate::app::{self, App};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{NamedToken, Settings};
+use crate::config::{ConfigFlag, NamedToken, Settings};
 use crate::controller::{self, Controller};
 use crate::http::auth::{Auth, Scope};
 use crate::http::ops::Drain;
 use crate::http::{self, AppState};
 use crate::notify::{self, Notice, NotifySettings};
-use crate::rollouts::{Request, Rollouts};
+use crate::rollouts::{Declared, Request, RolloutError, Rollouts};
 use crate::snapshot::{self, Snapshot};
 use crate::sources::prometheus::Puller;
 use crate::sources::{SignalStats, SourcesSettings};
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::telemetry::Telemetry;
 use crate::timeline::Timeline;
+use crate::util::error_chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -257,7 +258,8 @@ fn spawn_background(
     Ok(notices)
 }
 
-/// Starts the controller's loop and, when the config file declares flags, their seeding.
+/// Starts the controller's loop and the start-up flags' seeding (the config file's, the first
+/// start's default flag).
 fn spawn_controller(
     tasks: &mut Tasks,
     settings: &Settings,
@@ -273,10 +275,11 @@ fn spawn_controller(
         Task::UNTIL_STOPPED.named("controller", Stage::Drain),
         Arc::clone(&controller).run(settings.controller_tick, tasks.stop_signal(Stage::Drain)),
     );
-    if !settings.flags.is_empty() {
+    let default_flag = Some(settings.default_flag.clone()).filter(|_| settings.create_default_flag);
+    if !settings.flags.is_empty() || default_flag.is_some() {
         tasks.spawn(
-            Task::ONE_SHOT.named("config flags", Stage::Drain),
-            seed_flags(rollouts, settings.flags.clone(), tasks.stop_signal(Stage::Drain)),
+            Task::ONE_SHOT.named("start-up flags", Stage::Drain),
+            seed_flags(rollouts, settings.flags.clone(), default_flag, tasks.stop_signal(Stage::Drain)),
         );
     }
     Ok(controller)
@@ -302,32 +305,54 @@ async fn serve(tasks: &mut Tasks, settings: &Settings, state: AppState) -> Resul
     Ok(addr)
 }
 
-/// Creates the config file's flags that do not exist yet, retrying while the store is down.
+/// The start-up flags: the config file's (created when absent, or reconciled), then the first
+/// start's default flag ([`Rollouts::first_start`]); retried every second while the store is out
+/// of reach. A definition the store refuses for good (a reconciled plan without the stage its
+/// live flag is in) is logged and left.
 async fn seed_flags(
     rollouts: Rollouts,
-    flags: std::collections::BTreeMap<String, crate::domain::plan::FlagDefinition>,
+    flags: std::collections::BTreeMap<String, ConfigFlag>,
+    default_flag: Option<String>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let req = Request::new("config", "declared in the config file");
     let mut pending: Vec<_> = flags.into_iter().collect();
-    while !pending.is_empty() {
+    let mut first_start = default_flag;
+    loop {
         let mut retry = Vec::new();
-        for (name, def) in pending {
-            match rollouts.ensure(&name, def.clone(), &req).await {
-                Ok(true) => tracing::info!(flag = %name, "created from the config file"),
-                Ok(false) => {}
+        for (name, flag) in pending {
+            match rollouts.declare(&name, flag.definition.clone(), flag.reconcile, &req).await {
+                Ok(Declared::Created) => tracing::info!(flag = %name, "created from the config file"),
+                Ok(Declared::Updated) => tracing::info!(flag = %name, "reconciled with the config file"),
+                Ok(Declared::Unchanged) => {}
+                Err(RolloutError::Store(e)) => {
+                    tracing::warn!(flag = %name, error = %error_chain(&e), "cannot apply the flag from the config file yet");
+                    retry.push((name, flag));
+                }
                 Err(e) => {
-                    tracing::warn!(flag = %name, error = %e, "cannot create the flag from the config file yet");
-                    retry.push((name, def));
+                    tracing::error!(flag = %name, error = %error_chain(&e), "the config file's flag is not applied")
                 }
             }
         }
         pending = retry;
-        if !pending.is_empty() {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => break,
+        if pending.is_empty()
+            && let Some(name) = first_start.take()
+        {
+            match rollouts.first_start(&name).await {
+                Ok(true) => tracing::info!(flag = %name, "first start on an empty store: created the default flag"),
+                Ok(false) => tracing::info!(flag = %name, "not the store's first start: no default flag created"),
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "cannot check for the first start yet");
+                    first_start = Some(name);
+                }
             }
+        }
+        if pending.is_empty() && first_start.is_none() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => break,
         }
     }
 }
@@ -357,7 +382,7 @@ struct Task {
 impl Task {
     /// Runs until told to stop: ending before is a failure.
     const UNTIL_STOPPED: Task = Task { name: "", one_shot: false, stage: Stage::Background };
-    /// Does its job and ends (the config-file seeding).
+    /// Does its job and ends (the start-up flags' seeding).
     const ONE_SHOT: Task = Task { name: "", one_shot: true, stage: Stage::Background };
 
     const fn named(self, name: &'static str, stage: Stage) -> Task {

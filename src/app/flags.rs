@@ -64,14 +64,16 @@ impl App {
         Ok(Shown { view, now_ms, waiting_for_evidence, waiting_for })
     }
 
-    /// Creates the flag or replaces its definition; true when created.
+    /// Creates the flag or replaces its definition; true when created. With `expected_version`,
+    /// refused unless the flag is at that version (0: unless it does not exist yet).
     pub async fn define(
         &self,
         name: &str,
         definition: FlagDefinition,
         actor: String,
+        expected_version: Option<u64>,
     ) -> Result<(FlagAt, bool), RolloutError> {
-        let req = Request::new(actor, "definition saved");
+        let req = Request { expected_version, ..Request::new(actor, "definition saved") };
         let (flag, created) = self.rollouts.put(name, definition, &req).await?;
         Ok((FlagAt { flag, now_ms: self.clock.now_ms() }, created))
     }

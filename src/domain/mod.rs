@@ -3,6 +3,7 @@
 
 pub mod bucket;
 pub mod calendar;
+pub mod duration;
 pub mod evidence;
 pub mod guards;
 pub mod plan;

@@ -25,8 +25,10 @@ pub struct Stage {
     /// Share of users (0–100) enabled by bucket; internal-only stages use 0.
     #[serde(default)]
     pub percent: u8,
-    /// How long the stage must run healthy before the controller advances.
-    #[serde(default)]
+    /// How long the stage must run healthy before the controller advances (seconds, or a duration
+    /// string such as `"1h"`).
+    #[serde(default, deserialize_with = "super::duration::secs")]
+    #[schema(schema_with = super::duration::secs_schema)]
     pub soak_secs: u64,
     /// Only the flag's internal users get the feature in this stage.
     #[serde(default)]
@@ -135,7 +137,8 @@ pub struct FlagDefinition {
     #[serde(default = "default_min_samples")]
     pub min_samples: u64,
     /// Length of the sliding metric window.
-    #[serde(default = "default_window_secs")]
+    #[serde(default = "default_window_secs", deserialize_with = "super::duration::secs")]
+    #[schema(schema_with = super::duration::secs_schema)]
     pub window_secs: u64,
     /// Advance after the soak even when no guard has enough data.
     #[serde(default)]
@@ -170,7 +173,8 @@ pub struct FlagDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advance_window: Option<AdvanceWindow>,
     /// The post-launch review is posted this long after the first start (default 24 h).
-    #[serde(default = "default_review_after")]
+    #[serde(default = "default_review_after", deserialize_with = "super::duration::secs")]
+    #[schema(schema_with = super::duration::secs_schema)]
     pub review_after_secs: u64,
 }
 
@@ -223,13 +227,16 @@ pub struct CheckDefinition {
     #[schema(value_type = String)]
     pub when: CheckWhen,
     /// `before_start`: how long before the scheduled start it runs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::duration::secs")]
+    #[schema(schema_with = super::duration::secs_schema)]
     pub offset_secs: u64,
     /// How long a failed `before_stage` check waits before it runs again, and the period of a
     /// `during` check.
-    #[serde(default = "default_check_interval")]
+    #[serde(default = "default_check_interval", deserialize_with = "super::duration::secs")]
+    #[schema(schema_with = super::duration::secs_schema)]
     pub interval_secs: u64,
-    #[serde(default = "default_check_timeout")]
+    #[serde(default = "default_check_timeout", deserialize_with = "super::duration::secs")]
+    #[schema(schema_with = super::duration::secs_schema)]
     pub timeout_secs: u64,
 }
 
@@ -247,7 +254,8 @@ fn default_check_timeout() -> u64 {
 pub struct PrometheusGuards {
     /// Base URL of the Prometheus server (its `/api/v1/query` is called).
     pub url: String,
-    #[serde(default = "default_query_interval")]
+    #[serde(default = "default_query_interval", deserialize_with = "super::duration::secs")]
+    #[schema(schema_with = super::duration::secs_schema)]
     pub interval_secs: u64,
     /// One instant query per guard; it must yield a scalar or a one-element vector.
     pub queries: BTreeMap<Guard, String>,

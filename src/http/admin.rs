@@ -136,9 +136,17 @@ pub async fn show(_: Admin, State(app): State<Arc<App>>, FlagParam(flag): FlagPa
     Ok(json_response(&FlagBody { waiting_for_evidence, waiting_for, ..FlagBody::new(&view.flag, now_ms) }))
 }
 
+/// Query of `PUT /flags/{flag}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutQuery {
+    expected_version: Option<u64>,
+}
+
 #[utoipa::path(
     put, path = "/flags/{flag}", tag = "flags",
-    params(FlagParam),
+    params(FlagParam, ("expected_version" = Option<u64>, Query,
+        description = "refuse with 409 unless the flag is at this version (0: unless it does not exist yet)")),
     request_body(content = FlagDefinition, description = "every field optional; defaults are the runbook plan"),
     security(("bearer" = []), ("api_key" = [])),
     responses(
@@ -151,9 +159,10 @@ pub async fn put(
     admin: Admin,
     State(app): State<Arc<App>>,
     FlagParam(flag): FlagParam,
+    ApiQuery(query): ApiQuery<PutQuery>,
     JsonBody(definition): JsonBody<FlagDefinition>,
 ) -> Result<Response, ApiError> {
-    let (saved, created) = app.define(&flag, definition, admin.actor()).await?;
+    let (saved, created) = app.define(&flag, definition, admin.actor(), query.expected_version).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, json_response(&FlagBody::at(&saved))).into_response())
 }

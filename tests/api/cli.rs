@@ -208,3 +208,198 @@ async fn the_token_is_never_printed() {
     let help = app.cli(&["--help"]).await;
     assert!(help.stdout.contains("ROLLOUT_TOKEN") && help.stdout.contains("ROLLOUT_SERVER"), "{}", help.stdout);
 }
+
+#[tokio::test]
+async fn serve_refuses_the_operator_options_and_the_operator_commands_refuse_serves() {
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["serve", "--json"],
+            "unexpected argument '--json' found\n\n  tip: --json is an option of the operator commands",
+        ),
+        (&["serve", "--token", "x"], "unexpected argument '--token'"),
+        (&["--json", "serve"], "--json is an option of the operator commands; `rollout serve` does not take it"),
+        (
+            &["-o", "yaml", "serve"],
+            "-o/--output is an option of the operator commands; `rollout serve` does not take it",
+        ),
+        (&["status", "--redis-url", "redis://127.0.0.1:1"], "unexpected argument '--redis-url'"),
+        (
+            &["-o", "yaml", "apply", "-f", "x.toml"],
+            "-o/--output is an option of the read commands; `rollout apply` does not take it",
+        ),
+    ];
+    for (args, message) in cases {
+        let run = rollout_cli(args, &[]).await;
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stderr.starts_with("error: ") && run.stderr.contains(message), "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty(), "{run:?}");
+    }
+    let help = rollout_cli(&["serve", "--help"], &[]).await;
+    assert!(!help.stdout.contains("--server") && !help.stdout.contains("--json"), "{}", help.stdout);
+    // The environment of a service may well hold ROLLOUT_SERVER or ROLLOUT_TOKEN: not an error.
+    let run =
+        rollout_cli(&["serve", "--listen", "nonsense"], &[("ROLLOUT_SERVER", "http://x"), ("ROLLOUT_TOKEN", "t")])
+            .await;
+    assert!(run.stderr.contains("invalid value 'nonsense' for '--listen"), "{run:?}");
+}
+
+#[tokio::test]
+async fn operator_options_go_before_or_after_the_command_and_every_read_prints_yaml() {
+    let app = TestApp::in_memory().spawn().await;
+    app.create_flag("checkout", json!({"stages": [{"name": "all", "percent": 100, "soak_secs": "90s"}]})).await;
+    let before = ok(app.cli(&["-o", "yaml", "status", "checkout"]).await);
+    let after = ok(app.cli(&["status", "checkout", "-o", "yaml"]).await);
+    assert_eq!(before.stdout, after.stdout);
+    let yaml: serde_json::Value = serde_norway::from_str(&after.stdout).expect("YAML");
+    assert_eq!((&yaml["status"], &yaml["definition"]["stages"][0]["soak_secs"]), (&json!("pending"), &json!(90)));
+    let json = ok(app.cli(&["status", "checkout", "-o", "json"]).await).json();
+    assert_eq!(json, ok(app.cli(&["--json", "status", "checkout"]).await).json(), "--json is -o json");
+    for args in
+        [&["history", "checkout"][..], &["health", "checkout"], &["explain", "checkout", "u"], &["report", "checkout"]]
+    {
+        let run = ok(app.cli(&[args, &["-o", "yaml"]].concat()).await);
+        let parsed: serde_json::Value = serde_norway::from_str(&run.stdout).expect("YAML");
+        assert!(parsed.is_object(), "{args:?}: {}", run.stdout);
+    }
+    let both = app.cli(&["status", "--json", "-o", "yaml"]).await;
+    assert_eq!(both.code, 2, "{both:?}");
+    // The server given after the command wins over the environment's.
+    let refused = format!("http://127.0.0.1:{}", free_port());
+    let run = rollout_cli(
+        &["--server", &refused, "status", "--server", &app.base(), "--timeout", "5s"],
+        &[("ROLLOUT_TOKEN", ADMIN)],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[tokio::test]
+async fn every_command_has_examples_in_its_help() {
+    let commands = [
+        "serve",
+        "status",
+        "start",
+        "cancel",
+        "approve",
+        "advance",
+        "pause",
+        "resume",
+        "rollback",
+        "freeze",
+        "unfreeze",
+        "history",
+        "health",
+        "explain",
+        "report",
+        "doctor",
+        "apply",
+        "export",
+        "delete",
+        "completions",
+    ];
+    for command in commands {
+        let help = rollout_cli(&[command, "--help"], &[]).await;
+        assert_eq!(help.code, 0, "{help:?}");
+        assert!(
+            help.stdout.contains("Example") && help.stdout.contains(&format!("rollout {command}")),
+            "{command}: {}",
+            help.stdout
+        );
+    }
+}
+
+/// Runs `script` in `shell` with `$ROLLOUT` set to the binary; `None` when the shell is not installed.
+fn in_shell(shell: &str, script: &str) -> Option<std::process::Output> {
+    let output =
+        std::process::Command::new(shell).args(["-c", script]).env("ROLLOUT", env!("CARGO_BIN_EXE_rollout")).output();
+    match output {
+        Ok(output) => Some(output),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("note: {shell} is not installed; its completion script is not tested");
+            None
+        }
+        Err(e) => panic!("{shell}: {e}"),
+    }
+}
+
+#[test]
+fn the_completion_scripts_load_in_their_shells() {
+    let bash =
+        in_shell("bash", r#"source <("$ROLLOUT" completions bash) && complete -p rollout"#).expect("bash is installed");
+    assert!(bash.status.success(), "{bash:?}");
+    let registered = String::from_utf8_lossy(&bash.stdout);
+    assert!(registered.contains(" -F _rollout ") && registered.trim_end().ends_with(" rollout"), "{registered}");
+    // Completing `rollout st` offers the commands that start so.
+    let offered = in_shell(
+        "bash",
+        r#"source <("$ROLLOUT" completions bash) && COMP_WORDS=(rollout st) COMP_CWORD=1 && _rollout rollout st rollout && echo "${COMPREPLY[@]}""#,
+    )
+    .expect("bash");
+    let words = String::from_utf8_lossy(&offered.stdout);
+    assert!(
+        words.split_whitespace().any(|w| w == "status") && words.split_whitespace().any(|w| w == "start"),
+        "{offered:?}"
+    );
+
+    if let Some(zsh) = in_shell(
+        "zsh",
+        r#"autoload -U compinit && compinit -u -D && source <("$ROLLOUT" completions zsh) && (( $+functions[_rollout] ))"#,
+    ) {
+        assert!(zsh.status.success(), "{zsh:?}");
+    }
+    if let Some(fish) = in_shell("fish", r#""$ROLLOUT" completions fish | source; and complete -C'rollout st'"#) {
+        let words = String::from_utf8_lossy(&fish.stdout);
+        assert!(fish.status.success() && words.contains("status"), "{fish:?}");
+    }
+    let pwsh = std::process::Command::new(env!("CARGO_BIN_EXE_rollout")).args(["completions", "powershell"]).output();
+    let pwsh = pwsh.expect("runs");
+    assert!(String::from_utf8_lossy(&pwsh.stdout).contains("Register-ArgumentCompleter"), "{pwsh:?}");
+}
+
+#[tokio::test]
+async fn status_watch_shows_a_change_made_through_the_api_within_a_second_and_stops_on_ctrl_c() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let app = TestApp::in_memory().spawn().await;
+    app.create_flag("checkout", json!({})).await;
+    app.create_flag("search", json!({})).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollout"))
+        .args(["status", "checkout", "--watch"])
+        .env("ROLLOUT_SERVER", app.base())
+        .env("ROLLOUT_TOKEN", ADMIN)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the rollout binary starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next_row = async || -> Vec<String> {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+                .await
+                .expect("a line within 10 s")
+                .expect("stdout")
+                .expect("the watch still runs");
+            if line.starts_with("checkout") {
+                return line.split_whitespace().map(str::to_owned).collect();
+            }
+        }
+    };
+    assert_eq!(next_row().await[..3], ["checkout", "pending", "internal"], "the first draw");
+
+    // Another flag's change does not redraw; this flag's does, at once.
+    app.must("search", "start").await;
+    let started = std::time::Instant::now();
+    app.must("checkout", "start").await;
+    let row = next_row().await;
+    let took = started.elapsed();
+    assert_eq!(row[..5], ["checkout", "running", "internal", "0%", "2"], "the redraw");
+    assert!(took < Duration::from_secs(1), "the change appeared after {took:?}");
+    println!("FIGURES watch: a start through the API appeared in `status --watch` after {} ms", took.as_millis());
+
+    let pid = child.id().expect("running").to_string();
+    assert!(std::process::Command::new("kill").args(["-s", "INT", &pid]).status().expect("kill(1)").success());
+    let status =
+        tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("exits on Ctrl-C").expect("wait");
+    assert_eq!(status.code(), Some(0), "Ctrl-C ends the watch cleanly");
+}

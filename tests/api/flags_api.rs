@@ -361,3 +361,41 @@ async fn every_error_code_comes_as_json() {
     }
     assert_eq!(app.admin_get("/flags/f").await.body, before, "no bad request changed the flag");
 }
+
+#[tokio::test]
+async fn durations_are_accepted_as_strings_and_shown_as_seconds() {
+    let app = TestApp::in_memory().spawn().await;
+    let definition = json!({
+        "window_secs": "5m",
+        "review_after_secs": "1d",
+        "stages": [{"name": "a", "percent": 10, "soak_secs": "1h30m"}, {"name": "b", "percent": 100, "soak_secs": 90}],
+        "checks": [{"name": "smoke", "url": "http://127.0.0.1:1/", "when": "during", "interval_secs": "2m", "timeout_secs": "10s"}],
+    });
+    let created = app.create_flag("f", definition).await;
+    let d = &created["definition"];
+    assert_eq!(
+        (&d["window_secs"], &d["review_after_secs"], &d["stages"][0]["soak_secs"], &d["stages"][1]["soak_secs"]),
+        (&json!(300), &json!(86_400), &json!(5400), &json!(90))
+    );
+    assert_eq!((&d["checks"][0]["interval_secs"], &d["checks"][0]["timeout_secs"]), (&json!(120), &json!(10)));
+    let cases = [
+        (json!({"window_secs": "soon"}), "window_secs: \"soon\" is not a duration"),
+        (
+            json!({"stages": [{"name": "a", "soak_secs": "1500ms"}]}),
+            "stages[0].soak_secs: \"1500ms\" is not a whole number of seconds",
+        ),
+        (json!({"stages": [{"name": "a", "soak_secs": -5}]}), "stages[0].soak_secs: -5 is negative"),
+        (
+            json!({"window_secs": true}),
+            "window_secs: invalid type: boolean `true`, expected an integer of seconds or a duration",
+        ),
+    ];
+    let cases = cases.map(|(body, message)| (body, "invalid_body", message));
+    let range = (json!({"window_secs": "2d"}), "invalid_definition", "window_secs: must be between 10 and 86400");
+    for (body, code, message) in cases.into_iter().chain([range]) {
+        let r = app.admin_put("/flags/g", body.clone()).await;
+        assert_eq!(r.status, 422, "{body}: {}", r.body);
+        assert_eq!(r.body["error"], code, "{body}: {}", r.body);
+        assert!(r.body["message"].as_str().is_some_and(|m| m.starts_with(message)), "{body}: {}", r.body);
+    }
+}

@@ -65,3 +65,31 @@ async fn every_route_in_the_code_is_in_the_openapi_document_and_nothing_else_is(
         assert!(doc["components"]["schemas"].get(schema).is_some(), "missing schema {schema}");
     }
 }
+
+#[tokio::test]
+async fn the_document_says_seconds_fields_take_an_integer_or_a_duration_and_put_takes_expected_version() {
+    let app = TestApp::in_memory().spawn().await;
+    let doc = app.get("/openapi.json").await.body;
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field) in [
+        ("Stage", "soak_secs"),
+        ("FlagDefinition", "window_secs"),
+        ("FlagDefinition", "review_after_secs"),
+        ("CheckDefinition", "interval_secs"),
+        ("CheckDefinition", "timeout_secs"),
+        ("CheckDefinition", "offset_secs"),
+        ("PrometheusGuards", "interval_secs"),
+    ] {
+        let one_of = &schemas[schema]["properties"][field]["oneOf"];
+        let types: Vec<&str> = one_of
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema}.{field}: {one_of}"))
+            .iter()
+            .filter_map(|s| s["type"].as_str())
+            .collect();
+        assert_eq!(types, ["integer", "string"], "{schema}.{field}");
+        assert_eq!(one_of[1]["pattern"], "^([0-9]+|([0-9]+(s|m|h|d))+)$", "{schema}.{field}");
+    }
+    let params = doc["paths"]["/flags/{flag}"]["put"]["parameters"].as_array().expect("parameters");
+    assert!(params.iter().any(|p| p["name"] == "expected_version" && p["in"] == "query"), "{params:?}");
+}

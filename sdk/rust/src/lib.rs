@@ -13,7 +13,8 @@
 //! Modules:
 //! - `config`: the wire types and the evaluation-ready snapshot.
 //! - `eval`: bucketing and the evaluation rules (pure).
-//! - `sse`: the event-stream parser (pure).
+//! - `sse`: the event-stream parser (pure; public, for other readers of the stream such as the
+//!   `rollout status --watch` command).
 //! - `backoff`: reconnection delays.
 //! - `report`: outcome tallies and the outbox of unsent reports (pure).
 //! - `client`: the builder, the client and its two tasks.
@@ -23,7 +24,7 @@ mod client;
 mod config;
 mod eval;
 mod report;
-mod sse;
+pub mod sse;
 
 pub use client::{Client, ClientBuilder, Error};
 pub use config::{ConfigBody, FlagConfig, Status};

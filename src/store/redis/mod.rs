@@ -14,7 +14,8 @@
 //! - `<prefix>:deletions`            stream of `deletion` (deletion records as JSON), trimmed to
 //!   ~DELETIONS_CAP: the audit that outlives deleted flags; `<prefix>:{catalog}:deletions` on a cluster
 //! - `<prefix>:leader`               the controller lease
-//! - `<prefix>:setting:<name>`       settings shared by the replicas (`freeze`: who froze the controller)
+//! - `<prefix>:setting:<name>`       settings shared by the replicas (`freeze`: who froze the controller;
+//!   `first_start`: when the store's first start was, see `Rollouts::first_start`)
 //! - `<prefix>:{<flag>}:checks`      hash check name → its latest run (JSON)
 //! - `<prefix>:seen:<key>`           a de-duplication key (`remember_once`), expiring with its TTL
 //! - channel `<prefix>:changes`      `{"flag","version"}` after every write

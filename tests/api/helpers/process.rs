@@ -152,6 +152,8 @@ fn start(addr: SocketAddr, command: &Launch, log: &PathBuf) -> Child {
         .env("NO_COLOR", "1")
         .env("ROLLOUT_REDIS_URL", &command.redis_url)
         .env("ROLLOUT_ADMIN_TOKENS", format!("ann:{ADMIN}"))
+        // Tests count the flags they create; `env` turns the first start's default flag back on.
+        .env("ROLLOUT_CREATE_DEFAULT_FLAG", "false")
         .envs(command.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));

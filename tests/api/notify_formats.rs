@@ -12,7 +12,7 @@ use rollout_controller::config::NamedToken;
 use rollout_controller::notify::{Event, Format, Target};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, RedisServer, TestApp, eventually};
+use crate::helpers::{ADMIN, RedisServer, ServiceProcess, TestApp, eventually};
 
 /// What a receiver got at one path, and whether the body had its provider's shape.
 #[derive(Clone)]
@@ -294,4 +294,44 @@ async fn each_format_has_its_providers_shape_and_each_receiver_gets_only_its_eve
     let r = app.http.get(app.url("/admin/status")).bearer_auth(ADMIN).send().await.expect("status");
     let status: Value = r.json().await.expect("json");
     assert_eq!(status["notify_urls"].as_array().map(Vec::len), Some(7), "every receiver is probed");
+}
+
+#[tokio::test]
+async fn the_real_binary_reads_notify_tables_with_a_secret_url_from_the_environment_and_refuses_unknown_events() {
+    let redis = RedisServer::start();
+    let (url, inbox) = checking_receiver().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("rollout.toml");
+    std::fs::write(
+        &config,
+        "dashboard_url = \"https://rollouts.example.com/ui/\"\n\
+         [[notify]]\nurl_env = \"TEST_DISCORD_WEBHOOK\"\nformat = \"discord\"\nevents = [\"rollback\"]\n",
+    )
+    .expect("write");
+    let config = config.to_str().expect("a UTF-8 path");
+    let hook = format!("{url}/discord-from-env");
+    let service =
+        ServiceProcess::spawn(&redis.url(), &["--config", config], &[("TEST_DISCORD_WEBHOOK", hook.as_str())]).await;
+    service.create_flag("f", json!({})).await;
+    for command in ["start", "rollback"] {
+        let r = service.admin_post(&format!("/flags/f/{command}"), json!({"reason": "test"})).await;
+        assert_eq!(r.status, 200, "{command}: {}", r.body);
+    }
+    eventually(Duration::from_secs(10), "the rollback reaches the Discord receiver", || async {
+        !at(&inbox, "discord-from-env").is_empty()
+    })
+    .await;
+    let got = at(&inbox, "discord-from-env");
+    assert_eq!(got.len(), 1, "create and start are not subscribed");
+    assert_eq!(got[0].verdict, Ok(()));
+    assert_eq!(got[0].body["embeds"][0]["title"], "🚨 f: rollback");
+    assert_eq!(got[0].body["embeds"][0]["url"], "https://rollouts.example.com/ui/");
+    assert!(!service.logs().contains("discord-from-env"), "the secret URL is never logged");
+
+    std::fs::write(config, "[[notify]]\nurl = \"http://127.0.0.1:9/x\"\nevents = [\"rolback\"]\n").expect("write");
+    let mut refused = ServiceProcess::launch(&redis.url(), &["--config", config], &[]);
+    let status = refused.wait_exit(Duration::from_secs(10)).await.expect("a config error stops the start");
+    assert!(!status.success());
+    let log = refused.logs();
+    assert!(log.contains("unknown variant `rolback`") && log.contains("rollback"), "{log}");
 }

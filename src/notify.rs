@@ -756,6 +756,20 @@ mod tests {
     }
 
     #[test]
+    fn a_line_longer_than_a_section_is_clipped_and_short_text_stays_whole() {
+        let long = "x".repeat(10_000);
+        let pieces = chunks(&long, limits::SLACK_SECTION, 3);
+        assert_eq!(pieces.len(), 1, "one line is one piece");
+        assert_eq!(pieces[0].chars().count(), limits::SLACK_SECTION);
+        assert!(pieces[0].ends_with('…'));
+        assert_eq!(chunks("a\nb", 10, 5), ["a\nb"]);
+        assert_eq!(chunks("aaaa\nbbbb\ncccc", 9, 2), ["aaaa", "bbbb\ncccc"], "cut at a line end");
+        assert_eq!(chunks("aaaa\nbbbb\ncccc", 9, 1), ["aaaa…"], "what does not fit is marked");
+        assert_eq!(clip("ünï", 3), "ünï");
+        assert_eq!(clip("ünïc", 3), "ün…");
+    }
+
+    #[test]
     fn urls_are_redacted_to_scheme_and_host() {
         assert_eq!(redact("https://hooks.slack.com/services/T0/B0/secret"), "https://hooks.slack.com/…");
         assert_eq!(redact("http://user:pw@host:9/x?token=1"), "http://host:9/…");

@@ -428,6 +428,8 @@ def case_exposed(chart: Path, work: Path) -> list[str]:
                 for e in egress), "egress to the notification receivers as given")
     c.check(len(egress) == 3, f"nothing else goes out: {len(egress)} egress rules")
     check_test_pod(c, token_secret=FULLNAME)
+    c.check("(autoscaled, 2–6 replicas)" in lint.notes(), "NOTES.txt says the replicas are autoscaled")
+    c.check(f"helm test {RELEASE}" in lint.notes(), "NOTES.txt names helm test")
     secret = c.one("Secret", FULLNAME)
     token = base64.b64decode(dig(secret, "data", "doctor-token") or "").decode()
     c.check(token == ADMIN.split(":", 1)[1], "doctor-token is the bare first admin token")

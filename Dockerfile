@@ -36,6 +36,9 @@ RUN mkdir -p src benches \
 
 # 2. The crate itself (.dockerignore keeps target/, .git/ and the like out of the context).
 COPY . .
+# The commit `rollout_build_info` reports (.git stays out of the context):
+#   docker build --build-arg ROLLOUT_BUILD_COMMIT=$(git rev-parse --short=12 HEAD) …
+ARG ROLLOUT_BUILD_COMMIT=unknown
 RUN cargo build --release --locked \
  && install -D -m 0755 target/release/rollout /usr/local/bin/rollout \
  && /usr/local/bin/rollout --help >/dev/null

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lint charts/rollout-controller with the real Helm engine and check what it renders.
 #
-#   scripts/lint-chart.sh                      # the six cases; exits 1 when any fails
+#   scripts/lint-chart.sh                      # every case; exits 1 when any fails
 #   scripts/lint-chart.sh --render my.yaml     # print the manifests rendered with my.yaml (like helm template)
 #
 # Needs python3 (with venv) and access to PyPI the first time: it installs helm-sdkpy (Helm's Go

@@ -11,8 +11,14 @@ lint captures that log on stderr and the rendered YAML is decoded from it. The c
 (`fail` on a missing Redis or admin token) is observed the same way.
 
 Cases (one line each, then "N passed, M failed"):
-  a. the chart as shipped: lint clean; renders the secure defaults; refuses to install until a
-     Redis and an admin token are chosen;
+  a. the chart as shipped: lint clean; renders the secure defaults (preStop sleep, the `helm test`
+     pod running `rollout doctor`; no Ingress, HTTPRoute, HPA or NetworkPolicy); refuses to install
+     until a Redis and an admin token are chosen;
+  a2. Ingress + HTTPRoute + HPA + NetworkPolicy on: each rendered as its API wants, the Deployment
+     leaving replicas to the HPA, the policy letting in only http and out only DNS, Redis and the
+     notification targets;
+  a3. the README's values table, values.yaml and values.schema.json name the same settings, and
+     the table's single-literal defaults equal values.yaml's;
   b. bundled Redis + ServiceMonitor + PrometheusRule;
   c. existingSecret + external Redis (URL in that Secret);
   d. external Redis Cluster: redis.clusterUrls joined with commas into the chart's Secret;
@@ -21,7 +27,8 @@ Cases (one line each, then "N passed, M failed"):
   f. bad values are rejected (schema errors, and the chart's own guards), while a valid base and
      other valid combinations (no Redis auth/persistence, existingSecret with bundled Redis,
      existingSecret holding cluster URLs, a CA with Redis Cluster seeds or existingSecret, one
-     in-memory replica, digest-pinned image) render cleanly.
+     in-memory replica, a NetworkPolicy with an external Redis, no preStop hook, digest-pinned
+     image) render cleanly.
 """
 
 from __future__ import annotations
@@ -173,8 +180,8 @@ def chart_copy(chart: Path, workdir: Path, name: str, overrides: dict[str, Any] 
         values = yaml.safe_load((chart / "values.yaml").read_text()) or {}
         (dest / "values.yaml").write_text(yaml.safe_dump(deep_merge(values, overrides), sort_keys=False))
     templates = sorted(
-        p.name
-        for p in (chart / "templates").iterdir()
+        str(p.relative_to(chart / "templates"))
+        for p in (chart / "templates").rglob("*")
         if p.is_file() and not p.name.startswith("_") and p.name != "NOTES.txt"
     )
     names = " ".join(json.dumps(t) for t in templates)
@@ -275,7 +282,10 @@ def check_secure_controller(c: Checks, replicas: int, pdb: tuple[str, Any] = ("m
     ready = ctr.get("readinessProbe") or {}
     c.check(ready.get("periodSeconds", 99) * ready.get("failureThreshold", 99) <= 5,
             "the readiness probe notices a draining pod within the 5 s drain")
-    c.check(dig(pod, "terminationGracePeriodSeconds") == 30, "terminationGracePeriodSeconds 30 (> drain 5 + grace 10)")
+    c.check(dig(pod, "terminationGracePeriodSeconds") == 30,
+            "terminationGracePeriodSeconds 30 (> preStop 3 + drain 5 + grace 10)")
+    c.check(dig(ctr, "lifecycle", "preStop") == {"sleep": {"seconds": 3}},
+            f"preStop sleeps 3 s before SIGTERM (the image has no shell): {dig(ctr, 'lifecycle')}")
     mounts = {m["mountPath"]: m for m in ctr.get("volumeMounts") or []}
     c.check(dig(mounts, "/etc/rollout", "readOnly") is True, "config mounted read-only at /etc/rollout")
     c.check(len(pod.get("topologySpreadConstraints") or []) == 2, "default topology spread (hostname, zone)")
@@ -314,6 +324,9 @@ def case_shipped(chart: Path, work: Path) -> list[str]:
     check_secure_controller(c, replicas=3)
     c.check(not c.find("StatefulSet") and not c.find("ServiceMonitor") and not c.find("PrometheusRule"),
             "optional resources are off by default")
+    for kind in ("Ingress", "HTTPRoute", "HorizontalPodAutoscaler", "NetworkPolicy"):
+        c.check(not c.find(kind), f"no {kind} by default")
+    check_test_pod(c, token_secret=FULLNAME)
     dep, _, env = controller(c)
     c.check("ROLLOUT_REDIS_URL" not in env, "no Redis URL by default")
     c.check("ROLLOUT_REDIS_CA_FILE" not in env, "no Redis CA file by default")
@@ -323,6 +336,103 @@ def case_shipped(chart: Path, work: Path) -> list[str]:
     c.check(any("no Redis configured" in f for f in fails), "the default render does not refuse a missing Redis")
     c.check(any("no admin token" in f for f in fails), "the default render does not refuse a missing admin token")
     c.check(len(fails) == 2, f"unexpected render failures: {fails}")
+    return problems + c.problems
+
+
+def check_test_pod(c: Checks, token_secret: str) -> None:
+    """The `helm test` pod: `rollout doctor` against the Service, with a bare admin token."""
+    pod = c.one("Pod", f"{FULLNAME}-test-doctor")
+    ann = dig(pod, "metadata", "annotations") or {}
+    c.check(ann.get("helm.sh/hook") == "test", "the doctor pod is a helm test hook")
+    spec = pod.get("spec") or {}
+    ctr = (spec.get("containers") or [{}])[0]
+    c.check(spec.get("restartPolicy") == "Never", "test pod restartPolicy Never")
+    c.check(ctr.get("command") == ["/usr/local/bin/rollout"] and (ctr.get("args") or [None])[0] == "doctor",
+            f"test pod runs rollout doctor: {ctr.get('command')} {ctr.get('args')}")
+    env = {e["name"]: e for e in ctr.get("env") or []}
+    c.check(dig(env, "ROLLOUT_SERVER", "value") == f"http://{FULLNAME}..svc.cluster.local:80",
+            f"ROLLOUT_SERVER is the Service: {dig(env, 'ROLLOUT_SERVER', 'value')}")
+    c.check(dig(env, "ROLLOUT_TOKEN", "valueFrom", "secretKeyRef") == {"name": token_secret, "key": "doctor-token"},
+            f"ROLLOUT_TOKEN from {token_secret}/doctor-token")
+    sc = ctr.get("securityContext") or {}
+    c.check(sc.get("readOnlyRootFilesystem") is True and sc.get("runAsNonRoot") is True, "test pod locked down")
+    c.check(spec.get("automountServiceAccountToken") is False, "test pod mounts no API token")
+
+
+def case_exposed(chart: Path, work: Path) -> list[str]:
+    """Ingress, HTTPRoute, HPA and NetworkPolicy on (with the bundled Redis)."""
+    lint = run_lint(chart_copy(chart, work, "exposed", {
+        "secrets": {"adminTokens": [ADMIN]},
+        "redis": {"bundled": {"enabled": True}},
+        "ingress": {"enabled": True, "className": "nginx",
+                    "tls": [{"secretName": "rollouts-tls", "hosts": ["rollouts.example.com"]}]},
+        "httpRoute": {"enabled": True, "parentRefs": [{"name": "shared", "namespace": "gateway-system"}],
+                      "hostnames": ["rollouts.example.com"]},
+        "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6, "targetMemoryUtilizationPercentage": 80},
+        "networkPolicy": {"enabled": True, "ingress": {"from": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]},
+            "egress": {"notify": {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}],
+                                  "ports": [443]}}},
+    }))
+    problems = [f"lint error in {p}" for p in lint.errors] + [f"render failed: {f}" for f in lint.fails]
+    c = rendered_checks(lint, problems)
+    if c is None:
+        return problems
+    dep, ctr, _ = controller(c)
+    c.check("replicas" not in (dep.get("spec") or {}), "with the HPA on, the Deployment leaves replicas to it")
+    ing = c.one("Ingress", FULLNAME)
+    c.check(dig(ing, "apiVersion") == "networking.k8s.io/v1", "Ingress networking.k8s.io/v1")
+    c.check(dig(ing, "spec", "ingressClassName") == "nginx", "Ingress class")
+    c.check(dig(ing, "spec", "rules", 0, "host") == "rollouts.example.com", "Ingress host")
+    path = dig(ing, "spec", "rules", 0, "http", "paths", 0) or {}
+    c.check(path.get("path") == "/" and path.get("pathType") == "Prefix", "Ingress path / Prefix")
+    c.check(dig(path, "backend", "service") == {"name": FULLNAME, "port": {"name": "http"}},
+            f"Ingress backend is the Service's http port: {dig(path, 'backend')}")
+    c.check(dig(ing, "spec", "tls", 0, "secretName") == "rollouts-tls", "Ingress TLS")
+    route = c.one("HTTPRoute", FULLNAME)
+    c.check(dig(route, "apiVersion") == "gateway.networking.k8s.io/v1", "HTTPRoute gateway.networking.k8s.io/v1")
+    c.check(dig(route, "spec", "parentRefs") == [{"name": "shared", "namespace": "gateway-system"}], "parentRefs")
+    c.check(dig(route, "spec", "hostnames") == ["rollouts.example.com"], "hostnames")
+    rule = dig(route, "spec", "rules", 0) or {}
+    c.check(dig(rule, "matches", 0, "path") == {"type": "PathPrefix", "value": "/"}, "HTTPRoute PathPrefix /")
+    c.check(dig(rule, "backendRefs") == [{"name": FULLNAME, "port": 80}], "HTTPRoute to the Service port 80")
+    hpa = c.one("HorizontalPodAutoscaler", FULLNAME)
+    c.check(dig(hpa, "apiVersion") == "autoscaling/v2", "HPA autoscaling/v2")
+    c.check(dig(hpa, "spec", "scaleTargetRef") == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME},
+            "HPA scales the Deployment")
+    c.check((dig(hpa, "spec", "minReplicas"), dig(hpa, "spec", "maxReplicas")) == (2, 6), "HPA 2..6")
+    targets = {dig(m, "resource", "name"): dig(m, "resource", "target", "averageUtilization")
+               for m in dig(hpa, "spec", "metrics") or []}
+    c.check(targets == {"cpu": 70, "memory": 80}, f"HPA targets cpu 70 %, memory 80 %: {targets}")
+    np = c.one("NetworkPolicy", FULLNAME)
+    spec = np.get("spec") or {}
+    c.check(dig(spec, "podSelector", "matchLabels", "app.kubernetes.io/component") == "controller",
+            "NetworkPolicy selects the controller pods")
+    c.check(spec.get("policyTypes") == ["Ingress", "Egress"], "NetworkPolicy restricts ingress and egress")
+    ingress = spec.get("ingress") or []
+    c.check(len(ingress) == 1 and dig(ingress, 0, "ports") == [{"port": "http", "protocol": "TCP"}],
+            "ingress only to port http")
+    sources = dig(ingress, 0, "from") or []
+    c.check(dig(sources, 0, "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name") == "ingress-nginx",
+            "ingress from the given peers")
+    c.check(dig(sources, 1, "podSelector", "matchLabels", "app.kubernetes.io/component") == "test",
+            "ingress from the helm test pod")
+    egress = spec.get("egress") or []
+    ports = [sorted((p.get("port"), p.get("protocol")) for p in e.get("ports") or []) for e in egress]
+    c.check(ports[:1] == [[(53, "TCP"), (53, "UDP")]], f"egress to DNS: {ports}")
+    c.check(dig(egress, 0, "to", 0, "podSelector", "matchLabels", "k8s-app") == "kube-dns", "DNS to kube-dns")
+    c.check([(6379, "TCP")] in ports and any(
+        dig(e, "to", 0, "podSelector", "matchLabels", "app.kubernetes.io/component") == "redis" for e in egress),
+        "egress to the bundled Redis pods on 6379")
+    c.check(any(dig(e, "to", 0, "ipBlock", "cidr") == "0.0.0.0/0" and e.get("ports") == [{"port": 443, "protocol": "TCP"}]
+                for e in egress), "egress to the notification receivers as given")
+    c.check(len(egress) == 3, f"nothing else goes out: {len(egress)} egress rules")
+    check_test_pod(c, token_secret=FULLNAME)
+    c.check("(autoscaled, 2–6 replicas)" in lint.notes(), "NOTES.txt says the replicas are autoscaled")
+    c.check(f"helm test {RELEASE}" in lint.notes(), "NOTES.txt names helm test")
+    secret = c.one("Secret", FULLNAME)
+    token = base64.b64decode(dig(secret, "data", "doctor-token") or "").decode()
+    c.check(token == ADMIN.split(":", 1)[1], "doctor-token is the bare first admin token")
     return problems + c.problems
 
 
@@ -475,6 +585,99 @@ def case_redis_ca(chart: Path, work: Path) -> list[str]:
     return problems + c.problems
 
 
+def value_leaves(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Every setting of values.yaml by its dotted path; a non-empty mapping is walked into."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(value_leaves(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def schema_properties(schema: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Every property the schema declares (through `properties`, not into array items), by dotted path."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, sub in (schema.get("properties") or {}).items():
+        path = f"{prefix}{key}"
+        out[path] = sub
+        out.update(schema_properties(sub, path + "."))
+    return out
+
+
+def readme_value_rows(readme: str) -> list[tuple[list[str], str, int]]:
+    """The rows of the chart README's values table: the keys each names, its default cell, its line.
+    Keys after the first are relative to the first one's parent (`a.b.c`, `d` names `a.b.d`)."""
+    rows = []
+    lines = readme.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "## Values")
+    for number, line in enumerate(lines[start + 1:], start + 2):
+        if line.startswith("## "):
+            break
+        if not line.startswith("| `"):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        names = re.findall(r"`([^`]+)`", cells[0])
+        parent = names[0].rsplit(".", 1)[0] + "." if "." in names[0] else ""
+        keys = [names[0]] + [n if n.startswith(parent) else parent + n for n in names[1:]]
+        rows.append((keys, cells[1] if len(cells) > 1 else "", number))
+    return rows
+
+
+# Values passed through as Kubernetes objects: their schema mirrors the API's optional fields,
+# which values.yaml need not set.
+KUBERNETES_OBJECTS = tuple(f"{p}." for p in ("podSecurityContext", "securityContext", "redis.bundled.podSecurityContext",
+                                              "redis.bundled.securityContext"))
+
+
+def case_readme_values(chart: Path, work: Path) -> list[str]:
+    """values.yaml, values.schema.json and the README's values table describe the same settings,
+    with the same defaults, so that none of the three drifts from the others."""
+    import yaml  # noqa: PLC0415
+
+    del work
+    problems: list[str] = []
+    leaves = value_leaves(yaml.safe_load((chart / "values.yaml").read_text()) or {})
+    schema = schema_properties(json.loads((chart / "values.schema.json").read_text()))
+    rows = readme_value_rows((chart / "README.md").read_text())
+
+    def free_form(path: str) -> bool:
+        """Under a schema object that declares no properties (resources, annotations, …)."""
+        parts = path.split(".")
+        return any(".".join(parts[:i]) in schema and not schema[".".join(parts[:i])].get("properties")
+                   for i in range(1, len(parts)))
+
+    for path in leaves:
+        if path not in schema and not free_form(path):
+            problems.append(f"values.yaml has {path}, values.schema.json does not")
+    for path in schema:
+        if path == "global" or path.startswith("global.") or path.startswith(KUBERNETES_OBJECTS):
+            continue
+        if path not in leaves and not any(leaf.startswith(path + ".") for leaf in leaves):
+            problems.append(f"values.schema.json declares {path}, values.yaml does not set it")
+
+    def covers(key: str, path: str) -> bool:
+        key = key.removesuffix(".*")
+        return path == key or path.startswith(key + ".")
+
+    documented = [key for keys, _, _ in rows for key in keys]
+    for path in leaves:
+        if not any(covers(key, path) for key in documented):
+            problems.append(f"the README's values table lacks {path}")
+    for keys, default, line in rows:
+        for key in keys:
+            if not any(covers(key, path) for path in leaves):
+                problems.append(f"README line {line}: {key} is not in values.yaml")
+        literal = re.fullmatch(r"`([^`]*)`", default)
+        if len(keys) == 1 and keys[0] in leaves and literal:
+            said = yaml.safe_load(literal.group(1)) if literal.group(1) != '""' else ""
+            if said != leaves[keys[0]]:
+                problems.append(f"README line {line}: {keys[0]} defaults to {leaves[keys[0]]!r}, not {said!r}")
+    return problems
+
+
 # A valid base for the bad-values checks, so each one breaks exactly one thing.
 VALID = {"secrets": {"adminTokens": [ADMIN]}, "redis": {"url": "redis://redis.example:6379/0"}}
 BAD_VALUES: list[tuple[str, dict[str, Any], Callable[[Lint], bool]]] = [
@@ -517,8 +720,36 @@ BAD_VALUES: list[tuple[str, dict[str, Any], Callable[[Lint], bool]]] = [
      lambda lint: any("no Redis is configured (in-memory store)" in f for f in lint.fails)),
     ("redis.caSecret with a plain redis:// URL", {"redis": {"caSecret": {"name": CA_SECRET}}},
      lambda lint: any("redis.url is not rediss://" in f for f in lint.fails)),
-    ("terminationGracePeriodSeconds not above drain + grace", {"terminationGracePeriodSeconds": 15},
-     lambda lint: any("must be above shutdown.drainSeconds + shutdown.graceSeconds" in f for f in lint.fails)),
+    ("terminationGracePeriodSeconds not above preStop + drain + grace", {"terminationGracePeriodSeconds": 18},
+     lambda lint: any("must be above shutdown.preStopSleepSeconds + shutdown.drainSeconds" in f for f in lint.fails)),
+    ("shutdown.preStopSleepSeconds negative", {"shutdown": {"preStopSleepSeconds": -1}}, lambda lint: bool(lint.errors)),
+    ("ingress pathType enum", {"ingress": {"enabled": True, "hosts": [{"host": "a.example", "paths": [
+        {"path": "/", "pathType": "Regex"}]}]}}, lambda lint: bool(lint.errors)),
+    ("ingress path not absolute", {"ingress": {"enabled": True, "hosts": [{"host": "a.example", "paths": [
+        {"path": "ui", "pathType": "Prefix"}]}]}}, lambda lint: bool(lint.errors)),
+    ("ingress without hosts", {"ingress": {"enabled": True, "hosts": []}},
+     lambda lint: any("ingress.enabled needs at least one entry in ingress.hosts" in f for f in lint.fails)),
+    ("unknown key under ingress", {"ingress": {"host": "a.example"}}, lambda lint: bool(lint.errors)),
+    ("httpRoute without parentRefs", {"httpRoute": {"enabled": True}},
+     lambda lint: any("httpRoute.enabled needs httpRoute.parentRefs" in f for f in lint.fails)),
+    ("httpRoute parentRef without a name", {"httpRoute": {"enabled": True, "parentRefs": [{"namespace": "gw"}]}},
+     lambda lint: bool(lint.errors)),
+    ("autoscaling minReplicas above maxReplicas", {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}},
+     lambda lint: any("is above autoscaling.maxReplicas" in f for f in lint.fails)),
+    ("autoscaling without a target",
+     {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}},
+     lambda lint: any("needs autoscaling.targetCPUUtilizationPercentage" in f for f in lint.fails)),
+    ("autoscaling on the in-memory store",
+     {"replicaCount": 1, "redis": {"url": "", "allowInMemory": True}, "autoscaling": {"enabled": True}},
+     lambda lint: any("autoscaling.enabled with redis.allowInMemory" in f for f in lint.fails)),
+    ("autoscaling maxReplicas 0", {"autoscaling": {"maxReplicas": 0}}, lambda lint: bool(lint.errors)),
+    ("networkPolicy peer with an unknown key", {"networkPolicy": {"enabled": True, "ingress": {"from": [
+        {"podSelectr": {}}]}}}, lambda lint: bool(lint.errors)),
+    ("networkPolicy ipBlock without cidr", {"networkPolicy": {"enabled": True, "egress": {"redis": {"to": [
+        {"ipBlock": {}}]}}}}, lambda lint: bool(lint.errors)),
+    ("networkPolicy redis port out of range", {"networkPolicy": {"egress": {"redis": {"ports": [70000]}}}},
+     lambda lint: bool(lint.errors)),
+    ("tests.tokenSecretKey not a Secret key", {"tests": {"tokenSecretKey": "a token"}}, lambda lint: bool(lint.errors)),
     ("readiness probe slower than the drain", {"probes": {"readiness": {"periodSeconds": 5}}},
      lambda lint: any("longer than shutdown.drainSeconds" in f for f in lint.fails)),
     ("shutdown.drainSeconds negative", {"shutdown": {"drainSeconds": -1}}, lambda lint: bool(lint.errors)),
@@ -556,6 +787,23 @@ GOOD_VALUES: list[tuple[str, dict[str, Any], Callable[[Checks], bool]]] = [
     ("one replica on the in-memory store",
      {"replicaCount": 1, "redis": {"allowInMemory": True}, "secrets": {"adminTokens": [ADMIN]}},
      lambda c: "ROLLOUT_REDIS_URL" not in controller(c)[2] and dig(controller(c)[0], "spec", "replicas") == 1),
+    ("NetworkPolicy with an external Redis, open ingress, no notification egress, no test pod",
+     {**VALID, "tests": {"enabled": False},
+      "networkPolicy": {"enabled": True, "egress": {"redis": {"to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}],
+                                                              "ports": [6379, 6380]},
+                                                    "notify": {"enabled": False}}}},
+     lambda c: dig(c.one("NetworkPolicy", FULLNAME), "spec", "ingress") == [
+         {"ports": [{"port": "http", "protocol": "TCP"}]}]
+     and dig(c.one("NetworkPolicy", FULLNAME), "spec", "egress", 1) == {
+         "ports": [{"port": 6379, "protocol": "TCP"}, {"port": 6380, "protocol": "TCP"}],
+         "to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}
+     and len(dig(c.one("NetworkPolicy", FULLNAME), "spec", "egress")) == 2
+     and not c.find("Pod") and "doctor-token" not in (dig(c.one("Secret", FULLNAME), "data") or {})),
+    ("existingSecret: the test pod reads doctor-token from it; no preStop hook",
+     {"existingSecret": "mine", "shutdown": {"preStopSleepSeconds": 0}},
+     lambda c: dig(c.one("Pod", f"{FULLNAME}-test-doctor"), "spec", "containers", 0, "env", 2, "valueFrom",
+                   "secretKeyRef") == {"name": "mine", "key": "doctor-token"}
+     and "lifecycle" not in controller(c)[1]),
     ("digest-pinned image, raw topology constraints, no PDB",
      {"image": {"digest": "sha256:" + "a" * 64}, "podDisruptionBudget": {"enabled": False},
       "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
@@ -593,6 +841,8 @@ def case_bad_values(chart: Path, work: Path) -> list[str]:
 
 CASES = [
     ("chart as shipped", case_shipped),
+    ("Ingress + HTTPRoute + HPA + NetworkPolicy + helm test pod", case_exposed),
+    ("README values table matches values.yaml and values.schema.json", case_readme_values),
     ("bundled Redis + ServiceMonitor + PrometheusRule", case_bundled),
     ("existingSecret + external Redis", case_existing_secret),
     ("external Redis Cluster (redis.clusterUrls)", case_cluster),

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::domain::duration;
 use crate::domain::plan::{FlagDefinition, valid_flag_name};
+use crate::notify::{Event, Format, Target};
 use crate::sources::customerio::FlagMapping;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -20,7 +21,8 @@ pub enum LogFormat {
 }
 
 /// `rollout serve` options. Each also reads its `ROLLOUT_*` variable and, below that, the config
-/// file, which has every setting but the tokens, the signing keys and the notification URLs.
+/// file, which has every setting but the tokens, the signing keys and `ROLLOUT_NOTIFY_URLS` (the
+/// file has its own `[[notify]]` targets).
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]
@@ -78,6 +80,10 @@ pub struct ServeArgs {
     /// Webhook URLs POSTed on every transition (Slack-compatible); repeatable or comma-separated
     #[arg(long = "notify-url", env = "ROLLOUT_NOTIFY_URLS", value_delimiter = ',', hide_env_values = true)]
     pub notify_urls: Vec<String>,
+    /// The dashboard's URL as users reach it (e.g. `https://rollouts.example.com/ui/`): the link
+    /// in Slack, Teams and Discord notifications [default: none, no link]
+    #[arg(long, env = "ROLLOUT_DASHBOARD_URL")]
+    pub dashboard_url: Option<String>,
     /// Controller tick: how often the leader judges every running flag, in ms [default: 1000]
     #[arg(long, env = "ROLLOUT_CONTROLLER_TICK_MS", value_parser = duration::parse_millis)]
     pub controller_tick_ms: Option<u64>,
@@ -125,8 +131,8 @@ pub struct ServeArgs {
     pub stream_heartbeat_secs: Option<u64>,
 }
 
-/// What the config file may hold. Tokens, signing keys and notification URLs stay out of it: pass
-/// them through the environment.
+/// What the config file may hold. Tokens and signing keys stay out of it: pass them through the
+/// environment (a `[[notify]]` target may too, with `url_env`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -162,6 +168,10 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "duration::opt_millis")]
     pub push_judge_gap_ms: Option<u64>,
     pub alert_flag_label: Option<String>,
+    pub dashboard_url: Option<String>,
+    /// Notification receivers, each with its format and events (`[[notify]]` tables).
+    #[serde(default)]
+    pub notify: Vec<NotifyEntry>,
     /// Customer.io message id → flag mapping (`campaigns`, `broadcasts`, `transactional_messages`, `default_flag`).
     #[serde(default)]
     pub customerio: FlagMapping,
@@ -190,6 +200,38 @@ impl<'de> Deserialize<'de> for ConfigFlag {
         };
         let definition = FlagDefinition::deserialize(serde_json::Value::Object(fields)).map_err(D::Error::custom)?;
         Ok(ConfigFlag { reconcile, definition })
+    }
+}
+
+/// One `[[notify]]` table: the URL (or the environment variable holding it, to keep a secret URL
+/// out of the file), the format, the events (all when left out; an unknown name is refused).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyEntry {
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    #[serde(default)]
+    pub format: Format,
+    pub events: Option<Vec<Event>>,
+}
+
+impl NotifyEntry {
+    fn resolve(self, index: usize) -> Result<Target, ConfigError> {
+        let invalid = |what: String| ConfigError::Invalid(format!("[[notify]] number {}: {what}", index + 1));
+        let url = match (self.url, self.url_env) {
+            (Some(url), None) => url,
+            (None, Some(var)) => {
+                std::env::var(&var).map_err(|_| invalid(format!("environment variable {var} is not set")))?
+            }
+            _ => return Err(invalid("give either url or url_env".into())),
+        };
+        if !crate::domain::plan::valid_http_url(&url) {
+            return Err(invalid("the URL must be an http:// or https:// URL".into()));
+        }
+        if self.events.as_ref().is_some_and(Vec::is_empty) {
+            return Err(invalid("events is empty; leave it out to receive every event".into()));
+        }
+        Ok(Target { url, format: self.format, events: self.events.map(|e| e.into_iter().collect()) })
     }
 }
 
@@ -239,7 +281,12 @@ pub struct Settings {
     pub alert_flag_label: String,
     pub cio_signing_keys: Vec<SecretString>,
     pub cio_mapping: FlagMapping,
+    /// `ROLLOUT_NOTIFY_URLS`: every event, in the generic format.
     pub notify_urls: Vec<SecretString>,
+    /// The config file's `[[notify]]` targets.
+    pub notify_targets: Vec<Target>,
+    /// Where notifications link to the dashboard.
+    pub dashboard_url: Option<String>,
     pub controller_tick: Duration,
     pub lease: Duration,
     pub push_judge_gap: Duration,
@@ -283,6 +330,8 @@ impl Default for Settings {
             cio_signing_keys: Vec::new(),
             cio_mapping: FlagMapping::default(),
             notify_urls: Vec::new(),
+            notify_targets: Vec::new(),
+            dashboard_url: None,
             controller_tick: Duration::from_secs(1),
             lease: Duration::from_secs(5),
             push_judge_gap: Duration::from_millis(50),
@@ -377,6 +426,8 @@ impl Settings {
                 ..file.customerio
             },
             notify_urls: secrets(&args.notify_urls),
+            notify_targets: file.notify.into_iter().enumerate().map(|(i, n)| n.resolve(i)).collect::<Result<_, _>>()?,
+            dashboard_url: args.dashboard_url.clone().or(file.dashboard_url).filter(|u| !u.is_empty()),
             controller_tick: millis(args.controller_tick_ms, file.controller_tick_ms, d.controller_tick),
             lease: millis(args.lease_ms, file.lease_ms, d.lease),
             push_judge_gap: millis(args.push_judge_gap_ms, file.push_judge_gap_ms, d.push_judge_gap),
@@ -450,6 +501,9 @@ impl Settings {
             if !crate::domain::plan::valid_http_url(url.expose_secret()) {
                 return Err(ConfigError::Invalid("notification URLs must be http:// or https:// URLs".into()));
             }
+        }
+        if self.dashboard_url.as_deref().is_some_and(|u| !crate::domain::plan::valid_http_url(u)) {
+            return Err(ConfigError::Invalid("the dashboard URL must be an http:// or https:// URL".into()));
         }
         if self.alert_flag_label.is_empty() || self.alert_flag_label.len() > 128 {
             return Err(ConfigError::Invalid("the alert flag label must be 1–128 characters".into()));
@@ -544,6 +598,37 @@ mod tests {
         std::fs::write(&path, "drain_secs = \"soon\"\n").expect("write");
         let e = error_chain(&Settings::load(&args).expect_err("a bad duration is refused"));
         assert!(e.contains("drain_secs") && e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn notify_tables_name_a_format_and_events_and_unknown_events_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            Settings::load(&ServeArgs { config: Some(path.clone()), ..ServeArgs::default() })
+        };
+        let s = load(
+            "dashboard_url = \"https://r.example.com/ui/\"\n\
+             [[notify]]\nurl = \"https://hooks.slack.com/services/T/B/x\"\nformat = \"slack\"\nevents = [\"rollback\", \"approval_waiting\"]\n\
+             [[notify]]\nurl = \"http://127.0.0.1:9/all\"\n",
+        )
+        .expect("valid");
+        assert_eq!(s.notify_targets.len(), 2);
+        assert_eq!(s.notify_targets[0].format, Format::Slack);
+        assert!(s.notify_targets[0].wants(Event::Rollback) && !s.notify_targets[0].wants(Event::Advance));
+        assert_eq!(s.notify_targets[1].format, Format::Generic);
+        assert!(Event::ALL.iter().all(|e| s.notify_targets[1].wants(*e)));
+        assert_eq!(s.dashboard_url.as_deref(), Some("https://r.example.com/ui/"));
+
+        let unknown = load("[[notify]]\nurl = \"http://x/\"\nevents = [\"rolback\"]\n").expect_err("typo");
+        let chain = crate::util::error_chain(&unknown);
+        assert!(chain.contains("unknown variant `rolback`"), "{chain}");
+        assert!(load("[[notify]]\nurl = \"http://x/\"\nformat = \"msn\"\n").is_err());
+        assert!(load("[[notify]]\nurl = \"http://x/\"\nevents = []\n").is_err());
+        assert!(load("[[notify]]\nurl = \"ftp://x/\"\n").is_err());
+        assert!(load("[[notify]]\nformat = \"slack\"\n").is_err(), "no URL");
+        assert!(load("[[notify]]\nurl_env = \"ROLLOUT_TEST_NO_SUCH_VARIABLE\"\n").is_err());
     }
 
     #[test]

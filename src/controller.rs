@@ -230,7 +230,7 @@ async fn judge_with(
     let health = rollouts.health(flag).await?;
     for reading in &health.guards {
         if let Some(value) = reading.value {
-            rollouts.telemetry().guard_value(&flag.name, reading.guard.as_str(), value);
+            rollouts.telemetry().guard_value(&flag.name, reading.guard, value);
         }
     }
     let now = rollouts.now_ms();

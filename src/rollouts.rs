@@ -43,7 +43,7 @@ pub enum RolloutError {
 }
 
 /// How long [`Rollouts::note_once`] remembers that it recorded something.
-const NOTE_MEMORY: std::time::Duration = std::time::Duration::from_secs(2 * 86_400);
+pub const NOTE_MEMORY: std::time::Duration = std::time::Duration::from_secs(2 * 86_400);
 
 /// An event recorded once per `key` (see [`Rollouts::note`]).
 pub struct Note<'a> {
@@ -53,6 +53,8 @@ pub struct Note<'a> {
     pub remember: std::time::Duration,
     /// The notification's text instead of the one-line summary.
     pub text: Option<String>,
+    /// For a hold, what holds the flag (the notification tells an awaited approval from the rest).
+    pub hold: Option<&'static str>,
 }
 
 /// Who asks and why, and what they saw.
@@ -428,7 +430,7 @@ impl Rollouts {
     /// `controller`), once per `key`: true when this call recorded it. A failed write forgets the
     /// key again, so a later call records it.
     pub async fn note_once(&self, flag: &Flag, action: Action, reason: &str, key: &str) -> Result<bool, StoreError> {
-        self.note(flag, &Note { action, reason, key, remember: NOTE_MEMORY, text: None }).await
+        self.note(flag, &Note { action, reason, key, remember: NOTE_MEMORY, text: None, hold: None }).await
     }
 
     /// [`Rollouts::note_once`] with how long the key is remembered and the notification's own
@@ -452,7 +454,7 @@ impl Rollouts {
             return Err(e);
         }
         tracing::info!(flag = %flag.name, action = action.as_str(), reason, "recorded");
-        self.announce_with(flag, &event, note.text.clone());
+        self.announce_with(flag, &event, note.text.clone(), note.hold);
         Ok(true)
     }
 
@@ -475,16 +477,17 @@ impl Rollouts {
     }
 
     fn announce(&self, flag: &Flag, event: &AuditEvent) {
-        self.announce_with(flag, event, None);
+        self.announce_with(flag, event, None, None);
     }
 
-    fn announce_with(&self, flag: &Flag, event: &AuditEvent, text: Option<String>) {
+    fn announce_with(&self, flag: &Flag, event: &AuditEvent, text: Option<String>, hold: Option<&'static str>) {
         let Some(notices) = &self.notices else { return };
         let notice = Notice {
             flag: flag.name.clone(),
             event: event.clone(),
             rollback_hooks: flag.definition.rollback_hooks.clone(),
             text,
+            hold,
         };
         if notices.try_send(notice).is_err() {
             self.telemetry.notification_failed();

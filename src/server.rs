@@ -35,7 +35,7 @@ use crate::controller::{self, Controller};
 use crate::http::auth::{Auth, Scope};
 use crate::http::ops::Drain;
 use crate::http::{self, AppState};
-use crate::notify::{self, Notice, NotifySettings};
+use crate::notify::{self, Notice, NotifySettings, Target};
 use crate::rollouts::{Declared, Request, RolloutError, Rollouts};
 use crate::snapshot::{self, Snapshot};
 use crate::sources::prometheus::Puller;
@@ -135,7 +135,12 @@ impl Tokens {
             metrics_tokens: settings.metrics_tokens.len(),
             alert_tokens: settings.alert_tokens.len(),
             cio_signing_keys: settings.cio_signing_keys.clone(),
-            notify_urls: settings.notify_urls.clone(),
+            notify_urls: settings
+                .notify_urls
+                .iter()
+                .cloned()
+                .chain(settings.notify_targets.iter().map(|t| SecretString::from(t.url.clone())))
+                .collect(),
             probe: notify::probe_client()?,
         })
     }
@@ -246,7 +251,13 @@ fn spawn_background(
     telemetry: &Arc<Telemetry>,
 ) -> Result<mpsc::Sender<Notice>, ServerError> {
     let notify_settings = NotifySettings {
-        urls: settings.notify_urls.iter().map(|u| u.expose_secret().to_owned()).collect(),
+        targets: settings
+            .notify_urls
+            .iter()
+            .map(|u| Target::generic(u.expose_secret()))
+            .chain(settings.notify_targets.iter().cloned())
+            .collect(),
+        dashboard_url: settings.dashboard_url.clone(),
         ..NotifySettings::default()
     };
     let (notices, notifier) =

@@ -5,6 +5,11 @@
 //! Series named after a flag are not in the recorder, which can never forget a series: the
 //! flag's gauges are rendered from the snapshot at each scrape, and its counters live in a map
 //! rendered and pruned against the snapshot, so a deleted flag's series go with it.
+//! `rollout_build_info` names the version and commit (stamped by `build.rs`); on Linux the standard
+//! `process_*` series (CPU seconds, resident and virtual memory, open and maximum file
+//! descriptors, start time) are read from `/proc` at each scrape.
+//! Guard values are one family per guard, in base units with the unit in the name (rates as
+//! `_ratio`, the p99 latency in `_seconds`).
 //! The evaluation latency histogram is our own fixed buckets of atomic counters: the recorder's
 //! histograms keep every sample until they are folded in (memory growing with traffic between
 //! scrapes, and a pause to fold them), where recording here is a few relaxed atomic adds.
@@ -18,6 +23,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Recorder, with_local_recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+use crate::domain::guards::Guard;
 use crate::domain::rollout::{Reason, Status};
 use crate::snapshot::{FlagView, Snapshot};
 use crate::util::lock;
@@ -73,7 +79,7 @@ struct FlagSeries {
     transitions: BTreeMap<&'static str, u64>,
     /// By cause: a guard name, `alert` or `operator`.
     rollbacks: BTreeMap<String, u64>,
-    guard_values: BTreeMap<&'static str, f64>,
+    guard_values: BTreeMap<Guard, f64>,
 }
 
 pub struct Telemetry {
@@ -148,7 +154,8 @@ impl Telemetry {
         *per_flag.entry(flag.to_owned()).or_default().rollbacks.entry(cause.to_owned()).or_default() += 1;
     }
 
-    pub fn guard_value(&self, flag: &str, guard: &'static str, value: f64) {
+    /// The latest reading of a guard, in the guard's own unit (the p99 latency in ms).
+    pub fn guard_value(&self, flag: &str, guard: Guard, value: f64) {
         self.flag_series().entry(flag.to_owned()).or_default().guard_values.insert(guard, value);
     }
 
@@ -177,6 +184,8 @@ impl Telemetry {
     /// The exposition text, with per-flag series for the flags the snapshot holds now.
     pub fn render(&self, snapshot: &Snapshot, streams: StreamStats) -> String {
         let mut text = self.handle.render();
+        render_build_info(&mut text);
+        process::render(&mut text);
         let views = snapshot.all();
         render_flag_gauges(&views, &mut text);
         self.render_flag_series(&views, &mut text);
@@ -191,18 +200,24 @@ impl Telemetry {
         let mut per_flag = self.flag_series();
         let live: HashSet<&str> = views.iter().map(|v| v.flag.name.as_str()).collect();
         per_flag.retain(|name, _| live.contains(name.as_str()));
-        let (mut transitions, mut rollbacks, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut transitions, mut rollbacks) = (Vec::new(), Vec::new());
+        let mut values: BTreeMap<Guard, Vec<(String, f64)>> = BTreeMap::new();
         for view in views {
             let Some(series) = per_flag.get(&view.flag.name) else { continue };
             let flag = label("flag", &view.flag.name);
             let sample = |name, value: &str, n| (format!("{flag},{}", label(name, value)), n);
             transitions.extend(series.transitions.iter().map(|(action, n)| sample("action", action, *n as f64)));
             rollbacks.extend(series.rollbacks.iter().map(|(cause, n)| sample("guard", cause, *n as f64)));
-            values.extend(series.guard_values.iter().map(|(guard, v)| sample("guard", guard, *v)));
+            for (guard, value) in &series.guard_values {
+                values.entry(*guard).or_default().push((flag.clone(), value * guard_metric(*guard).1));
+            }
         }
         family(out, "rollout_transitions_total", "counter", TRANSITIONS_HELP, transitions);
         family(out, "rollout_rollbacks_total", "counter", ROLLBACKS_HELP, rollbacks);
-        family(out, "rollout_guard_value", "gauge", GUARD_VALUE_HELP, values);
+        for (guard, samples) in values {
+            let (name, _, help) = guard_metric(guard);
+            family(out, name, "gauge", help, samples);
+        }
     }
 }
 
@@ -232,6 +247,108 @@ fn render_streams(s: StreamStats, out: &mut String) {
 const STREAMS_REFUSED_HELP: &str = "Change streams refused: the replica had --max-stream-clients open.";
 const STREAMS_DROPPED_HELP: &str = "Change streams ended because they fell more than the replay buffer behind the feed (a client whose socket stays full is cut by the write timeout instead).";
 
+/// A guard's metric: its name (base unit in it), the factor from the guard's unit, its help.
+pub fn guard_metric(guard: Guard) -> (&'static str, f64, &'static str) {
+    match guard {
+        Guard::ErrorRate => {
+            ("rollout_guard_error_ratio", 1.0, "Latest error rate of the flag's stage (errors / requests).")
+        }
+        Guard::BounceRate => {
+            ("rollout_guard_bounce_ratio", 1.0, "Latest bounce rate of the flag's stage (bounces / sends).")
+        }
+        Guard::ComplaintRate => (
+            "rollout_guard_complaint_ratio",
+            1.0,
+            "Latest complaint rate of the flag's stage (complaints / deliveries).",
+        ),
+        Guard::DeliveryRate => {
+            ("rollout_guard_delivery_ratio", 1.0, "Latest delivery rate of the flag's stage (deliveries / sends).")
+        }
+        Guard::P99LatencyMs => {
+            ("rollout_guard_p99_latency_seconds", 1e-3, "Latest p99 latency reported for the flag's stage.")
+        }
+        Guard::QueueDepth => ("rollout_guard_queue_depth", 1.0, "Latest queue depth reported for the flag's stage."),
+        Guard::WebhookErrorRate => (
+            "rollout_guard_webhook_error_ratio",
+            1.0,
+            "Latest webhook error rate of the flag's stage (webhook errors / webhook calls).",
+        ),
+    }
+}
+
+/// `rollout_build_info{version,commit} 1`.
+fn render_build_info(out: &mut String) {
+    let labels =
+        format!("{},{}", label("version", env!("CARGO_PKG_VERSION")), label("commit", env!("ROLLOUT_BUILD_COMMIT")));
+    family(out, "rollout_build_info", "gauge", BUILD_INFO_HELP, [(labels, 1.0)]);
+}
+
+/// The standard `process_*` series, read from `/proc/self` at each scrape (Linux only; elsewhere none).
+mod process {
+    #[cfg(target_os = "linux")]
+    pub fn render(out: &mut String) {
+        use procfs::WithCurrentSystemInfo as _;
+        use procfs::process::{LimitValue, Process};
+
+        use super::family;
+
+        let Ok(me) = Process::myself() else { return };
+        let ticks = procfs::ticks_per_second() as f64;
+        if let Ok(stat) = me.stat() {
+            let cpu = (stat.utime + stat.stime) as f64 / ticks;
+            family(
+                out,
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                [(String::new(), cpu)],
+            );
+            let rss = stat.rss_bytes().get() as f64;
+            family(
+                out,
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                [(String::new(), rss)],
+            );
+            family(
+                out,
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                [(String::new(), stat.vsize as f64)],
+            );
+            if let Ok(boot) = procfs::boot_time_secs() {
+                let start = boot as f64 + stat.starttime as f64 / ticks;
+                family(
+                    out,
+                    "process_start_time_seconds",
+                    "gauge",
+                    "Start time of the process since unix epoch in seconds.",
+                    [(String::new(), start)],
+                );
+            }
+        }
+        if let Ok(fds) = me.fd_count() {
+            family(out, "process_open_fds", "gauge", "Number of open file descriptors.", [(String::new(), fds as f64)]);
+        }
+        if let Ok(limits) = me.limits()
+            && let LimitValue::Value(max) = limits.max_open_files.soft_limit
+        {
+            family(
+                out,
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                [(String::new(), max as f64)],
+            );
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn render(_out: &mut String) {}
+}
+
 /// Each flag's percent, stage and status, as the snapshot holds it.
 fn render_flag_gauges(views: &[Arc<FlagView>], out: &mut String) {
     let flag = |v: &FlagView| label("flag", &v.flag.name);
@@ -253,7 +370,7 @@ const STAGE_HELP: &str = "Index of the flag's current stage in its plan.";
 const STATUS_HELP: &str = "1 for the flag's current status, 0 for the others.";
 const TRANSITIONS_HELP: &str = "Rollout transitions written by this replica, by action.";
 const ROLLBACKS_HELP: &str = "Rollbacks written by this replica, by cause (guard, alert, operator).";
-const GUARD_VALUE_HELP: &str = "Latest value of a guard for a flag.";
+const BUILD_INFO_HELP: &str = "1, labelled with the version and the commit this binary was built from.";
 
 /// `name="value"`, the value escaped as the text format wants.
 fn label(name: &str, value: &str) -> String {
@@ -309,7 +426,7 @@ mod tests {
         snapshot.upsert(Flag::new("f".into(), FlagDefinition::default(), 1));
         telemetry.transition("f", "start");
         telemetry.rollback("f", "error_rate");
-        telemetry.guard_value("f", "error_rate", 0.5);
+        telemetry.guard_value("f", Guard::ErrorRate, 0.5);
         let text = telemetry.render(&snapshot, StreamStats::default());
         let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
         let named: Vec<&str> =

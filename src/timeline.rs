@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::plan::{CheckDefinition, CheckWhen};
 use crate::domain::rollout::{Action, Command, Flag, Status};
 use crate::review::Review;
-use crate::rollouts::{Note, Request, RolloutError, Rollouts};
+use crate::rollouts::{NOTE_MEMORY, Note, Request, RolloutError, Rollouts};
 use crate::store::{Store, StoreError};
 
 /// The setting that holds the freeze.
@@ -240,6 +240,7 @@ impl Timeline {
             key: &key,
             remember: REVIEW_MEMORY,
             text: Some(review.markdown()),
+            hold: None,
         };
         Ok(self.rollouts.note(flag, &note).await?)
     }
@@ -326,7 +327,15 @@ impl Timeline {
                 flag.state.stage_version,
                 hold.waiting_for()
             );
-            if let Err(e) = self.rollouts.note_once(flag, Action::Held, &hold.describe(), &key).await {
+            let note = Note {
+                action: Action::Held,
+                reason: &hold.describe(),
+                key: &key,
+                remember: NOTE_MEMORY,
+                text: None,
+                hold: Some(hold.waiting_for()),
+            };
+            if let Err(e) = self.rollouts.note(flag, &note).await {
                 tracing::warn!(flag = %flag.name, error = %e, "could not record a hold");
             }
         }

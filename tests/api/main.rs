@@ -17,6 +17,7 @@ mod fuzz;
 mod helpers;
 mod leadership;
 mod notifications;
+mod notify_formats;
 mod ofrep;
 mod openapi;
 mod races;

@@ -173,7 +173,73 @@ async fn metrics_parse_as_prometheus_text_and_move_with_the_state() {
     assert_eq!(metric(&text, "rollout_flag_status", &[("flag", "f"), ("status", "rolled_back")]), Some(1.0));
     assert_eq!(metric(&text, "rollout_flag_status", &[("flag", "f"), ("status", "running")]), Some(0.0));
     assert_eq!(metric(&text, "rollout_rollbacks_total", &[("flag", "f"), ("guard", "error_rate")]), Some(1.0));
-    assert_eq!(metric(&text, "rollout_guard_value", &[("flag", "f"), ("guard", "error_rate")]), Some(0.5));
+    assert_eq!(metric(&text, "rollout_guard_error_ratio", &[("flag", "f")]), Some(0.5));
+}
+
+/// `promtool check metrics` on a scrape: its exit code and what it printed (problems, one a line).
+async fn promtool_check(text: &str) -> (bool, String) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test-deps.sh installs it)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(text.as_bytes()).await.expect("write");
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("promtool answers within 30 s")
+        .expect("promtool ran");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), said)
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_and_follow_prometheus_naming_and_units() {
+    let redis = RedisServer::start();
+    let app = TestApp::on(&redis).spawn().await;
+    app.create_flag("f", json!({"decision": "threshold"})).await;
+    app.must("f", "start").await;
+    app.push("f", json!({"requests": 100, "errors": 1, "p99_latency_ms": 250.0, "queue_depth": 7})).await;
+    app.tick().await;
+    app.create_flag("g", json!({})).await;
+    app.must("g", "start").await;
+    app.push("g", json!({"requests": 200, "errors": 100})).await;
+    let text = app.http.get(app.url("/metrics")).bearer_auth(crate::helpers::ADMIN).send().await.expect("metrics");
+    let text = text.text().await.expect("text");
+
+    let (ok, said) = promtool_check(&text).await;
+    assert!(ok && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
+
+    // Guards in base units, the unit in the name.
+    assert_eq!(metric(&text, "rollout_guard_p99_latency_seconds", &[("flag", "f")]), Some(0.25));
+    assert_eq!(metric(&text, "rollout_guard_error_ratio", &[("flag", "f")]), Some(0.01));
+    assert_eq!(metric(&text, "rollout_guard_queue_depth", &[("flag", "f")]), Some(7.0));
+    assert_eq!(metric(&text, "rollout_guard_error_ratio", &[("flag", "g")]), Some(0.5));
+    assert!(!text.contains("_ms{") && !text.contains("rollout_guard_value"), "{text}");
+
+    // The build: this crate's version and a commit (a git hash, or `unknown` outside a checkout).
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid exposition");
+    let build = scrape.samples.iter().find(|s| s.metric == "rollout_build_info").expect("rollout_build_info");
+    assert_eq!(build.labels.get("version"), Some(env!("CARGO_PKG_VERSION")));
+    let commit = build.labels.get("commit").expect("commit");
+    assert!(commit == "unknown" || (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())), "{commit}");
+    assert!(matches!(build.value, prometheus_parse::Value::Gauge(1.0)));
+
+    // This process, read from /proc: it started at most an hour ago, holds memory and sockets.
+    if cfg!(target_os = "linux") {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs_f64();
+        let started = metric(&text, "process_start_time_seconds", &[]).expect("process_start_time_seconds");
+        assert!((now - 3600.0..=now + 1.0).contains(&started), "started at {started}, now {now}");
+        assert!(metric(&text, "process_cpu_seconds_total", &[]).is_some_and(|v| v > 0.0));
+        assert!(metric(&text, "process_resident_memory_bytes", &[]).is_some_and(|v| v > 1e6));
+        let open = metric(&text, "process_open_fds", &[]).expect("process_open_fds");
+        assert!(open >= 3.0 && metric(&text, "process_max_fds", &[]).is_some_and(|max| max >= open));
+    }
 }
 
 /// The samples of an exposition (no comments, no blank lines).
@@ -205,7 +271,8 @@ async fn metrics_forget_every_series_of_deleted_flags_on_every_replica() {
     })
     .await;
     let text = scrape(&a).await;
-    for name in ["rollout_flag_percent", "rollout_transitions_total", "rollout_rollbacks_total", "rollout_guard_value"]
+    for name in
+        ["rollout_flag_percent", "rollout_transitions_total", "rollout_rollbacks_total", "rollout_guard_error_ratio"]
     {
         assert!(metric(&text, name, &[("flag", "gone-7")]).is_some(), "{name} names a live flag");
     }

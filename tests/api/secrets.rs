@@ -136,10 +136,17 @@ async fn secrets_never_reach_the_debug_logs_or_answers_and_each_scope_is_refused
     let (hook_user, hook_path) = (secret("hook-password"), secret("hook-path"));
     // Nobody listens there: failed deliveries are logged, with the URL redacted.
     let notify = format!("http://ops:{hook_user}@127.0.0.1:{}/services/T0/B0/{hook_path}", free_port());
+    // A [[notify]] target of the config file, its URL from the environment: redacted the same way.
+    let slack_path = secret("slack-path");
+    let slack = format!("http://127.0.0.1:{}/services/T1/B1/{slack_path}", free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("rollout.toml");
+    std::fs::write(&config, "[[notify]]\nurl_env = \"TEST_SLACK_WEBHOOK\"\nformat = \"slack\"\n").expect("write");
     let service = ServiceProcess::spawn(
         &redis.url(),
-        &[],
+        &["--config", config.to_str().expect("a UTF-8 path")],
         &[
+            ("TEST_SLACK_WEBHOOK", &slack),
             ("RUST_LOG", "debug"),
             ("ROLLOUT_LOG_FORMAT", "json"),
             ("ROLLOUT_DEFAULT_FLAG", "f"),
@@ -160,6 +167,7 @@ async fn secrets_never_reach_the_debug_logs_or_answers_and_each_scope_is_refused
         ("Redis password", password.clone()),
         ("webhook password", hook_user.clone()),
         ("webhook path", hook_path.clone()),
+        ("[[notify]] webhook path", slack_path.clone()),
         ("rejected token", wrong.clone()),
     ];
     let plan = json!({"stages": [{"name": "10%", "percent": 10}, {"name": "all", "percent": 100}]});

@@ -56,6 +56,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: redis
 {{- end }}
 
+{{- define "rollout-controller.test.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rollout-controller.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+{{- end }}
+
+{{- define "rollout-controller.test.labels" -}}
+helm.sh/chart: {{ include "rollout-controller.chart" . }}
+{{ include "rollout-controller.test.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: rollout-controller
+{{- end }}
+
 {{- define "rollout-controller.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "rollout-controller.fullname" .) .Values.serviceAccount.name }}
@@ -152,6 +165,18 @@ The bare token of the first metrics token (`name:token` → token), for the Serv
 {{- end }}
 
 {{/*
+The bare token of the first admin token (`name:token` → token), for the `helm test` pod.
+*/}}
+{{- define "rollout-controller.doctorToken" -}}
+{{- $first := first .Values.secrets.adminTokens | trim }}
+{{- if contains ":" $first }}
+{{- regexReplaceAll "^[^:]*:" $first "" }}
+{{- else }}
+{{- $first }}
+{{- end }}
+{{- end }}
+
+{{/*
 Refuse values that would deploy something broken. Included once, by deployment.yaml (every
 install renders it), so a bad combination fails the whole render with a clear message.
 */}}
@@ -174,9 +199,26 @@ install renders it), so a bad combination fails the whole render with a clear me
 {{- fail "redis.clusterUrls and redis.bundled.enabled are both set: choose one Redis (the bundled Redis is a single node, not a cluster)" }}
 {{- end }}
 {{- $drain := int $v.shutdown.drainSeconds }}
-{{- $stopping := add $drain (int $v.shutdown.graceSeconds) }}
+{{- $stopping := add (int $v.shutdown.preStopSleepSeconds) $drain (int $v.shutdown.graceSeconds) }}
 {{- if le (int $v.terminationGracePeriodSeconds) $stopping }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be above shutdown.drainSeconds + shutdown.graceSeconds (%d): Kubernetes would kill the pod while it still drains or finishes requests" (int $v.terminationGracePeriodSeconds) $stopping) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be above shutdown.preStopSleepSeconds + shutdown.drainSeconds + shutdown.graceSeconds (%d): Kubernetes would kill the pod while it still drains or finishes requests" (int $v.terminationGracePeriodSeconds) $stopping) }}
+{{- end }}
+{{- if $v.autoscaling.enabled }}
+{{- if gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas) }}
+{{- fail (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d)" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- if $v.redis.allowInMemory }}
+{{- fail "autoscaling.enabled with redis.allowInMemory: the in-memory store is per pod, so scaled-out replicas would disagree" }}
+{{- end }}
+{{- if not (or $v.autoscaling.targetCPUUtilizationPercentage $v.autoscaling.targetMemoryUtilizationPercentage) }}
+{{- fail "autoscaling.enabled needs autoscaling.targetCPUUtilizationPercentage or autoscaling.targetMemoryUtilizationPercentage" }}
+{{- end }}
+{{- end }}
+{{- if and $v.httpRoute.enabled (not $v.httpRoute.parentRefs) }}
+{{- fail "httpRoute.enabled needs httpRoute.parentRefs: the Gateway(s) the route attaches to, e.g. [{name: shared-gateway, namespace: gateway-system}]" }}
+{{- end }}
+{{- if and $v.ingress.enabled (not $v.ingress.hosts) }}
+{{- fail "ingress.enabled needs at least one entry in ingress.hosts" }}
 {{- end }}
 {{- $noticed := mul (int $v.probes.readiness.periodSeconds) (int $v.probes.readiness.failureThreshold) }}
 {{- if and (eq $v.probes.readiness.path "/readyz") (gt $noticed $drain) }}

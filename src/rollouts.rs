@@ -162,6 +162,8 @@ impl Rollouts {
     }
 
     /// Creates the flag or replaces its definition. Returns the flag and whether it was created.
+    /// With `req.expected_version`, refused unless the flag is at that version (0: absent, so a
+    /// create never replaces a flag someone else made meanwhile).
     pub async fn put(
         &self,
         name: &str,
@@ -172,6 +174,10 @@ impl Rollouts {
         for _ in 0..MAX_ATTEMPTS {
             let now = self.clock.now_ms();
             let current = self.current(name).await?;
+            // A definition edited at some version is not created again once the flag is deleted.
+            if let (None, Some(expected @ 1..)) = (&current, req.expected_version) {
+                return Err(RolloutError::VersionConflict { expected, found: 0 });
+            }
             let (next, event, expected) = match &current {
                 None => {
                     let flag = Flag::new(name.to_owned(), definition.clone(), now);

@@ -70,8 +70,9 @@ impl App {
         name: &str,
         definition: FlagDefinition,
         actor: String,
+        expected_version: Option<u64>,
     ) -> Result<(FlagAt, bool), RolloutError> {
-        let req = Request::new(actor, "definition saved");
+        let req = Request { expected_version, ..Request::new(actor, "definition saved") };
         let (flag, created) = self.rollouts.put(name, definition, &req).await?;
         Ok((FlagAt { flag, now_ms: self.clock.now_ms() }, created))
     }

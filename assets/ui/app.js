@@ -144,8 +144,9 @@ function saveToken(token) {
 function signOut(message) {
   saveToken('');
   closeStream();
-  clearTimeout(state.pollTimer);
+  stopPolling();
   clearTimeout(state.reconnectTimer);
+  forgetReadings();
   for (const entry of state.cards.values()) entry.el.remove();
   state.cards.clear();
   state.loaded = false;
@@ -298,7 +299,7 @@ async function openStream() {
     state.streamOpen = true;
     state.reconnects = 0;
     state.lastAliveAt = Date.now();
-    clearTimeout(state.pollTimer);
+    stopPolling();
     await readEvents(resp.body, controller);
     if (state.stream === controller) streamFailed(new ApiError(0, 'closed', 'the stream ended'));
   } catch (err) {
@@ -365,6 +366,11 @@ function streamFailed(err) {
   state.reconnectTimer = setTimeout(openStream, delay);
   // Only while the stream is down: one slow read of the whole list keeps the page roughly true.
   if (!state.pollTimer) state.pollTimer = setTimeout(pollWhileDown, state.loaded ? FALLBACK_POLL_MS : 0);
+}
+
+function stopPolling() {
+  clearTimeout(state.pollTimer);
+  state.pollTimer = 0;
 }
 
 async function pollWhileDown() {
@@ -831,7 +837,7 @@ function renderFreeze(freeze) {
 function recordReadings(entry, health) {
   const key = `${entry.flag.stage_entered_at}|${health.stage}|${health.status}`;
   if (entry.seriesKey !== key) {
-    entry.series = new Map();
+    entry.series = restoreReadings(entry.flag.name, key);
     entry.seriesKey = key;
   }
   const t = serverNow();
@@ -849,6 +855,39 @@ function recordReadings(entry, health) {
     list.push(point);
     if (list.length > CHART_POINTS) list.shift();
     entry.series.set(g.guard, list);
+  }
+  saveReadings(entry.flag.name, key, entry.series);
+}
+
+/** The readings survive a reload of the tab (the service keeps only the guard window, not the
+ *  stage's past readings): kept in session storage per flag and stage entry. */
+const readingsKey = (name) => `rollout-controller.readings.${name}`;
+
+function restoreReadings(name, key) {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(readingsKey(name)) || 'null');
+    if (saved && saved.key === key) return new Map(saved.series);
+  } catch {
+    // Unreadable or no storage: start over.
+  }
+  return new Map();
+}
+
+function forgetReadings() {
+  try {
+    const keys = [];
+    for (let i = 0; i < sessionStorage.length; i += 1) keys.push(sessionStorage.key(i));
+    for (const k of keys) if (k && k.startsWith('rollout-controller.readings.')) sessionStorage.removeItem(k);
+  } catch {
+    // No storage: nothing kept.
+  }
+}
+
+function saveReadings(name, key, series) {
+  try {
+    sessionStorage.setItem(readingsKey(name), JSON.stringify({ key, series: [...series] }));
+  } catch {
+    // Storage full or disabled: the chart keeps this page's readings only.
   }
 }
 
@@ -992,6 +1031,14 @@ function guardChart(entry, g, points) {
   const fmt = (v) => formatGuard(g.guard, v);
 
   svg.append(node('rect', { class: 'plot', x: left, y: top, width: w - left - right, height: h - top - bottom }));
+  // Before the first reading this tab took, nothing is known: say so rather than draw a gap.
+  const firstX = x(points[0].t);
+  if (firstX - left > 24) {
+    svg.append(
+      node('rect', { class: 'unwatched', x: left, y: top, width: firstX - left, height: h - top - bottom }),
+      node('text', { class: 'unwatched-label', x: left + 4, y: top + 12 }, 'before this tab'),
+    );
+  }
   // Confidence band: upper edge forward, lower edge back.
   const banded = points.filter((p) => p.lo !== null && p.hi !== null);
   if (banded.length) {

@@ -197,7 +197,8 @@ async fn under_a_base_path_an_operator_creates_starts_and_approves_a_flag_and_se
     // A flag at 10% whose error rate is judged against the control cohort (the other 90%).
     app.create_flag(
         "checkout",
-        json!({"salt": "checkout", "compare": {"error_rate": {"max_increase": 0.01}}}),
+        // Pushes land one cohort at a time: no sample-ratio check on the shares in between.
+        json!({"salt": "checkout", "compare": {"error_rate": {"max_increase": 0.01}}, "sample_ratio_check": false}),
     )
     .await;
     app.must("checkout", "start").await;
@@ -290,4 +291,30 @@ async fn seed_neighbours(app: &TestApp) {
     app.must("email-digest", "advance").await;
     let breach = app.push("email-digest", json!({"sent": 400, "delivered": 352, "bounced": 41})).await;
     assert_eq!(breach.body["action"], "rollback", "a bounce-rate breach rolls back at once: {}", breach.body);
+}
+
+#[tokio::test]
+async fn when_the_stream_is_refused_the_dashboard_reads_the_list_and_goes_live_again_by_itself() {
+    let app = TestApp::in_memory()
+        .settings(|s| {
+            s.max_stream_clients = 1;
+            // A stream whose client left is noticed at its next heartbeat.
+            s.stream_heartbeat = Duration::from_secs(1);
+        })
+        .spawn()
+        .await;
+    app.create_flag("checkout", json!({})).await;
+    app.must("checkout", "start").await;
+
+    run_script(
+        "fallback.mjs",
+        &[
+            ("BASE_URL", app.url("")),
+            ("TOKEN", ADMIN.into()),
+            ("OUT_DIR", screenshot_dir().display().to_string()),
+            ("FLAG", "checkout".into()),
+        ],
+    )
+    .await;
+    assert_eq!(app.flag("checkout").await["status"], "paused");
 }

@@ -18,6 +18,24 @@ const prefix = new URL(baseUrl).pathname.replace(/\/$/, '');
 /** How soon a change made elsewhere must show: the stream delivers it in milliseconds. */
 const LIVE_BOUND_MS = 3_000;
 
+/** A call to the service from outside the browser, as another operator or app would make it. */
+async function api(method, path, body) {
+  const resp = await fetch(`${baseUrl}/${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(STEP_TIMEOUT_MS),
+  });
+  if (resp.status !== 200) fail(`${method} ${path} answered ${resp.status}: ${await resp.text()}`);
+  return resp.json();
+}
+
+/** Screenshots for the manual: the toasts of earlier steps would cover the cards. */
+async function shoot(locator, path) {
+  await locator.page().evaluate(() => document.querySelector('[data-testid="toasts"]').replaceChildren());
+  await locator.screenshot({ path });
+}
+
 async function run(page) {
   const requests = [];
   page.on('request', (req) => requests.push({ at: Date.now(), method: req.method(), url: new URL(req.url()), headers: req.headers() }));
@@ -75,17 +93,24 @@ async function run(page) {
   const approved = gated.getByTestId('mark-approved');
   await approved.waitFor();
   if (!(await approved.textContent()).includes('operator:')) fail(`the approval does not name its operator: ${await approved.textContent()}`);
-  await created.screenshot({ path: join(outDir, 'plan-timeline.png') });
+  await shoot(created, join(outDir, 'plan-timeline.png'));
 
-  step('the guard chart draws treatment against control and the threshold');
+  step('the guard chart draws treatment against control and the threshold, reading after reading');
   const live = cardOf(page, liveFlag);
   const chart = live.locator('[data-testid="guard-chart"][data-guard="error_rate"]');
   await chart.waitFor();
+  // More traffic in both cohorts (treatment keeps its 10% share): the open card's next reading
+  // (every 10 s) adds a point to each line.
+  for (const [cohort, requests, errors] of [['treatment', 500, 5], ['control', 4500, 19]]) {
+    await api('POST', `flags/${liveFlag}/metrics`, { cohort, requests, errors });
+  }
+  await chart.locator('circle.dot-treatment').nth(1).waitFor({ timeout: 15_000 });
+  await chart.locator('circle.dot-control').nth(1).waitFor();
   for (const part of ['path.series-treatment', 'path.series-control', 'line.threshold']) {
     if ((await chart.locator(part).count()) !== 1) fail(`the error_rate chart has no ${part}`);
   }
   if ((await chart.locator('.band, .band-bar').count()) < 1) fail('the error_rate chart has no confidence interval');
-  await live.screenshot({ path: join(outDir, 'guard-chart.png') });
+  await shoot(live, join(outDir, 'guard-chart.png'));
 
   step('freeze the controller');
   await page.getByTestId('freeze-toggle').click();
@@ -99,13 +124,7 @@ async function run(page) {
   });
   const before = requests.length;
   const sent = Date.now();
-  const resp = await fetch(`${baseUrl}/flags/${liveFlag}/rollback`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ reason: 'error budget burnt (rolled back through the API)' }),
-    signal: AbortSignal.timeout(STEP_TIMEOUT_MS),
-  });
-  if (resp.status !== 200) fail(`the API rollback answered ${resp.status}: ${await resp.text()}`);
+  await api('POST', `flags/${liveFlag}/rollback`, { reason: 'error budget burnt (rolled back through the API)' });
   await badgeReads(page, liveFlag, 'rolled_back', LIVE_BOUND_MS);
   const seenAfterMs = Date.now() - sent;
   if (!(await page.evaluate(() => window.samePage === true))) fail('the page was reloaded');
@@ -128,7 +147,7 @@ async function run(page) {
 try {
   // The refused plan is a 422 on purpose; Chromium logs it.
   const expectedConsole = [/the server responded with a status of 422/];
-  await withPage({ baseUrl, outDir, name: 'operate', overallMs: 60_000, expectedConsole }, run);
+  await withPage({ baseUrl, outDir, name: 'operate', overallMs: 75_000, expectedConsole }, run);
 } catch (err) {
   exitWith(err.message);
 }

@@ -1013,8 +1013,12 @@ function guardChart(entry, g, points) {
   svg.setAttribute('role', 'img');
   svg.setAttribute('aria-label', g.summary || g.guard);
 
-  const start = Date.parse(entry.flag.stage_entered_at);
-  const end = Math.max(serverNow(), points[points.length - 1].t, start + 1000);
+  const stageStart = Date.parse(entry.flag.stage_entered_at);
+  const end = Math.max(serverNow(), points[points.length - 1].t, stageStart + 1000);
+  // The whole stage when this tab saw most of it; else only what it saw, labelled as such.
+  const watchedFrom = points[0].t;
+  const zoomed = watchedFrom - stageStart > 0.75 * (end - stageStart);
+  const start = zoomed ? watchedFrom - Math.max(1000, 0.05 * (end - watchedFrom)) : stageStart;
   const values = [];
   for (const p of points) values.push(p.v, p.lo, p.hi, p.c);
   if (g.threshold !== null) values.push(g.threshold);
@@ -1033,7 +1037,7 @@ function guardChart(entry, g, points) {
   svg.append(node('rect', { class: 'plot', x: left, y: top, width: w - left - right, height: h - top - bottom }));
   // Before the first reading this tab took, nothing is known: say so rather than draw a gap.
   const firstX = x(points[0].t);
-  if (firstX - left > 24) {
+  if (!zoomed && firstX - left > 24) {
     svg.append(
       node('rect', { class: 'unwatched', x: left, y: top, width: firstX - left, height: h - top - bottom }),
       node('text', { class: 'unwatched-label', x: left + 4, y: top + 12 }, 'before this tab'),
@@ -1072,7 +1076,8 @@ function guardChart(entry, g, points) {
     svg.append(node('text', { class: 'value-label', x: w - right + 4, y: Math.min(h - bottom, Math.max(top + 8, y(last.v) + 4)) }, fmt(last.v)));
   }
   svg.append(
-    node('text', { class: 'axis', x: left, y: h - 6 }, `stage start ${formatTime(entry.flag.stage_entered_at)}`),
+    node('text', { class: 'axis', x: left, y: h - 6 },
+      zoomed ? `seen by this tab since ${formatTime(new Date(watchedFrom).toISOString())}` : `stage start ${formatTime(entry.flag.stage_entered_at)}`),
     node('text', { class: 'axis', x: w - right, y: h - 6, 'text-anchor': 'end' }, 'now'),
   );
 

@@ -130,7 +130,8 @@ pub fn router(state: AppState, request_timeout: Duration, cors_origins: &[String
         .merge(report::routes())
         .merge(status::routes())
         .merge(ui::routes());
-    let routes = if base_path.is_empty() { routes } else { Router::new().nest(base_path, routes.clone()).merge(routes) };
+    let routes =
+        if base_path.is_empty() { routes } else { Router::new().nest(base_path, routes.clone()).merge(routes) };
     routes
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
         .method_not_allowed_fallback(method_not_allowed)

@@ -92,6 +92,8 @@ const ui = {
   dialogText: byTestId('confirm-text'),
   dialogReason: byTestId('confirm-reason'),
   dialogReasonNote: byTestId('confirm-reason-note'),
+  dialogAtField: byTestId('confirm-at-field'),
+  dialogAt: byTestId('confirm-at'),
   dialogOk: byTestId('confirm-ok'),
   dialogCancel: byTestId('confirm-cancel'),
   editor: byTestId('editor-dialog'),
@@ -652,6 +654,8 @@ function updateCard(entry) {
   for (const button of card.querySelectorAll('button[data-action]')) {
     const action = button.dataset.action;
     button.disabled = entry.busy || !legal.includes(action);
+    // Start and its cancellation take the same place: only a scheduled flag can be cancelled.
+    if (action === 'cancel' || action === 'start') button.hidden = (action === 'cancel') !== (flag.status === 'scheduled');
     button.setAttribute('aria-label', `${ACTION_LABELS[action]} ${flag.name}`);
     button.title = legal.includes(action) ? confirmText(flag, action) : `Not possible while ${flag.status}`;
   }
@@ -747,7 +751,7 @@ function renderStages(entry, soakLeftMs) {
     fills.push(fill);
     if (entry.sig.stages === sig) return null;
     const li = el('li', `stage ${cls}`);
-    li.dataset.testid = 'stage';
+    li.dataset.testid = 'plan-stage';
     li.dataset.stage = stage.name;
     const track = el('span', 'stage-track');
     track.append(el('span', 'stage-fill'));
@@ -1172,9 +1176,12 @@ function confirmText(flag, action, extra) {
   }
 }
 
-/** Resolves to the reason typed (possibly empty) when confirmed, null when cancelled. */
-function confirmAction({ title, text, okLabel, danger, placeholder, reasonRequired }) {
+/** Resolves to the reason typed (possibly empty) when confirmed, null when cancelled. With
+ *  `askAt`, the dialog also offers a start time, left in `ui.dialogAt`. */
+function confirmAction({ title, text, okLabel, danger, placeholder, reasonRequired, askAt }) {
   return new Promise((resolve) => {
+    ui.dialogAtField.hidden = !askAt;
+    ui.dialogAt.value = '';
     ui.dialogTitle.textContent = title;
     ui.dialogText.textContent = text;
     ui.dialogReason.value = '';
@@ -1243,12 +1250,17 @@ async function onAction(name, action) {
     okLabel: ACTION_LABELS[action],
     danger: action === 'rollback',
     placeholder: action === 'rollback' ? 'e.g. error rate up in checkout' : `${action} from the dashboard`,
+    askAt: action === 'start',
   });
   if (reason === null) return;
-  await runFlagChange(name, action, () => api('POST', flagPath(name, `/${action}`), {
-    reason: reason || `${action} from the dashboard`,
-    expected_version: seen.version,
-  }));
+  const body = { reason: reason || `${action} from the dashboard`, expected_version: seen.version };
+  // A start time makes the flag `scheduled`; the leader starts it then.
+  if (action === 'start' && ui.dialogAt.value) {
+    const at = new Date(ui.dialogAt.value);
+    body.at = Number.isNaN(at.getTime()) ? ui.dialogAt.value : at.toISOString();
+    if (!reason) body.reason = 'start scheduled from the dashboard';
+  }
+  await runFlagChange(name, body.at ? 'schedule' : action, () => api('POST', flagPath(name, `/${action}`), body));
 }
 
 async function onApprove(name, stage) {

@@ -1,10 +1,11 @@
 // An operator's day in the dashboard, under a path prefix, in Debian's headless Chromium: create a
 // flag through the plan form (the server's 422 shown at its field first), start it, approve its
-// gated stage, see a guard chart with treatment against control, freeze the controller, and see a
+// gated stage, schedule another flag's start, see a guard chart with treatment against control, freeze the controller, and see a
 // rollback made through the API arrive live, without a reload. Run by tests/api/dashboard.rs.
 //
 // Env: BASE_URL (http://127.0.0.1:port/prefix), TOKEN (admin), OUT_DIR (screenshots), LIVE_FLAG (a
-// running flag whose guards compare treatment with control), NEW_FLAG (a name no flag has yet).
+// running flag whose guards compare treatment with control), NEW_FLAG (a name no flag has yet),
+// SCHEDULED_FLAG (a pending flag to schedule).
 import { join } from 'node:path';
 
 import { STEP_TIMEOUT_MS, badgeReads, card as cardOf, confirm, env, exitWith, fail, signIn, step, withPage } from './browser.mjs';
@@ -14,6 +15,7 @@ const token = env('TOKEN');
 const outDir = env('OUT_DIR');
 const liveFlag = env('LIVE_FLAG');
 const newFlag = env('NEW_FLAG');
+const scheduledFlag = env('SCHEDULED_FLAG');
 const prefix = new URL(baseUrl).pathname.replace(/\/$/, '');
 /** How soon a change made elsewhere must show: the stream delivers it in milliseconds. */
 const LIVE_BOUND_MS = 3_000;
@@ -84,7 +86,7 @@ async function run(page) {
   await created.getByTestId('action-start').click();
   await confirm(page, 'internal dogfood from the dashboard test');
   await badgeReads(page, newFlag, 'running');
-  const gated = created.locator('[data-testid="stage"][data-stage="5%"]');
+  const gated = created.locator('[data-testid="plan-stage"][data-stage="5%"]');
   const needs = gated.getByTestId('mark-approval');
   await needs.waitFor();
   if (!(await needs.textContent()).includes('0/1')) fail(`the gate reads ${await needs.textContent()}`);
@@ -94,6 +96,24 @@ async function run(page) {
   await approved.waitFor();
   if (!(await approved.textContent()).includes('operator:')) fail(`the approval does not name its operator: ${await approved.textContent()}`);
   await shoot(created, join(outDir, 'plan-timeline.png'));
+
+  step('schedule a start: the plan marks it, and it can be called off');
+  const later = cardOf(page, scheduledFlag);
+  await later.getByTestId('action-start').click();
+  await page.getByTestId('confirm-at-field').waitFor({ state: 'visible' });
+  // datetime-local takes local time, minutes only: an hour from now in the browser's zone.
+  const at = await page.evaluate(() => {
+    const d = new Date(Date.now() + 3_600_000);
+    const pad = (n) => String(n).padStart(2, '0');
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  });
+  await page.getByTestId('confirm-at').fill(at);
+  await confirm(page, 'launch at the top of the hour');
+  await badgeReads(page, scheduledFlag, 'scheduled');
+  await later.locator('[data-testid="plan-stage"]').first().getByTestId('mark-scheduled').waitFor();
+  if (!(await later.getByTestId('action-cancel').isVisible()) || (await later.getByTestId('action-start').isVisible())) {
+    fail('a scheduled flag offers Cancel start in place of Start');
+  }
 
   step('the guard chart draws treatment against control and the threshold, reading after reading');
   const live = cardOf(page, liveFlag);

@@ -1,5 +1,7 @@
-//! The `/ui` dashboard: its embedded assets and headers, and an operator's rollback driven through
-//! it in Debian's headless Chromium (`tests/ui/dashboard.mjs`, with playwright-core).
+//! The `/ui` dashboard: its embedded assets and headers, `--base-path`, and the page driven in
+//! Debian's headless Chromium with playwright-core (`tests/ui/*.mjs`): a rollback through its dialog,
+//! an operator's day under a path prefix (create with a 422 first, start, approve, schedule, freeze,
+//! a rollback seen live), and the stream's fallback. Screenshots go to `target/ui-screenshots/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -234,6 +234,8 @@ async fn under_a_base_path_an_operator_creates_starts_and_approves_a_flag_and_se
     let gated = &created["definition"]["stages"][1];
     assert_eq!((gated["name"].as_str(), gated["percent"].as_u64()), (Some("5%"), Some(5)), "{created}");
     assert_eq!((gated["soak_secs"].as_u64(), gated["requires_approval"].as_bool()), (Some(1800), Some(true)));
+    assert_eq!(created["definition"]["stages"][0]["soak_secs"], 45 * 60, "the edit: {created}");
+    assert_eq!(created["definition"]["internal_users"], json!(["qa-bot"]), "the edit made elsewhere is kept");
     assert_eq!(created["approvals"][0]["by"], "operator:ann", "{created}");
     assert_eq!(app.admin_get("/rollout/freeze").await.body["frozen"], true, "frozen from the dashboard");
     assert_eq!(app.flag("checkout").await["status"], "rolled_back");

@@ -1,5 +1,6 @@
 // An operator's day in the dashboard, under a path prefix, in Debian's headless Chromium: create a
-// flag through the plan form (the server's 422 shown at its field first), start it, approve its
+// flag through the plan form (the server's 422 shown at its field first), edit it (an edit made
+// elsewhere meanwhile refused, then the new version edited), start it, approve its
 // gated stage, schedule another flag's start, see a guard chart with treatment against control, freeze the controller, and see a
 // rollback made through the API arrive live, without a reload. Run by tests/api/dashboard.rs.
 //
@@ -25,7 +26,7 @@ async function api(method, path, body) {
   const resp = await fetch(`${baseUrl}/${path}`, {
     method,
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
+    body: body === undefined ? undefined : JSON.stringify(body),
     signal: AbortSignal.timeout(STEP_TIMEOUT_MS),
   });
   if (resp.status !== 200) fail(`${method} ${path} answered ${resp.status}: ${await resp.text()}`);
@@ -81,6 +82,29 @@ async function run(page) {
   const created = cardOf(page, newFlag);
   await created.waitFor({ state: 'visible' });
   await badgeReads(page, newFlag, 'pending');
+
+  step('an edit made elsewhere meanwhile is not overwritten; an edit of the new version is saved');
+  await created.getByTestId('action-edit').click();
+  await editor.waitFor({ state: 'visible' });
+  const current = await api('GET', `flags/${newFlag}`);
+  await api('PUT', `flags/${newFlag}`, { ...current.definition, internal_users: ['qa-bot'] });
+  await editor.getByTestId('stage-row').first().getByTestId('stage-soak').fill('45m');
+  await page.getByTestId('editor-save').click();
+  await page.getByTestId('editor-error').filter({ hasText: 'changed since this form was opened' }).waitFor();
+  await page.getByTestId('editor-cancel').click();
+  await editor.waitFor({ state: 'hidden' });
+  await page.waitForFunction((name) => {
+    const v = document.querySelector(`[data-testid="flag-card"][data-flag="${name}"] [data-testid="version"]`);
+    return v && v.textContent === 'v2';
+  }, newFlag);
+  await created.getByTestId('action-edit').click();
+  if ((await page.getByTestId('field-internal_users').inputValue()) !== 'qa-bot') fail('the form does not start from the new version');
+  await editor.getByTestId('stage-row').first().getByTestId('stage-soak').fill('45m');
+  await page.getByTestId('editor-save').click();
+  await editor.waitFor({ state: 'hidden' });
+  const edit = requests.filter((r) => r.method === 'PUT' && r.url.pathname === `${prefix}/flags/${newFlag}`).pop();
+  if (edit.url.searchParams.get('expected_version') !== '2') fail(`the edit was not sent at version 2: ${edit.url.search}`);
+  await created.locator('[data-testid="plan-stage"]').first().filter({ hasText: 'soak 45m' }).waitFor();
 
   step('start, then approve the gated stage');
   await created.getByTestId('action-start').click();
@@ -165,8 +189,8 @@ async function run(page) {
 }
 
 try {
-  // The refused plan is a 422 on purpose; Chromium logs it.
-  const expectedConsole = [/the server responded with a status of 422/];
+  // The refused plan (422) and the stale edit (409) are on purpose; Chromium logs them.
+  const expectedConsole = [/the server responded with a status of (422|409)/];
   await withPage({ baseUrl, outDir, name: 'operate', overallMs: 75_000, expectedConsole }, run);
 } catch (err) {
   exitWith(err.message);

@@ -241,7 +241,8 @@ async fn under_a_base_path_an_operator_creates_starts_and_approves_a_flag_and_se
     assert_eq!(app.flag("checkout").await["status"], "rolled_back");
     let scheduled = app.flag("email-digest").await;
     assert_eq!(scheduled["status"], "scheduled", "{scheduled}");
-    let starts_at = scheduled["scheduled_for"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()).expect("a time");
+    let starts_at =
+        scheduled["scheduled_for"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()).expect("a time");
     let ahead_ms = starts_at.as_millisecond() - system_now_ms();
     assert!((58 * 60_000..=61 * 60_000).contains(&ahead_ms), "an hour from the browser's now: {scheduled}");
     for shot in ["editor-422.png", "plan-timeline.png", "guard-chart.png", "dashboard-rollback-live.png"] {

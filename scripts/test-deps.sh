@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite's real peers need, when missing: redis-server and redis-cli, Prometheus and
 # Alertmanager (Debian), Chromium + playwright-core (dashboard test), the OpenFeature Python and
-# Node SDKs (OFREP tests). Idempotent: does nothing when everything is there.
+# Node SDKs (OFREP tests), the Node SDK's compiler (sdk/node: typescript and @types/node, pinned by its
+# package-lock.json; tests/api/sdk_node.rs builds dist/ with it). Idempotent: does nothing when everything is there.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 cd "$(dirname "$0")/.."
@@ -25,3 +26,4 @@ bash scripts/ci-ui-deps.sh
 [[ -x tests/ofrep/.venv/bin/python ]] || python3 -m venv tests/ofrep/.venv
 tests/ofrep/.venv/bin/pip install -q -r tests/ofrep/requirements.txt
 [[ -d tests/ofrep/node_modules/@openfeature/ofrep-provider ]] || npm ci --prefix tests/ofrep --no-audit --no-fund
+[[ -d sdk/node/node_modules/typescript ]] || npm ci --prefix sdk/node --no-audit --no-fund

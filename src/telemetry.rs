@@ -175,12 +175,13 @@ impl Telemetry {
     }
 
     /// The exposition text, with per-flag series for the flags the snapshot holds now.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    pub fn render(&self, snapshot: &Snapshot, streams: StreamStats) -> String {
         let mut text = self.handle.render();
         let views = snapshot.all();
         render_flag_gauges(&views, &mut text);
         self.render_flag_series(&views, &mut text);
         self.evaluation_seconds.render(&mut text);
+        render_streams(streams, &mut text);
         text
     }
 
@@ -204,6 +205,32 @@ impl Telemetry {
         family(out, "rollout_guard_value", "gauge", GUARD_VALUE_HELP, values);
     }
 }
+
+/// This replica's change streams (`GET /stream`) at one moment: open now, and counts since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    pub open: u64,
+    pub opened: u64,
+    pub refused: u64,
+    pub dropped_behind: u64,
+    pub events: u64,
+}
+
+fn render_streams(s: StreamStats, out: &mut String) {
+    let one = |value: u64| [(String::new(), value as f64)];
+    family(out, "rollout_stream_clients", "gauge", "Change streams (GET /stream) open on this replica.", one(s.open));
+    let opened = one(s.opened);
+    family(out, "rollout_stream_clients_opened_total", "counter", "Change streams opened on this replica.", opened);
+    let refused = one(s.refused);
+    family(out, "rollout_stream_clients_refused_total", "counter", STREAMS_REFUSED_HELP, refused);
+    let behind = one(s.dropped_behind);
+    family(out, "rollout_stream_clients_dropped_total", "counter", STREAMS_DROPPED_HELP, behind);
+    let events = one(s.events);
+    family(out, "rollout_stream_events_total", "counter", "Events sent on change streams (one per client).", events);
+}
+
+const STREAMS_REFUSED_HELP: &str = "Change streams refused: the replica had --max-stream-clients open.";
+const STREAMS_DROPPED_HELP: &str = "Change streams ended because they fell more than the replay buffer behind the feed (a client whose socket stays full is cut by the write timeout instead).";
 
 /// Each flag's percent, stage and status, as the snapshot holds it.
 fn render_flag_gauges(views: &[Arc<FlagView>], out: &mut String) {
@@ -244,10 +271,11 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl In
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     for (labels, value) in samples {
+        let series = if labels.is_empty() { name.to_owned() } else { format!("{name}{{{labels}}}") };
         let _ = match value {
-            v if v.is_nan() => writeln!(out, "{name}{{{labels}}} NaN"),
-            v if v.is_infinite() => writeln!(out, "{name}{{{labels}}} {}Inf", if v > 0.0 { "+" } else { "-" }),
-            v => writeln!(out, "{name}{{{labels}}} {v}"),
+            v if v.is_nan() => writeln!(out, "{series} NaN"),
+            v if v.is_infinite() => writeln!(out, "{series} {}Inf", if v > 0.0 { "+" } else { "-" }),
+            v => writeln!(out, "{series} {v}"),
         };
     }
     out.push('\n');
@@ -282,17 +310,17 @@ mod tests {
         telemetry.transition("f", "start");
         telemetry.rollback("f", "error_rate");
         telemetry.guard_value("f", "error_rate", 0.5);
-        let text = telemetry.render(&snapshot);
+        let text = telemetry.render(&snapshot, StreamStats::default());
         let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
         let named: Vec<&str> =
             parsed.samples.iter().filter(|s| s.labels.get("flag") == Some("f")).map(|s| s.metric.as_str()).collect();
         // Percent, stage, six statuses, a transition, a rollback, a guard value.
         assert_eq!(named.len(), 11, "{named:?}");
         snapshot.remove("f");
-        assert!(!telemetry.render(&snapshot).contains("flag=\"f\""));
+        assert!(!telemetry.render(&snapshot, StreamStats::default()).contains("flag=\"f\""));
         // Created again: its counters start afresh.
         snapshot.upsert(Flag::new("f".into(), FlagDefinition::default(), 2));
-        assert!(!telemetry.render(&snapshot).contains("rollout_transitions_total{flag=\"f\""));
+        assert!(!telemetry.render(&snapshot, StreamStats::default()).contains("rollout_transitions_total{flag=\"f\""));
     }
 
     #[test]
@@ -301,7 +329,7 @@ mod tests {
         for micros in [1, 3, 3, 20_000] {
             telemetry.evaluation(Reason::InRollout, Duration::from_micros(micros));
         }
-        let text = telemetry.render(&Snapshot::new());
+        let text = telemetry.render(&Snapshot::new(), StreamStats::default());
         let lines: Vec<&str> = text.lines().skip_while(|l| !l.contains(LATENCY_NAME)).take(16).collect();
         assert_eq!(
             lines,

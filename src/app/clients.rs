@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use super::App;
 use crate::domain::rollout::Reason;
 use crate::rollouts::RolloutError;
 use crate::snapshot::{self, ChangeEvent, FlagView, Start};
+use crate::telemetry::StreamStats;
 
 /// How the change streams run on this replica.
 pub struct StreamSettings {
@@ -33,12 +34,26 @@ pub struct StreamSettings {
 pub(super) struct Streams {
     settings: StreamSettings,
     open: Arc<AtomicUsize>,
+    counts: Arc<StreamCounts>,
 }
 
 impl Streams {
     pub(super) fn new(settings: StreamSettings) -> Self {
-        Self { settings, open: Arc::new(AtomicUsize::new(0)) }
+        Self { settings, open: Arc::new(AtomicUsize::new(0)), counts: Arc::default() }
     }
+}
+
+/// What the change streams did since the replica started, for its metrics.
+#[derive(Debug, Default)]
+pub struct StreamCounts {
+    /// Streams opened.
+    pub opened: AtomicU64,
+    /// Streams refused: the replica had `--max-stream-clients` open.
+    pub refused: AtomicU64,
+    /// Streams ended because their client fell more than the replay buffer behind.
+    pub dropped_behind: AtomicU64,
+    /// Events sent to clients: snapshots, changes, heartbeats (one per client each).
+    pub events: AtomicU64,
 }
 
 /// Every flag's configuration, from one read of the snapshot, with its ETag.
@@ -101,6 +116,7 @@ struct Follow {
     changes: broadcast::Receiver<ChangeEvent>,
     heartbeat: tokio::time::Interval,
     stop: watch::Receiver<bool>,
+    counts: Arc<StreamCounts>,
     _slot: Slot,
 }
 
@@ -112,7 +128,15 @@ enum Woken {
 }
 
 impl Follow {
-    async fn next(mut self) -> Option<(StreamItem, Self)> {
+    async fn next(self) -> Option<(StreamItem, Self)> {
+        let next = self.wait().await;
+        if let Some((_, follow)) = &next {
+            follow.counts.events.fetch_add(1, Ordering::Relaxed);
+        }
+        next
+    }
+
+    async fn wait(mut self) -> Option<(StreamItem, Self)> {
         if let Some(item) = self.pending.pop_front() {
             return Some((item, self));
         }
@@ -130,6 +154,7 @@ impl Follow {
             }
             Woken::Change(Err(broadcast::error::RecvError::Lagged(missed))) => {
                 tracing::debug!(missed, "a stream client fell behind; dropping it");
+                self.counts.dropped_behind.fetch_add(1, Ordering::Relaxed);
                 None
             }
             Woken::Change(Err(broadcast::error::RecvError::Closed)) => None,
@@ -139,6 +164,18 @@ impl Follow {
 }
 
 impl App {
+    /// The change streams' figures: open now, and counts since start.
+    pub fn stream_stats(&self) -> StreamStats {
+        let counts = &self.streams.counts;
+        StreamStats {
+            open: self.streams.open.load(Ordering::Relaxed) as u64,
+            opened: counts.opened.load(Ordering::Relaxed),
+            refused: counts.refused.load(Ordering::Relaxed),
+            dropped_behind: counts.dropped_behind.load(Ordering::Relaxed),
+            events: counts.events.load(Ordering::Relaxed),
+        }
+    }
+
     /// Every flag's configuration and its ETag (equal on every replica holding the same flags).
     pub fn client_config(&self) -> ClientConfig {
         let views = self.snapshot.all();
@@ -169,8 +206,13 @@ impl App {
     pub fn stream(&self, after: Option<u64>) -> Result<ChangeStream, TooManyStreams> {
         let settings = &self.streams.settings;
         let open = &self.streams.open;
+        let counts = &self.streams.counts;
         open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < settings.max_clients).then_some(n + 1))
-            .map_err(|_| TooManyStreams(settings.max_clients))?;
+            .map_err(|_| {
+                counts.refused.fetch_add(1, Ordering::Relaxed);
+                TooManyStreams(settings.max_clients)
+            })?;
+        counts.opened.fetch_add(1, Ordering::Relaxed);
         let slot = Slot(Arc::clone(open));
         let follower = self.snapshot.follow(after);
         let pending = match follower.start {
@@ -182,7 +224,14 @@ impl App {
         let period = settings.heartbeat;
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let follow = Follow { pending, changes: follower.changes, heartbeat, stop: settings.stop.clone(), _slot: slot };
+        let follow = Follow {
+            pending,
+            changes: follower.changes,
+            heartbeat,
+            stop: settings.stop.clone(),
+            counts: Arc::clone(counts),
+            _slot: slot,
+        };
         Ok(ChangeStream { inner: Box::pin(futures::stream::unfold(follow, Follow::next)) })
     }
 }

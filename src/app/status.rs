@@ -148,7 +148,7 @@ impl App {
 
     /// This replica's metrics in Prometheus's text format.
     pub fn metrics_text(&self) -> String {
-        self.telemetry.render(&self.snapshot)
+        self.telemetry.render(&self.snapshot, self.stream_stats())
     }
 }
 

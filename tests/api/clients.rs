@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{ADMIN, RedisServer, TestApp, eventually};
+use crate::notifications::metric;
 
 /// One Server-Sent Event (or heartbeat comment) as a client reads it.
 #[derive(Debug, Default)]
@@ -269,6 +270,18 @@ async fn a_client_that_cannot_keep_up_is_dropped_while_the_others_get_every_chan
     // Its place is free again: the feed still serves new streams.
     let mut again = Stream::open(&app, None).await;
     assert_eq!(again.event().await.data["flags"][0]["status"], "running");
+    // The replica's metrics tell: three streams opened, only the last one still open (the slow
+    // one was closed by the server, the fast one by its reader), events sent to each.
+    let text = metrics(&app).await;
+    assert_eq!(metric(&text, "rollout_stream_clients_opened_total", &[]), Some(3.0), "{text}");
+    assert_eq!(metric(&text, "rollout_stream_clients", &[]), Some(1.0), "{text}");
+    let events = metric(&text, "rollout_stream_events_total", &[]).unwrap_or(0.0);
+    assert!(events >= (CHANGES + 3) as f64, "fast got a snapshot and every change, the others a snapshot: {events}");
+}
+
+async fn metrics(app: &TestApp) -> String {
+    let reply = app.http.get(app.url("/metrics")).bearer_auth(crate::helpers::ADMIN).send().await.expect("metrics");
+    reply.text().await.expect("metrics text")
 }
 
 #[tokio::test]
@@ -279,6 +292,9 @@ async fn streams_over_the_limit_are_refused_until_one_closes() {
     let _two = Stream::open(&app, None).await;
     let refused = app.get("/stream").await;
     assert_eq!((refused.status, refused.body["error"].as_str()), (503, Some("too_many_stream_clients")));
+    let text = metrics(&app).await;
+    assert_eq!(metric(&text, "rollout_stream_clients", &[]), Some(2.0), "{text}");
+    assert_eq!(metric(&text, "rollout_stream_clients_refused_total", &[]), Some(1.0), "{text}");
     drop(one);
     eventually(Duration::from_secs(5), "a closed stream to free its place", || async {
         let resp = reqwest::Client::new().get(app.url("/stream")).send().await.expect("answer");

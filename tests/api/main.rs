@@ -20,6 +20,7 @@ mod openapi;
 mod races;
 mod replicas;
 mod report;
+mod sdk_node;
 mod sdk_rust;
 mod secrets;
 mod shutdown;

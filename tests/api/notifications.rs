@@ -122,7 +122,7 @@ async fn dead_or_hanging_receivers_never_delay_transitions_and_failures_are_coun
 }
 
 /// The value of a sample with exactly these labels (among others).
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid exposition");
     scrape
         .samples

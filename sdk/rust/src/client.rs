@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
 use crate::config::{Change, ConfigBody, FlagConfig, Snapshot};
-use crate::eval::{Evaluation, evaluate};
+use crate::eval::{Evaluation, evaluate, is_enabled};
 use crate::report::{Cohort, Outbox, Outcome, Sample, Tallies};
 use crate::sse;
 
@@ -152,6 +152,7 @@ impl ClientBuilder {
             default_value: self.default_value,
             tallies: Tallies::new(self.max_report_flags),
             ready: watch::Sender::new(false),
+            updates: watch::Sender::new(0),
             connected: AtomicBool::new(false),
         });
         if let Some(body) = bootstrap {
@@ -220,6 +221,8 @@ struct Shared {
     tallies: Tallies,
     /// `true` once any configuration (bootstrap or service) is in hand.
     ready: watch::Sender<bool>,
+    /// How many configurations have been applied; bumped after each one is in place.
+    updates: watch::Sender<u64>,
     connected: AtomicBool,
 }
 
@@ -232,11 +235,17 @@ impl Shared {
     fn replace(&self, snapshot: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
         self.ready.send_replace(true);
+        self.updates.send_modify(|n| *n += 1);
     }
 
     fn evaluate(&self, flag: &str, user: &str, default: bool) -> Evaluation {
         let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
         evaluate(&snapshot, flag, user, default)
+    }
+
+    fn is_enabled(&self, flag: &str, user: &str, default: bool) -> bool {
+        let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        is_enabled(&snapshot, flag, user, default)
     }
 }
 
@@ -275,12 +284,12 @@ impl Client {
 
     /// Whether `flag` is on for `user`; an unknown flag answers the client's default.
     pub fn is_enabled(&self, flag: &str, user: &str) -> bool {
-        self.shared.evaluate(flag, user, self.shared.default_value).enabled
+        self.shared.is_enabled(flag, user, self.shared.default_value)
     }
 
     /// Like [`Client::is_enabled`], with this call's own default for an unknown flag.
     pub fn is_enabled_or(&self, flag: &str, user: &str, default: bool) -> bool {
-        self.shared.evaluate(flag, user, default).enabled
+        self.shared.is_enabled(flag, user, default)
     }
 
     /// The answer with its reason and the flag version it came from.
@@ -301,6 +310,14 @@ impl Client {
     /// Whether any configuration is in hand (bootstrap file or service).
     pub fn is_ready(&self) -> bool {
         *self.shared.ready.borrow()
+    }
+
+    /// Wakes on every configuration the client applies (a snapshot, a change, a fetch): for an
+    /// app that re-reads flags when they change instead of on every request. The value counts the
+    /// configurations applied so far; `changed().await` returns once a newer one is in place, so
+    /// an evaluation right after it already answers from it.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.updates.subscribe()
     }
 
     /// Whether the change stream is open right now (the last known configuration is served either way).

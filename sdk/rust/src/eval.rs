@@ -76,14 +76,33 @@ pub(crate) fn evaluate(snapshot: &Snapshot, flag: &str, user: &str, default: boo
     }
 }
 
+/// Whether `flag` is on for `user`: the same answer as [`evaluate`]'s `enabled`, found with less
+/// work. A user inside the percentage is on whatever the internal list says, so the list's
+/// SHA-256 is only paid for users outside it, and a flag at 100% needs no hash at all.
+pub(crate) fn is_enabled(snapshot: &Snapshot, flag: &str, user: &str, default: bool) -> bool {
+    let Some(flag) = snapshot.flags.get(flag) else { return default };
+    let config = &flag.config;
+    if !config.status.serves() {
+        return false;
+    }
+    if config.percent >= 100 || user_bucket(config.salt.as_deref(), user) < config.percent {
+        return true;
+    }
+    is_internal(flag, user)
+}
+
+/// Whether `user` is on the flag's internal list; the SHA-256 is only paid when it has one.
+fn is_internal(flag: &CompiledFlag, user: &str) -> bool {
+    !flag.internal.is_empty() && flag.internal.contains(&<[u8; 32]>::from(Sha256::digest(user.as_bytes())))
+}
+
 fn evaluate_flag(flag: &CompiledFlag, user: &str) -> Evaluation {
     let config = &flag.config;
     let answer = |enabled, reason| Evaluation { enabled, reason, version: Some(config.version) };
     if !config.status.serves() {
         return answer(false, Reason::FlagOff);
     }
-    // The SHA-256 is only paid for flags that have internal users.
-    if !flag.internal.is_empty() && flag.internal.contains(&<[u8; 32]>::from(Sha256::digest(user.as_bytes()))) {
+    if is_internal(flag, user) {
         return answer(true, Reason::InternalUser);
     }
     if user_bucket(config.salt.as_deref(), user) < config.percent {
@@ -193,6 +212,33 @@ mod tests {
             for user in ["user-13", "user-1", "anyone"] {
                 let e = evaluate(&snap, "f", user, true);
                 assert_eq!((e.enabled, e.reason, e.version), (false, Reason::FlagOff, Some(7)), "{status:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_short_answer_equals_the_full_evaluation_in_every_state() {
+        let mut flags = Vec::new();
+        for (i, status) in [Status::Pending, Status::Running, Status::Paused, Status::RolledBack, Status::Completed]
+            .into_iter()
+            .enumerate()
+        {
+            for percent in [0, 1, 37, 99, 100] {
+                for salt in [None, Some("s1")] {
+                    let name = format!("f{i}-{percent}-{}", salt.is_some());
+                    flags.push(flag(&name, status, percent, salt, &["user-13", "user-500", "ann@corp"]));
+                }
+            }
+        }
+        let names: Vec<String> = flags.iter().map(|f| f.name.clone()).collect();
+        let snap = snapshot(flags);
+        for name in names.iter().map(String::as_str).chain(["unknown"]) {
+            for i in 0..1_000 {
+                let user = if i == 999 { "ann@corp".to_owned() } else { format!("user-{i}") };
+                for default in [false, true] {
+                    let full = evaluate(&snap, name, &user, default).enabled;
+                    assert_eq!(is_enabled(&snap, name, &user, default), full, "{name} {user} {default}");
+                }
             }
         }
     }

@@ -28,7 +28,16 @@ pub struct ServiceProcess {
     client: Client,
     child: Option<Child>,
     log: PathBuf,
+    /// What it was started with, for [`ServiceProcess::restart`].
+    command: Launch,
     _dir: tempfile::TempDir,
+}
+
+#[derive(Clone)]
+struct Launch {
+    redis_url: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl ServiceProcess {
@@ -44,29 +53,28 @@ impl ServiceProcess {
     pub fn launch(redis_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("service.log");
-        let out = File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rollout"));
-        command.args(["serve", "--listen", &addr.to_string()]).args(args).stdin(Stdio::null());
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("ROLLOUT_") || k == "RUST_LOG") {
-            command.env_remove(key);
-        }
-        command
-            .env("NO_COLOR", "1")
-            .env("ROLLOUT_REDIS_URL", redis_url)
-            .env("ROLLOUT_ADMIN_TOKENS", format!("ann:{ADMIN}"))
-            .envs(env.iter().copied())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        let child = command.spawn().expect("the rollout binary starts");
+        let command = Launch {
+            redis_url: redis_url.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        };
+        let child = start(addr, &command, &log);
         // No idle keep-alive connections left behind: tests count the service's connections.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(0)
             .build()
             .expect("client");
-        Self { client: Client { addr, http }, child: Some(child), log, _dir: dir }
+        Self { client: Client { addr, http }, child: Some(child), log, command, _dir: dir }
+    }
+
+    /// Kills it (SIGKILL, like a crash) and starts it again on the same address with the same
+    /// arguments; waits until it is ready. Its log goes on in the same file.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = Some(start(self.client.addr, &self.command, &self.log));
+        self.wait_ready(Duration::from_secs(15)).await;
     }
 
     pub fn pid(&self) -> u32 {
@@ -129,6 +137,25 @@ impl ServiceProcess {
         let (me, leader) = self.lease().await;
         leader.as_deref() == Some(me.as_str())
     }
+}
+
+/// `rollout serve --listen addr` as `command` says, appending its output to `log`.
+fn start(addr: SocketAddr, command: &Launch, log: &PathBuf) -> Child {
+    let out = File::options().create(true).append(true).open(log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollout"));
+    child.args(["serve", "--listen", &addr.to_string()]).args(&command.args).stdin(Stdio::null());
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("ROLLOUT_") || k == "RUST_LOG") {
+        child.env_remove(key);
+    }
+    child
+        .env("NO_COLOR", "1")
+        .env("ROLLOUT_REDIS_URL", &command.redis_url)
+        .env("ROLLOUT_ADMIN_TOKENS", format!("ann:{ADMIN}"))
+        .envs(command.env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    child.spawn().expect("the rollout binary starts")
 }
 
 impl Deref for ServiceProcess {

@@ -129,6 +129,10 @@ pub struct ServeArgs {
     /// A stream with nothing to send sends a heartbeat comment every this many seconds [default: 15]
     #[arg(long, env = "ROLLOUT_STREAM_HEARTBEAT_SECS", value_parser = duration::parse_secs)]
     pub stream_heartbeat_secs: Option<u64>,
+    /// Path prefix the service is reached under behind an ingress that keeps it (`/rollout`):
+    /// every route is served under it as well as at the root [default: none]
+    #[arg(long, env = "ROLLOUT_BASE_PATH")]
+    pub base_path: Option<String>,
 }
 
 /// What the config file may hold. Tokens and signing keys stay out of it: pass them through the
@@ -161,6 +165,7 @@ pub struct FileConfig {
     pub max_stream_clients: Option<usize>,
     #[serde(default, deserialize_with = "duration::opt_secs")]
     pub stream_heartbeat_secs: Option<u64>,
+    pub base_path: Option<String>,
     #[serde(default, deserialize_with = "duration::opt_millis")]
     pub controller_tick_ms: Option<u64>,
     #[serde(default, deserialize_with = "duration::opt_millis")]
@@ -308,6 +313,8 @@ pub struct Settings {
     pub stream_heartbeat: Duration,
     /// A stream client this many changes behind is dropped (not a command-line setting).
     pub stream_buffer: usize,
+    /// Every route is also served under this prefix (`/rollout`, no trailing slash); empty = none.
+    pub base_path: String,
     pub flags: BTreeMap<String, ConfigFlag>,
 }
 
@@ -346,6 +353,7 @@ impl Default for Settings {
             max_stream_clients: 10_000,
             stream_heartbeat: Duration::from_secs(15),
             stream_buffer: crate::snapshot::DEFAULT_FOLLOWER_BUFFER,
+            base_path: String::new(),
             flags: BTreeMap::new(),
         }
     }
@@ -377,6 +385,23 @@ fn secrets(raw: &[String]) -> Vec<SecretString> {
 /// The entries of a list of origins, trimmed, empty ones dropped.
 fn origins(raw: &Option<Vec<String>>) -> Vec<String> {
     raw.iter().flatten().map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// A path prefix without its trailing slashes (`/` alone is no prefix).
+fn base_path(raw: Option<String>) -> String {
+    raw.map(|p| p.trim().trim_end_matches('/').to_owned()).unwrap_or_default()
+}
+
+/// `/segment[/segment…]` of unreserved URL characters: a prefix routes can be nested under.
+fn valid_base_path(path: &str) -> bool {
+    path.strip_prefix('/').is_some_and(|rest| {
+        rest.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        })
+    })
 }
 
 /// `http(s)://host[:port]` with nothing after it: what a browser sends as `Origin`.
@@ -446,6 +471,7 @@ impl Settings {
             max_stream_clients: args.max_stream_clients.or(file.max_stream_clients).unwrap_or(d.max_stream_clients),
             stream_heartbeat: secs(args.stream_heartbeat_secs, file.stream_heartbeat_secs, d.stream_heartbeat),
             stream_buffer: d.stream_buffer,
+            base_path: base_path(args.base_path.clone().or(file.base_path)),
             flags: file.flags,
         };
         settings.validate()?;
@@ -493,6 +519,12 @@ impl Settings {
                     "CORS origin {origin:?} is not an origin: give scheme://host[:port], no path, no wildcard"
                 )));
             }
+        }
+        if !self.base_path.is_empty() && !valid_base_path(&self.base_path) {
+            return Err(ConfigError::Invalid(format!(
+                "base path {:?} is not a path prefix: give /segment[/segment…] of letters, digits and -._~",
+                self.base_path
+            )));
         }
         if self.push_judge_gap > Duration::from_secs(10) {
             return Err(ConfigError::Invalid("the push judge gap must be at most 10 s".into()));
@@ -550,6 +582,17 @@ mod tests {
         assert_eq!(s.flags["checkout"].definition.salt.as_deref(), Some("s"));
         assert!(!s.flags["checkout"].reconcile);
         assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    }
+
+    #[test]
+    fn a_base_path_is_a_prefix_of_plain_segments_without_its_trailing_slash() {
+        let load = |path: &str| Settings::load(&ServeArgs { base_path: Some(path.into()), ..ServeArgs::default() });
+        assert_eq!(load("/rollout/").expect("valid").base_path, "/rollout");
+        assert_eq!(load("/ops/rollout-controller").expect("valid").base_path, "/ops/rollout-controller");
+        assert_eq!(load("/").expect("no prefix").base_path, "");
+        for bad in ["rollout", "/a//b", "/a/../b", "/{flag}", "/a b", "/*rest", "/a?b"] {
+            assert!(load(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 
     #[test]

@@ -175,6 +175,10 @@ impl Rollouts {
         for _ in 0..MAX_ATTEMPTS {
             let now = self.clock.now_ms();
             let current = self.current(name).await?;
+            // A definition edited at some version is not created again once the flag is deleted.
+            if let (None, Some(expected @ 1..)) = (&current, req.expected_version) {
+                return Err(RolloutError::VersionConflict { expected, found: 0 });
+            }
             let (next, event, expected) = match &current {
                 None if req.expected_version.is_some_and(|v| v != 0) => {
                     let expected = req.expected_version.unwrap_or_default();

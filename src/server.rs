@@ -308,7 +308,7 @@ async fn serve(tasks: &mut Tasks, settings: &Settings, state: AppState) -> Resul
         write_timeout: settings.write_timeout,
         max_connections: settings.max_connections,
     };
-    let router = http::router(state, settings.request_timeout, &settings.cors_origins);
+    let router = http::router(state, settings.request_timeout, &settings.cors_origins, &settings.base_path);
     tasks.spawn(
         Task::UNTIL_STOPPED.named("http server", Stage::Close),
         accept::serve(listener, router, drain, limits, tasks.stop_signal(Stage::Close)),

@@ -1,12 +1,28 @@
-// The rollout dashboard: polls the JSON API with the operator's admin token (kept in this tab's
-// sessionStorage) and keeps one card per flag up to date. Data from the API reaches the page only
-// through textContent and attributes, never as markup.
+// The rollout dashboard. It loads every flag once, then follows `GET /stream` (Server-Sent Events)
+// and refetches only the flag a change names; it polls `GET /flags` slowly only while the stream
+// is down. The stream is read with fetch() rather than EventSource so that it carries the admin
+// token in `Authorization` like every other request: no token in a URL, a cookie or a log line.
+// Every URL is relative (the page lives at `…/ui/`), so the dashboard works under any path prefix.
+// Data from the API reaches the page only through textContent and attributes, never as markup.
 'use strict';
 
 const TOKEN_KEY = 'rollout-controller.admin-token';
-const POLL_MS = 2000;
 const REQUEST_TIMEOUT_MS = 8000;
 const HISTORY_LIMIT = 20;
+/** While the stream is down, the whole list is read this often. */
+const FALLBACK_POLL_MS = 30_000;
+/** Reconnection delays of the stream, then the last one again. */
+const RECONNECT_MS = [500, 1000, 2000, 5000, 10_000, 30_000];
+/** The server sends a heartbeat every 15 s by default: three missed ones mean a dead stream. */
+const STREAM_SILENCE_MS = 50_000;
+/** Open cards re-read their guards and holds this often (metric pushes change no version). */
+const DETAILS_MS = 10_000;
+const FREEZE_MS = 30_000;
+/** With at most this many flags every card opens; with more, the operator opens the ones to watch. */
+const AUTO_EXPAND = 8;
+/** Past this many stale flags after a reconnection, one read of the list beats one read each. */
+const REFETCH_ALL_OVER = 50;
+const CHART_POINTS = 240;
 
 /** Which commands each status allows (the state machine of the README). */
 const LEGAL = {
@@ -25,45 +41,85 @@ const ACTION_LABELS = {
   resume: 'Resume',
   rollback: 'Roll back',
   cancel: 'Cancel start',
+  approve: 'Approve',
+  freeze: 'Freeze',
+  unfreeze: 'Unfreeze',
 };
 
 const STATUS_ORDER = ['running', 'paused', 'rolled_back', 'scheduled', 'pending', 'completed'];
 
+/** The guards, their runbook defaults and units (see docs/guards.md). */
+const GUARDS = [
+  ['error_rate', 0.01],
+  ['bounce_rate', 0.05],
+  ['complaint_rate', 0.001],
+  ['delivery_rate', 0.95],
+  ['p99_latency_ms', 5000],
+  ['queue_depth', 10000],
+  ['webhook_error_rate', 0.05],
+];
+const RATE_GUARDS = new Set(['error_rate', 'bounce_rate', 'complaint_rate', 'delivery_rate', 'webhook_error_rate']);
+const DAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'];
+const RUNBOOK_STAGES = [
+  { name: 'internal', percent: 0, soak_secs: 3600, internal_only: true },
+  { name: '10%', percent: 10, soak_secs: 3600 },
+  { name: '50%', percent: 50, soak_secs: 3600 },
+  { name: '100%', percent: 100, soak_secs: 22 * 3600 },
+];
+
 const $ = (selector, root = document) => root.querySelector(selector);
+const byTestId = (id, root = document) => $(`[data-testid="${id}"]`, root);
 
 const ui = {
-  signin: $('[data-testid="signin"]'),
-  tokenForm: $('[data-testid="token-form"]'),
-  tokenInput: $('[data-testid="token-input"]'),
-  tokenError: $('[data-testid="token-error"]'),
-  forget: $('[data-testid="forget-token"]'),
-  flags: $('[data-testid="flags"]'),
-  empty: $('[data-testid="empty"]'),
-  summary: $('[data-testid="summary"]'),
-  live: $('[data-testid="live"]'),
-  liveText: $('[data-testid="live-text"]'),
-  banner: $('[data-testid="banner"]'),
-  toasts: $('[data-testid="toasts"]'),
-  dialog: $('[data-testid="confirm-dialog"]'),
-  dialogForm: $('[data-testid="confirm-form"]'),
-  dialogTitle: $('[data-testid="confirm-title"]'),
-  dialogText: $('[data-testid="confirm-text"]'),
-  dialogReason: $('[data-testid="confirm-reason"]'),
-  dialogOk: $('[data-testid="confirm-ok"]'),
-  dialogCancel: $('[data-testid="confirm-cancel"]'),
+  signin: byTestId('signin'),
+  tokenForm: byTestId('token-form'),
+  tokenInput: byTestId('token-input'),
+  tokenError: byTestId('token-error'),
+  forget: byTestId('forget-token'),
+  newFlag: byTestId('new-flag'),
+  freezeToggle: byTestId('freeze-toggle'),
+  freezeBanner: byTestId('freeze-banner'),
+  flags: byTestId('flags'),
+  empty: byTestId('empty'),
+  summary: byTestId('summary'),
+  live: byTestId('live'),
+  liveText: byTestId('live-text'),
+  banner: byTestId('banner'),
+  toasts: byTestId('toasts'),
+  dialog: byTestId('confirm-dialog'),
+  dialogForm: byTestId('confirm-form'),
+  dialogTitle: byTestId('confirm-title'),
+  dialogText: byTestId('confirm-text'),
+  dialogReason: byTestId('confirm-reason'),
+  dialogReasonNote: byTestId('confirm-reason-note'),
+  dialogAtField: byTestId('confirm-at-field'),
+  dialogAt: byTestId('confirm-at'),
+  dialogOk: byTestId('confirm-ok'),
+  dialogCancel: byTestId('confirm-cancel'),
+  editor: byTestId('editor-dialog'),
+  editorForm: byTestId('editor-form'),
   template: $('#flag-card-template'),
+  chartTemplate: $('#chart-template'),
 };
 
 const state = {
   token: readToken(),
-  /** name → {el, flag, health, history, receivedAt, busy} */
+  /** name → {el, flag, health, history, expanded, busy, sig, series, inflight} */
   cards: new Map(),
-  lastOkAt: 0,
-  polling: false,
-  pollAgain: false,
+  /** Whether the first full read of the list is done. */
+  loaded: false,
+  stream: null,
+  streamOpen: false,
+  lastEventId: '',
+  lastAliveAt: 0,
+  reconnects: 0,
+  reconnectTimer: 0,
   pollTimer: 0,
+  lastOkAt: 0,
+  freeze: null,
   /** Server clock minus ours, from the Date header, so "time in stage" is the server's. */
   clockOffsetMs: 0,
+  editing: null,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -89,12 +145,17 @@ function saveToken(token) {
 
 function signOut(message) {
   saveToken('');
-  clearTimeout(state.pollTimer);
+  closeStream();
+  stopPolling();
+  clearTimeout(state.reconnectTimer);
+  forgetReadings();
   for (const entry of state.cards.values()) entry.el.remove();
   state.cards.clear();
+  state.loaded = false;
+  state.lastEventId = '';
   ui.flags.hidden = true;
   ui.empty.hidden = true;
-  ui.forget.hidden = true;
+  for (const b of [ui.forget, ui.newFlag, ui.freezeToggle]) b.hidden = true;
   ui.summary.replaceChildren();
   hideBanner();
   setLive('idle', 'Not signed in');
@@ -110,9 +171,10 @@ function signIn(token) {
   ui.signin.hidden = true;
   ui.tokenError.hidden = true;
   ui.flags.hidden = false;
-  ui.forget.hidden = false;
+  for (const b of [ui.forget, ui.newFlag, ui.freezeToggle]) b.hidden = false;
   setLive('idle', 'Connecting…');
-  refresh();
+  openStream();
+  refreshFreeze();
 }
 
 ui.tokenForm.addEventListener('submit', (event) => {
@@ -128,8 +190,21 @@ ui.tokenForm.addEventListener('submit', (event) => {
 
 ui.forget.addEventListener('click', () => signOut(''));
 
+/** A refused token ends the session, wherever the refusal came from. */
+function handleAuthError(err) {
+  if (err.status === 401) {
+    signOut('The token was refused (401 unauthorized). Enter a valid admin token.');
+    return true;
+  }
+  if (err.status === 403) {
+    signOut('This token may not manage rollouts (403 forbidden). Enter an admin token.');
+    return true;
+  }
+  return false;
+}
+
 // ---------------------------------------------------------------------------------------------
-// The API
+// The API, always relative to the page (`…/ui/` → `…/flags`)
 
 class ApiError extends Error {
   constructor(status, code, message) {
@@ -139,13 +214,16 @@ class ApiError extends Error {
   }
 }
 
+const apiUrl = (path) => `../${path}`;
+const flagPath = (name, rest = '') => `flags/${encodeURIComponent(name)}${rest}`;
+
 async function api(method, path, body) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
   const headers = { Authorization: `Bearer ${state.token}`, Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   try {
-    const resp = await fetch(path, {
+    const resp = await fetch(apiUrl(path), {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -154,18 +232,7 @@ async function api(method, path, body) {
       credentials: 'omit',
     });
     noteServerClock(resp);
-    const text = await resp.text();
-    let data = null;
-    try {
-      data = text ? JSON.parse(text) : null;
-    } catch {
-      data = null;
-    }
-    if (!resp.ok) {
-      throw new ApiError(resp.status, (data && data.error) || `http_${resp.status}`,
-        (data && data.message) || resp.statusText || 'request failed');
-    }
-    return data;
+    return await readJson(resp);
   } catch (err) {
     if (err instanceof ApiError) throw err;
     if (err && err.name === 'AbortError') {
@@ -177,6 +244,22 @@ async function api(method, path, body) {
   }
 }
 
+/** The body of an answer, or its JSON error as an ApiError. */
+async function readJson(resp) {
+  const text = await resp.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!resp.ok) {
+    throw new ApiError(resp.status, (data && data.error) || `http_${resp.status}`,
+      (data && data.message) || resp.statusText || 'request failed');
+  }
+  return data;
+}
+
 function noteServerClock(resp) {
   const date = Date.parse(resp.headers.get('date') || '');
   if (!Number.isFinite(date)) return;
@@ -186,70 +269,276 @@ function noteServerClock(resp) {
 }
 
 const serverNow = () => Date.now() + state.clockOffsetMs;
-const flagPath = (name, rest = '') => `/flags/${encodeURIComponent(name)}${rest}`;
 
 // ---------------------------------------------------------------------------------------------
-// Polling
+// The live stream: GET /stream read as Server-Sent Events
 
-async function refresh() {
+function closeStream() {
+  if (state.stream) state.stream.abort();
+  state.stream = null;
+  state.streamOpen = false;
+}
+
+async function openStream() {
+  closeStream();
+  clearTimeout(state.reconnectTimer);
   if (!state.token) return;
-  if (state.polling) {
-    state.pollAgain = true;
+  const controller = new AbortController();
+  state.stream = controller;
+  const headers = { Authorization: `Bearer ${state.token}`, Accept: 'text/event-stream' };
+  // The replica replays what we missed when it still holds it, else it starts with a snapshot.
+  if (state.lastEventId) headers['Last-Event-ID'] = state.lastEventId;
+  try {
+    const resp = await fetch(apiUrl('stream'), {
+      headers,
+      signal: controller.signal,
+      cache: 'no-store',
+      credentials: 'omit',
+    });
+    noteServerClock(resp);
+    if (!resp.ok) await readJson(resp);
+    if (!resp.body) throw new ApiError(0, 'no_stream', 'this browser cannot read a stream');
+    state.streamOpen = true;
+    state.reconnects = 0;
+    state.lastAliveAt = Date.now();
+    stopPolling();
+    await readEvents(resp.body, controller);
+    if (state.stream === controller) streamFailed(new ApiError(0, 'closed', 'the stream ended'));
+  } catch (err) {
+    if (state.stream !== controller) return; // replaced or signed out on purpose
+    if (handleAuthError(err)) return;
+    streamFailed(err.name === 'AbortError' ? new ApiError(0, 'silent', 'the stream went silent') : err);
+  }
+}
+
+async function readEvents(body, controller) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  while (state.stream === controller) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    state.lastAliveAt = Date.now();
+    buffer = (buffer + value).replace(/\r\n?/g, '\n');
+    let end;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      onStreamBlock(block);
+    }
+  }
+}
+
+/** One event of the wire format: `event:`, `id:`, `data:` lines; `:` lines are comments. */
+function onStreamBlock(block) {
+  let type = 'message';
+  let id = null;
+  const data = [];
+  for (const line of block.split('\n')) {
+    if (!line || line.startsWith(':')) continue;
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+    if (field === 'event') type = value;
+    else if (field === 'id') id = value;
+    else if (field === 'data') data.push(value);
+  }
+  if (id !== null) state.lastEventId = id;
+  if (!data.length) {
+    markLive();
     return;
   }
-  state.polling = true;
-  clearTimeout(state.pollTimer);
+  let payload;
   try {
-    const [list, freeze] = await Promise.all([api('GET', '/flags'), api('GET', '/freeze')]);
-    renderFreeze(freeze);
-    const flags = (list && list.flags) || [];
-    const details = await Promise.all(flags.map(async (flag) => {
-      const [health, history] = await Promise.allSettled([
-        api('GET', flagPath(flag.name, '/health')),
-        api('GET', flagPath(flag.name, `/history?limit=${HISTORY_LIMIT}`)),
-      ]);
-      for (const r of [health, history]) {
-        if (r.status === 'rejected' && r.reason.status === 401) throw r.reason;
-      }
-      return { flag, health, history };
-    }));
-    if (!state.token) return;
-    render(details);
-    state.lastOkAt = Date.now();
+    payload = JSON.parse(data.join('\n'));
+  } catch {
+    return;
+  }
+  if (type === 'snapshot') onSnapshot(payload);
+  else if (type === 'change') onChange(payload);
+  markLive();
+}
+
+function streamFailed(err) {
+  state.streamOpen = false;
+  state.stream = null;
+  if (!state.token) return;
+  const delay = RECONNECT_MS[Math.min(state.reconnects, RECONNECT_MS.length - 1)];
+  state.reconnects += 1;
+  setLive('error', `Reconnecting (${err.message})`);
+  state.reconnectTimer = setTimeout(openStream, delay);
+  // Only while the stream is down: one slow read of the whole list keeps the page roughly true.
+  if (!state.pollTimer) state.pollTimer = setTimeout(pollWhileDown, state.loaded ? FALLBACK_POLL_MS : 0);
+}
+
+function stopPolling() {
+  clearTimeout(state.pollTimer);
+  state.pollTimer = 0;
+}
+
+async function pollWhileDown() {
+  state.pollTimer = 0;
+  if (!state.token || state.streamOpen) return;
+  await loadAll();
+  if (!state.streamOpen && state.token) state.pollTimer = setTimeout(pollWhileDown, FALLBACK_POLL_MS);
+}
+
+function markLive() {
+  state.lastOkAt = Date.now();
+  if (state.streamOpen) {
     hideBanner();
     setLive('ok', 'Live');
+  }
+}
+
+/** The whole configuration: on the first one read the list; later, only the flags that moved. */
+function onSnapshot(snapshot) {
+  const versions = new Map((snapshot.flags || []).map((f) => [f.name, f.version]));
+  if (!state.loaded) {
+    loadAll();
+    return;
+  }
+  for (const name of [...state.cards.keys()]) {
+    if (!versions.has(name)) removeCard(name);
+  }
+  const stale = [...versions].filter(([name, version]) => {
+    const entry = state.cards.get(name);
+    return !entry || !entry.flag || entry.flag.version < version;
+  });
+  if (stale.length > REFETCH_ALL_OVER) loadAll();
+  else for (const [name] of stale) refreshFlag(name);
+  renderSummary();
+}
+
+/** One flag changed (or was deleted) on some replica: read only that flag. */
+function onChange(change) {
+  if (!change || typeof change.name !== 'string') return;
+  if (change.deleted) {
+    removeCard(change.name);
+    renderSummary();
+    return;
+  }
+  const entry = state.cards.get(change.name);
+  if (entry && entry.flag && entry.flag.version >= change.version) return;
+  refreshFlag(change.name, { details: true });
+}
+
+/** Reads every flag once (the first load, and the slow fallback while the stream is down). */
+async function loadAll() {
+  try {
+    const list = await api('GET', 'flags');
+    const flags = (list && list.flags) || [];
+    const seen = new Set();
+    const expand = flags.length <= AUTO_EXPAND;
+    for (const flag of flags) {
+      seen.add(flag.name);
+      upsertFlag(flag, expand);
+    }
+    for (const name of [...state.cards.keys()]) {
+      if (!seen.has(name)) removeCard(name);
+    }
+    state.loaded = true;
+    renderSummary();
+    if (!state.streamOpen) {
+      showBanner(`The live stream is down: reconnecting, and reading the list every ${FALLBACK_POLL_MS / 1000} s meanwhile.`);
+    }
   } catch (err) {
-    if (err.status === 401) {
-      signOut('The token was refused (401 unauthorized). Enter a valid admin token.');
-      return;
-    }
-    if (err.status === 403) {
-      signOut('This token may not manage rollouts (403 forbidden). Enter an admin token.');
-      return;
-    }
-    showBanner(`Cannot load flags: ${err.message}. Retrying every ${POLL_MS / 1000} s; the data shown may be stale.`);
+    if (handleAuthError(err)) return;
+    showBanner(`Cannot load flags: ${err.message}. The data shown may be stale.`);
     setLive('error', 'Offline');
-  } finally {
-    state.polling = false;
-    if (state.token) {
-      state.pollTimer = setTimeout(refresh, state.pollAgain ? 0 : POLL_MS);
+  }
+}
+
+/** Reads one flag (coalesced: at most one request per flag in flight, plus one after it). */
+async function refreshFlag(name, { details = false } = {}) {
+  let entry = state.cards.get(name);
+  if (entry && entry.inflight) {
+    entry.again = true;
+    entry.againDetails = entry.againDetails || details;
+    return;
+  }
+  if (entry) entry.inflight = true;
+  try {
+    const flag = await api('GET', flagPath(name));
+    entry = upsertFlag(flag, state.cards.size < AUTO_EXPAND);
+    renderSummary();
+    if (details && entry.expanded) refreshDetails(entry);
+  } catch (err) {
+    if (handleAuthError(err)) return;
+    if (err.status === 404) {
+      removeCard(name);
+      renderSummary();
+    } else {
+      toast('error', `Cannot read ${name}: ${err.message}`);
     }
-    state.pollAgain = false;
+  } finally {
+    entry = state.cards.get(name);
+    if (entry && entry.inflight) {
+      entry.inflight = null;
+      if (entry.again) {
+        const withDetails = entry.againDetails;
+        entry.again = false;
+        entry.againDetails = false;
+        refreshFlag(name, { details: withDetails });
+      }
+    }
+  }
+}
+
+/** Guards and audit log of an open card. */
+async function refreshDetails(entry) {
+  const name = entry.flag.name;
+  const [health, history] = await Promise.allSettled([
+    api('GET', flagPath(name, '/health')),
+    api('GET', flagPath(name, `/history?limit=${HISTORY_LIMIT}`)),
+  ]);
+  if (state.cards.get(name) !== entry) return;
+  for (const r of [health, history]) {
+    if (r.status === 'rejected' && handleAuthError(r.reason)) return;
+  }
+  applyHealth(entry, health);
+  if (history.status === 'fulfilled') {
+    entry.history = history.value;
+    entry.historyError = null;
+  } else {
+    entry.historyError = history.reason;
+  }
+  renderTimeline(entry);
+}
+
+function applyHealth(entry, result) {
+  if (result.status === 'fulfilled') {
+    entry.health = result.value;
+    entry.healthError = null;
+    recordReadings(entry, result.value);
+  } else {
+    entry.healthError = result.reason;
+  }
+  renderGuards(entry);
+}
+
+/** Open cards re-read their flag (holds such as a waiting approval) and guards now and then. */
+async function refreshOpenCards() {
+  if (!state.token || document.hidden) return;
+  for (const entry of state.cards.values()) {
+    if (!entry.expanded || !entry.flag) continue;
+    refreshFlag(entry.flag.name);
+    const name = entry.flag.name;
+    const health = await Promise.allSettled([api('GET', flagPath(name, '/health'))]);
+    if (state.cards.get(name) === entry) applyHealth(entry, health[0]);
+  }
+}
+
+async function refreshFreeze() {
+  if (!state.token) return;
+  try {
+    renderFreeze(await api('GET', 'freeze'));
+  } catch (err) {
+    handleAuthError(err);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rendering
-
-/** The freeze, on every replica: a banner saying who froze automatic advances, when and why. */
-function renderFreeze(freeze) {
-  const banner = $('[data-testid="freeze-banner"]');
-  if (!banner) return;
-  banner.hidden = !(freeze && freeze.frozen);
-  banner.textContent = banner.hidden
-    ? ''
-    : `Frozen by ${freeze.by} since ${formatTime(freeze.at)}: ${freeze.reason}. Nothing advances or starts automatically; rollbacks still happen.`;
-}
+// Cards
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -258,49 +547,41 @@ function el(tag, className, text) {
   return node;
 }
 
-function render(details) {
-  details.sort((a, b) => a.flag.name.localeCompare(b.flag.name));
-  const seen = new Set();
-  let previous = null;
-  for (const detail of details) {
-    const name = detail.flag.name;
-    seen.add(name);
-    let entry = state.cards.get(name);
-    if (!entry) {
-      entry = createCard(name);
-      state.cards.set(name, entry);
-    }
-    entry.flag = detail.flag;
-    entry.receivedAt = Date.now();
-    if (detail.health.status === 'fulfilled') {
-      entry.health = detail.health.value;
-      entry.healthError = null;
-    } else {
-      entry.healthError = detail.health.reason;
-    }
-    if (detail.history.status === 'fulfilled') {
-      entry.history = detail.history.value;
-      entry.historyError = null;
-    } else {
-      entry.historyError = detail.history.reason;
-    }
-    updateCard(entry);
-    // Keep DOM order equal to the sorted order without touching cards already in place.
-    const wanted = previous ? previous.nextSibling : ui.flags.firstChild;
-    if (wanted !== entry.el) ui.flags.insertBefore(entry.el, wanted);
-    previous = entry.el;
+/** Shows `flag` (a FlagBody) unless the card already shows a newer version; returns its entry. */
+function upsertFlag(flag, expand) {
+  let entry = state.cards.get(flag.name);
+  if (!entry) {
+    entry = createCard(flag.name, expand);
+    state.cards.set(flag.name, entry);
+    placeCard(entry);
   }
-  for (const [name, entry] of state.cards) {
-    if (!seen.has(name)) {
-      entry.el.remove();
-      state.cards.delete(name);
-    }
-  }
-  ui.empty.hidden = details.length > 0;
-  renderSummary(details.map((d) => d.flag));
+  if (entry.flag && entry.flag.version > flag.version) return entry;
+  const first = !entry.flag;
+  entry.flag = flag;
+  entry.receivedAt = Date.now();
+  updateCard(entry);
+  ui.empty.hidden = state.cards.size > 0;
+  if (first && entry.expanded) refreshDetails(entry);
+  return entry;
 }
 
-function renderSummary(flags) {
+function placeCard(entry) {
+  const name = entry.el.dataset.flag;
+  const after = [...state.cards.keys()].sort((a, b) => a.localeCompare(b)).find((n) => n.localeCompare(name) > 0);
+  const before = after ? state.cards.get(after).el : null;
+  ui.flags.insertBefore(entry.el, before && before.isConnected ? before : null);
+}
+
+function removeCard(name) {
+  const entry = state.cards.get(name);
+  if (!entry) return;
+  entry.el.remove();
+  state.cards.delete(name);
+  ui.empty.hidden = state.cards.size > 0;
+}
+
+function renderSummary() {
+  const flags = [...state.cards.values()].filter((e) => e.flag).map((e) => e.flag);
   const counts = new Map();
   for (const f of flags) counts.set(f.status, (counts.get(f.status) || 0) + 1);
   const items = [el('li', 'summary-total', `${flags.length} ${flags.length === 1 ? 'flag' : 'flags'}`)];
@@ -311,23 +592,52 @@ function renderSummary(flags) {
     items.push(li);
   }
   ui.summary.replaceChildren(...items);
+  ui.empty.hidden = !state.loaded || flags.length > 0;
 }
 
-function createCard(name) {
+function createCard(name, expanded) {
   const card = ui.template.content.firstElementChild.cloneNode(true);
   card.dataset.flag = name;
-  const entry = { el: card, flag: null, health: null, history: null, busy: false, sig: {} };
+  const entry = {
+    el: card, flag: null, health: null, history: null, busy: false, sig: {}, expanded,
+    series: new Map(), seriesKey: '', inflight: null, again: false, againDetails: false,
+  };
   for (const button of card.querySelectorAll('button[data-action]')) {
     button.addEventListener('click', () => onAction(name, button.dataset.action));
   }
+  byTestId('action-edit', card).addEventListener('click', () => {
+    const current = state.cards.get(name);
+    if (current && current.flag) openEditor(current.flag);
+  });
+  const toggle = byTestId('toggle', card);
+  toggle.addEventListener('click', () => {
+    entry.expanded = !entry.expanded;
+    setExpanded(entry);
+    if (entry.expanded && entry.flag) refreshDetails(entry);
+  });
+  // Approve buttons live in the stage bar, which is redrawn: one listener for all of them.
+  byTestId('stage-bar', card).addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-approve]');
+    if (button) onApprove(name, button.dataset.approve);
+  });
+  setExpanded(entry);
   return entry;
+}
+
+function setExpanded(entry) {
+  const toggle = byTestId('toggle', entry.el);
+  toggle.setAttribute('aria-expanded', String(entry.expanded));
+  toggle.textContent = entry.expanded ? '▾' : '▸';
+  byTestId('details', entry.el).hidden = !entry.expanded;
+  entry.el.classList.toggle('collapsed', !entry.expanded);
 }
 
 function updateCard(entry) {
   const { el: card, flag } = entry;
-  const q = (id) => $(`[data-testid="${id}"]`, card);
+  const q = (id) => byTestId(id, card);
   card.dataset.status = flag.status;
   q('flag-name').textContent = flag.name;
+  q('toggle').setAttribute('aria-label', `Details of ${flag.name}`);
   const badge = q('status-badge');
   badge.textContent = flag.status;
   badge.className = `badge status-${flag.status}`;
@@ -344,18 +654,21 @@ function updateCard(entry) {
   for (const button of card.querySelectorAll('button[data-action]')) {
     const action = button.dataset.action;
     button.disabled = entry.busy || !legal.includes(action);
+    // Start and its cancellation take the same place: only a scheduled flag can be cancelled.
+    if (action === 'cancel' || action === 'start') button.hidden = (action === 'cancel') !== (flag.status === 'scheduled');
     button.setAttribute('aria-label', `${ACTION_LABELS[action]} ${flag.name}`);
     button.title = legal.includes(action) ? confirmText(flag, action) : `Not possible while ${flag.status}`;
   }
+  q('action-edit').setAttribute('aria-label', `Edit the plan of ${flag.name}`);
 
   renderGuards(entry);
-  renderTimeline(entry);
   updateTimes(entry);
 }
 
 function stageLabel(flag) {
   const stages = flag.definition.stages;
   if (flag.status === 'pending') return `not started · ${stages.length} stages`;
+  if (flag.status === 'scheduled') return `scheduled · ${stages.length} stages`;
   if (flag.status === 'completed') return `${flag.stage} · completed`;
   const where = `${flag.stage} (${flag.stage_index + 1} of ${stages.length})`;
   return flag.status === 'rolled_back' ? `rolled back from ${where}` : where;
@@ -367,11 +680,11 @@ function updateTimes(entry) {
   if (!flag) return;
   const now = serverNow();
   const inStage = now - Date.parse(flag.stage_entered_at);
-  const timeInStage = $('[data-testid="time-in-stage"]', card);
-  timeInStage.textContent = flag.status === 'pending' ? '—' : formatDuration(inStage);
+  const timeInStage = byTestId('time-in-stage', card);
+  timeInStage.textContent = ['pending', 'scheduled'].includes(flag.status) ? '—' : formatDuration(inStage);
   timeInStage.title = `since ${formatDateTime(flag.stage_entered_at)}`;
 
-  const next = $('[data-testid="next-advance"]', card);
+  const next = byTestId('next-advance', card);
   const stages = flag.definition.stages;
   const last = flag.stage_index >= stages.length - 1;
   let soakLeftMs = null;
@@ -379,7 +692,10 @@ function updateTimes(entry) {
     soakLeftMs = Math.max(0, flag.soak_remaining_secs * 1000 - (Date.now() - entry.receivedAt));
   }
   next.classList.remove('waiting');
-  if (soakLeftMs === null) {
+  if (flag.waiting_for && (soakLeftMs === 0 || flag.status !== 'running')) {
+    next.textContent = `waiting: ${flag.waiting_for.detail}`;
+    next.classList.add('waiting');
+  } else if (soakLeftMs === null) {
     next.textContent = {
       pending: 'after start',
       scheduled: flag.scheduled_for ? `starts at ${formatTime(flag.scheduled_for)}` : 'scheduled',
@@ -396,13 +712,23 @@ function updateTimes(entry) {
   renderStages(entry, soakLeftMs);
 }
 
-/** The plan as a stepper; the current stage fills as its soak passes. */
+/** The stage the flag enters next, whose approval and holds matter now. */
+function nextStageIndex(flag) {
+  if (flag.status === 'pending' || flag.status === 'scheduled') return 0;
+  if (flag.status === 'running' || flag.status === 'paused') return flag.stage_index + 1;
+  return -1;
+}
+
+/** The plan as a timeline: one step per stage, the current one filling as its soak passes, with
+ *  the marks that say what happens next: scheduled, waiting (and for what), approvals. */
 function renderStages(entry, soakLeftMs) {
   const { el: card, flag } = entry;
   const stages = flag.definition.stages;
-  const bar = $('[data-testid="stage-bar"]', card);
-  const sig = JSON.stringify([flag.status, flag.stage_index, stages]);
+  const bar = byTestId('stage-bar', card);
+  const sig = JSON.stringify([flag.status, flag.stage_index, stages, flag.approvals, flag.waiting_for,
+    flag.scheduled_for, entry.busy]);
   const fills = [];
+  const upcoming = nextStageIndex(flag);
   const items = stages.map((stage, i) => {
     let cls = 'upcoming';
     let fill = 0;
@@ -425,11 +751,25 @@ function renderStages(entry, soakLeftMs) {
     fills.push(fill);
     if (entry.sig.stages === sig) return null;
     const li = el('li', `stage ${cls}`);
+    li.dataset.testid = 'plan-stage';
+    li.dataset.stage = stage.name;
     const track = el('span', 'stage-track');
     track.append(el('span', 'stage-fill'));
     const who = stage.internal_only ? 'internal users' : `${stage.percent}% of users`;
     const meta = `${who} · soak ${formatSoak(stage.soak_secs)}`;
     li.append(track, el('span', 'stage-name', stage.name), el('span', 'stage-meta', meta));
+    const marks = el('span', 'marks');
+    if (flag.status === 'scheduled' && i === 0 && flag.scheduled_for) {
+      marks.append(mark('scheduled', `scheduled ${formatDateTime(flag.scheduled_for)}`));
+    }
+    const waiting = flag.waiting_for;
+    if (waiting && i === upcoming && (!waiting.stage || waiting.stage === stage.name)) {
+      const m = mark('waiting', `waiting for ${waiting.what}`);
+      m.title = waiting.detail;
+      marks.append(m);
+    }
+    if (stage.requires_approval) marks.append(...approvalMarks(entry, stage, i, upcoming));
+    if (marks.childElementCount) li.append(marks);
     if (cls === 'failed') li.append(el('span', 'stage-flag', 'rolled back here'));
     if (cls.startsWith('current')) li.setAttribute('aria-current', 'step');
     li.title = `${stage.name}: ${meta}`;
@@ -444,11 +784,122 @@ function renderStages(entry, soakLeftMs) {
   });
 }
 
+function mark(kind, text) {
+  const node = el('span', `mark mark-${kind}`, text);
+  node.dataset.testid = `mark-${kind}`;
+  return node;
+}
+
+/** A stage behind an approval gate: approved once entered; before, who approved and how many
+ *  are missing, with the Approve button when it is the next stage. */
+function approvalMarks(entry, stage, i, upcoming) {
+  const { flag } = entry;
+  const needed = Math.max(1, stage.approvals || 1);
+  const entered = (flag.status === 'running' || flag.status === 'paused' || flag.status === 'completed'
+    || flag.status === 'rolled_back') && i <= flag.stage_index;
+  if (entered) return [mark('approved', 'approved')];
+  const by = [...new Set((flag.approvals || []).filter((a) => a.stage === stage.name).map((a) => a.by))];
+  const out = [];
+  if (by.length >= needed) {
+    out.push(mark('approved', `approved by ${by.join(', ')}`));
+  } else {
+    const m = mark('approval', `needs approval ${by.length}/${needed}`);
+    if (by.length) m.title = `approved by ${by.join(', ')}`;
+    out.push(m);
+    if (i === upcoming) {
+      const button = el('button', 'btn btn-small btn-primary', 'Approve');
+      button.type = 'button';
+      button.dataset.approve = stage.name;
+      button.dataset.testid = 'approve';
+      button.disabled = entry.busy;
+      button.setAttribute('aria-label', `Approve entering ${stage.name} of ${flag.name}`);
+      out.push(button);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guards: the table and one chart per guard
+
+/** The freeze, on every replica: a banner saying who froze automatic advances, when and why. */
+function renderFreeze(freeze) {
+  state.freeze = freeze;
+  const frozen = Boolean(freeze && freeze.frozen);
+  ui.freezeBanner.hidden = !frozen;
+  ui.freezeBanner.textContent = frozen
+    ? `Frozen by ${freeze.by} since ${formatTime(freeze.at)}: ${freeze.reason}. Nothing advances or starts automatically; rollbacks still happen.`
+    : '';
+  ui.freezeToggle.textContent = frozen ? 'Unfreeze' : 'Freeze';
+  ui.freezeToggle.dataset.frozen = String(frozen);
+  ui.freezeToggle.title = frozen
+    ? 'Let the controller advance and start flags again'
+    : 'Stop every automatic advance and start, on every replica (rollbacks go on)';
+}
+
+/** Each reading of an open card's guards, kept for the current stage entry to chart. */
+function recordReadings(entry, health) {
+  const key = `${entry.flag.stage_entered_at}|${health.stage}|${health.status}`;
+  if (entry.seriesKey !== key) {
+    entry.series = restoreReadings(entry.flag.name, key);
+    entry.seriesKey = key;
+  }
+  const t = serverNow();
+  for (const g of health.guards) {
+    const c = g.comparison || null;
+    const point = {
+      t,
+      v: c && c.treatment !== null && c.treatment !== undefined ? c.treatment : g.value,
+      lo: g.interval ? g.interval.lower : null,
+      hi: g.interval ? g.interval.upper : null,
+      c: c && c.control !== null && c.control !== undefined ? c.control : null,
+    };
+    if (point.v === null && point.c === null) continue;
+    const list = entry.series.get(g.guard) || [];
+    list.push(point);
+    if (list.length > CHART_POINTS) list.shift();
+    entry.series.set(g.guard, list);
+  }
+  saveReadings(entry.flag.name, key, entry.series);
+}
+
+/** The readings survive a reload of the tab (the service keeps only the guard window, not the
+ *  stage's past readings): kept in session storage per flag and stage entry. */
+const readingsKey = (name) => `rollout-controller.readings.${name}`;
+
+function restoreReadings(name, key) {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(readingsKey(name)) || 'null');
+    if (saved && saved.key === key) return new Map(saved.series);
+  } catch {
+    // Unreadable or no storage: start over.
+  }
+  return new Map();
+}
+
+function forgetReadings() {
+  try {
+    const keys = [];
+    for (let i = 0; i < sessionStorage.length; i += 1) keys.push(sessionStorage.key(i));
+    for (const k of keys) if (k && k.startsWith('rollout-controller.readings.')) sessionStorage.removeItem(k);
+  } catch {
+    // No storage: nothing kept.
+  }
+}
+
+function saveReadings(name, key, series) {
+  try {
+    sessionStorage.setItem(readingsKey(name), JSON.stringify({ key, series: [...series] }));
+  } catch {
+    // Storage full or disabled: the chart keeps this page's readings only.
+  }
+}
+
 function renderGuards(entry) {
   const { el: card, health } = entry;
-  const verdict = $('[data-testid="verdict"]', card);
-  const note = $('[data-testid="guards-note"]', card);
-  const windowText = $('[data-testid="guards-window"]', card);
+  const verdict = byTestId('verdict', card);
+  const note = byTestId('guards-note', card);
+  const windowText = byTestId('guards-window', card);
   const tbody = $('[data-testid="guards"] tbody', card);
   if (entry.healthError) {
     note.textContent = `Guard health unavailable: ${entry.healthError.message}`;
@@ -458,6 +909,7 @@ function renderGuards(entry) {
   if (!health) return;
   note.textContent = health.guards.length ? '' : 'Every guard is turned off for this stage.';
   note.hidden = health.guards.length > 0;
+  renderCharts(entry);
   const sig = JSON.stringify(health);
   if (entry.sig.health === sig) return;
   entry.sig.health = sig;
@@ -473,7 +925,6 @@ function renderGuards(entry) {
     tr.dataset.guard = g.guard;
     const name = el('th', 'guard-name', g.guard);
     name.scope = 'row';
-    const comparator = g.breaches_when === 'below' ? '≥' : '≤';
     const budget = el('td', 'budget');
     budget.append(budgetMeter(g));
     const samples = el('td', 'num', `${formatCount(g.samples)} / ${formatCount(g.min_samples)}`);
@@ -481,17 +932,15 @@ function renderGuards(entry) {
     const chip = el('span', `chip verdict-${g.verdict}`, g.verdict);
     const verdictCell = el('td');
     verdictCell.append(chip);
-    tr.append(
-      name,
-      valueCell(g),
-      el('td', 'num', g.threshold === null ? 'vs control' : `${comparator} ${formatGuard(g.guard, g.threshold)}`),
-      budget,
-      samples,
-      verdictCell,
-    );
+    tr.append(name, valueCell(g), el('td', 'num', thresholdText(g)), budget, samples, verdictCell);
     return tr;
   });
   tbody.replaceChildren(...rows);
+}
+
+function thresholdText(g) {
+  if (g.threshold === null) return 'vs control';
+  return `${g.breaches_when === 'below' ? '≥' : '≤'} ${formatGuard(g.guard, g.threshold)}`;
 }
 
 /** The value, and under it the confidence interval the sequential test judged. */
@@ -532,9 +981,126 @@ function budgetMeter(g) {
   return meter;
 }
 
+/** One small chart per guard that has readings this stage. */
+function renderCharts(entry) {
+  const box = byTestId('guard-charts', entry.el);
+  const health = entry.health;
+  if (!health) return;
+  const charts = [];
+  for (const g of health.guards) {
+    const points = entry.series.get(g.guard);
+    if (!points || !points.length) continue;
+    charts.push(guardChart(entry, g, points));
+  }
+  box.replaceChildren(...charts);
+  box.hidden = charts.length === 0;
+}
+
+const CHART = { w: 300, h: 130, left: 8, right: 64, top: 10, bottom: 22 };
+
+/** Value over the stage with its confidence band against the threshold; control when reported.
+ *  Inline SVG built with DOM calls (the namespace comes from the page's own <svg> template). */
+function guardChart(entry, g, points) {
+  const figure = el('figure', `chart verdict-${g.verdict}`);
+  figure.dataset.testid = 'guard-chart';
+  figure.dataset.guard = g.guard;
+  const svg = ui.chartTemplate.content.firstElementChild.cloneNode(false);
+  const ns = svg.namespaceURI;
+  const node = (tag, attrs, text) => {
+    const n = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, String(v));
+    if (text !== undefined) n.textContent = text;
+    return n;
+  };
+  const { w, h, left, right, top, bottom } = CHART;
+  svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', g.summary || g.guard);
+
+  const stageStart = Date.parse(entry.flag.stage_entered_at);
+  const end = Math.max(serverNow(), points[points.length - 1].t, stageStart + 1000);
+  // The whole stage when this tab saw most of it; else only what it saw, labelled as such.
+  const watchedFrom = points[0].t;
+  const zoomed = watchedFrom - stageStart > 0.75 * (end - stageStart);
+  const start = zoomed ? watchedFrom - Math.max(1000, 0.05 * (end - watchedFrom)) : stageStart;
+  const values = [];
+  for (const p of points) values.push(p.v, p.lo, p.hi, p.c);
+  if (g.threshold !== null) values.push(g.threshold);
+  const finite = values.filter((v) => v !== null && v !== undefined && Number.isFinite(v));
+  let lo = Math.min(...finite);
+  let hi = Math.max(...finite);
+  if (g.breaches_when !== 'below') lo = Math.min(0, lo);
+  if (hi === lo) hi = lo + (lo === 0 ? 1 : Math.abs(lo) * 0.1);
+  const pad = (hi - lo) * 0.08;
+  hi += pad;
+  if (g.breaches_when === 'below') lo = Math.max(0, lo - pad);
+  const x = (t) => left + ((w - left - right) * Math.max(0, t - start)) / (end - start);
+  const y = (v) => top + ((h - top - bottom) * (hi - v)) / (hi - lo);
+  const fmt = (v) => formatGuard(g.guard, v);
+
+  svg.append(node('rect', { class: 'plot', x: left, y: top, width: w - left - right, height: h - top - bottom }));
+  // Before the first reading this tab took, nothing is known: say so rather than draw a gap.
+  const firstX = x(points[0].t);
+  if (!zoomed && firstX - left > 24) {
+    svg.append(
+      node('rect', { class: 'unwatched', x: left, y: top, width: firstX - left, height: h - top - bottom }),
+      node('text', { class: 'unwatched-label', x: left + 4, y: top + 12 }, 'before this tab'),
+    );
+  }
+  // Confidence band: upper edge forward, lower edge back.
+  const banded = points.filter((p) => p.lo !== null && p.hi !== null);
+  if (banded.length) {
+    const forward = banded.map((p) => `${x(p.t).toFixed(1)},${y(p.hi).toFixed(1)}`);
+    const back = banded.slice().reverse().map((p) => `${x(p.t).toFixed(1)},${y(p.lo).toFixed(1)}`);
+    if (banded.length === 1) {
+      const p = banded[0];
+      svg.append(node('line', { class: 'band-bar', x1: x(p.t), x2: x(p.t), y1: y(p.lo), y2: y(p.hi) }));
+    } else {
+      svg.append(node('polygon', { class: 'band', points: forward.concat(back).join(' ') }));
+    }
+  }
+  if (g.threshold !== null) {
+    const ty = y(g.threshold);
+    svg.append(
+      node('line', { class: 'threshold', x1: left, x2: w - right, y1: ty, y2: ty }),
+      node('text', { class: 'threshold-label', x: w - right + 4, y: ty + 4 }, `${g.breaches_when === 'below' ? '≥' : '≤'} ${fmt(g.threshold)}`),
+    );
+  }
+  const line = (key, cls) => {
+    const pts = points.filter((p) => p[key] !== null && p[key] !== undefined);
+    if (!pts.length) return;
+    const d = pts.map((p, i) => `${i ? 'L' : 'M'}${x(p.t).toFixed(1)},${y(p[key]).toFixed(1)}`).join(' ');
+    svg.append(node('path', { class: `series series-${cls}`, d }));
+    for (const p of pts) svg.append(node('circle', { class: `dot dot-${cls}`, cx: x(p.t), cy: y(p[key]), r: 2.5 }));
+  };
+  line('c', 'control');
+  line('v', 'treatment');
+  const last = points[points.length - 1];
+  if (last.v !== null) {
+    svg.append(node('text', { class: 'value-label', x: w - right + 4, y: Math.min(h - bottom, Math.max(top + 8, y(last.v) + 4)) }, fmt(last.v)));
+  }
+  svg.append(
+    node('text', { class: 'axis', x: left, y: h - 6 },
+      zoomed ? `seen by this tab since ${formatTime(new Date(watchedFrom).toISOString())}` : `stage start ${formatTime(entry.flag.stage_entered_at)}`),
+    node('text', { class: 'axis', x: w - right, y: h - 6, 'text-anchor': 'end' }, 'now'),
+  );
+
+  const caption = el('figcaption');
+  caption.append(el('span', 'chart-name', g.guard), el('span', `chip verdict-${g.verdict}`, g.verdict));
+  const legend = el('span', 'legend');
+  legend.append(el('span', 'key key-treatment', points.some((p) => p.c !== null) ? 'treatment' : 'value'));
+  if (banded.length) legend.append(el('span', 'key key-band', `${Math.round((g.confidence || 0.95) * 100)}% interval`));
+  if (points.some((p) => p.c !== null)) legend.append(el('span', 'key key-control', 'control'));
+  if (g.threshold !== null) legend.append(el('span', 'key key-threshold', 'threshold'));
+  caption.append(legend);
+  figure.append(caption, svg);
+  figure.title = g.summary || '';
+  return figure;
+}
+
 function renderTimeline(entry) {
   const { el: card, history } = entry;
-  const list = $('[data-testid="timeline"]', card);
+  const list = byTestId('timeline', card);
   if (entry.historyError) {
     list.replaceChildren(el('li', 'timeline-error', `History unavailable: ${entry.historyError.message}`));
     entry.sig.history = null;
@@ -550,9 +1116,7 @@ function renderTimeline(entry) {
     const head = el('div', 'event-head');
     const at = el('time', 'event-at', formatDateTime(e.at));
     at.dateTime = e.at;
-    const move = e.from
-      ? `${position(e.from)} → ${position(e.to)}`
-      : position(e.to);
+    const move = e.from ? `${position(e.from)} → ${position(e.to)}` : position(e.to);
     head.append(
       el('span', `event-action action-${e.action}`, e.action),
       el('span', 'event-move', move),
@@ -575,16 +1139,20 @@ function position(p) {
 // ---------------------------------------------------------------------------------------------
 // Actions
 
-function confirmText(flag, action) {
+function describeStage(stage) {
+  return stage.internal_only ? 'internal users only' : `${stage.percent}% of users`;
+}
+
+function confirmText(flag, action, extra) {
   const stages = flag.definition.stages;
   const name = flag.name;
   switch (action) {
     case 'start':
-      return `Start ${name}: it enters stage ${stages[0].name} (${stages[0].internal_only ? 'internal users only' : `${stages[0].percent}% of users`}).`;
+      return `Start ${name}: it enters stage ${stages[0].name} (${describeStage(stages[0])}).`;
     case 'advance': {
       const next = stages[flag.stage_index + 1];
       return next
-        ? `Advance ${name} from ${flag.stage} to ${next.name} (${next.internal_only ? 'internal users only' : `${next.percent}% of users`}) without waiting for the soak.`
+        ? `Advance ${name} from ${flag.stage} to ${next.name} (${describeStage(next)}) without waiting for the soak.`
         : `Complete ${name}: it stays at ${flag.percent}% and is marked completed.`;
     }
     case 'pause':
@@ -599,20 +1167,29 @@ function confirmText(flag, action) {
     }
     case 'rollback':
       return `Roll back ${name} to 0% for everyone, internal users included, at once.`;
+    case 'cancel':
+      return `Cancel the scheduled start of ${name}: it returns to pending.`;
+    case 'approve':
+      return `Approve entering ${extra} of ${name}: the controller enters it once its soak is over and the guards are healthy.`;
     default:
       return '';
   }
 }
 
-/** Resolves to the reason typed (possibly empty) when confirmed, null when cancelled. */
-function confirmAction(flag, action) {
+/** Resolves to the reason typed (possibly empty) when confirmed, null when cancelled. With
+ *  `askAt`, the dialog also offers a start time, left in `ui.dialogAt`. */
+function confirmAction({ title, text, okLabel, danger, placeholder, reasonRequired, askAt }) {
   return new Promise((resolve) => {
-    ui.dialogTitle.textContent = `${ACTION_LABELS[action]} ${flag.name}?`;
-    ui.dialogText.textContent = confirmText(flag, action);
+    ui.dialogAtField.hidden = !askAt;
+    ui.dialogAt.value = '';
+    ui.dialogTitle.textContent = title;
+    ui.dialogText.textContent = text;
     ui.dialogReason.value = '';
-    ui.dialogReason.placeholder = action === 'rollback' ? 'e.g. error rate up in checkout' : `${action} from the dashboard`;
-    ui.dialogOk.textContent = ACTION_LABELS[action];
-    ui.dialogOk.className = `btn ${action === 'rollback' ? 'btn-danger-solid' : 'btn-primary'}`;
+    ui.dialogReason.required = Boolean(reasonRequired);
+    ui.dialogReasonNote.textContent = reasonRequired ? '(required; recorded with it)' : '(recorded in the audit log)';
+    ui.dialogReason.placeholder = placeholder || '';
+    ui.dialogOk.textContent = okLabel;
+    ui.dialogOk.className = `btn ${danger ? 'btn-danger-solid' : 'btn-primary'}`;
     ui.dialog.returnValue = '';
     const onClose = () => {
       ui.dialog.removeEventListener('close', onClose);
@@ -626,9 +1203,40 @@ function confirmAction(flag, action) {
 
 ui.dialogForm.addEventListener('submit', (event) => {
   event.preventDefault();
+  if (ui.dialogReason.required && !ui.dialogReason.value.trim()) {
+    ui.dialogReason.setAttribute('aria-invalid', 'true');
+    ui.dialogReason.focus();
+    return;
+  }
+  ui.dialogReason.removeAttribute('aria-invalid');
   ui.dialog.close('ok');
 });
 ui.dialogCancel.addEventListener('click', () => ui.dialog.close('cancel'));
+
+/** Runs a change of one flag: busy while it runs, the answer shown at once (the stream confirms). */
+async function runFlagChange(name, label, request) {
+  const entry = state.cards.get(name);
+  if (!entry || entry.busy) return;
+  entry.busy = true;
+  updateCard(entry);
+  try {
+    const next = await request();
+    toast('ok', `${name}: ${label} → ${next.status}${next.status === 'running' ? ` at ${next.stage}` : ''} (v${next.version})`);
+    upsertFlag(next, entry.expanded);
+    if (entry.expanded) refreshDetails(entry);
+  } catch (err) {
+    if (handleAuthError(err)) return;
+    if (err.code === 'version_conflict') {
+      toast('error', `${name} changed while you were looking at it: nothing was done. Check its new state and try again.`);
+      refreshFlag(name, { details: true });
+    } else {
+      toast('error', `${name}: ${label} failed (${err.code}): ${err.message}`);
+    }
+  } finally {
+    entry.busy = false;
+    if (state.cards.get(name) === entry) updateCard(entry);
+  }
+}
 
 async function onAction(name, action) {
   const entry = state.cards.get(name);
@@ -636,32 +1244,439 @@ async function onAction(name, action) {
   // The version the operator was looking at: if the flag moves meanwhile, the server refuses
   // (rollbacks excepted, which always apply to the latest state).
   const seen = entry.flag;
-  const reason = await confirmAction(seen, action);
+  const reason = await confirmAction({
+    title: `${ACTION_LABELS[action]} ${seen.name}?`,
+    text: confirmText(seen, action),
+    okLabel: ACTION_LABELS[action],
+    danger: action === 'rollback',
+    placeholder: action === 'rollback' ? 'e.g. error rate up in checkout' : `${action} from the dashboard`,
+    askAt: action === 'start',
+  });
   if (reason === null) return;
-  entry.busy = true;
-  updateCard(entry);
+  const body = { reason: reason || `${action} from the dashboard`, expected_version: seen.version };
+  // A start time makes the flag `scheduled`; the leader starts it then.
+  if (action === 'start' && ui.dialogAt.value) {
+    const at = new Date(ui.dialogAt.value);
+    body.at = Number.isNaN(at.getTime()) ? ui.dialogAt.value : at.toISOString();
+    if (!reason) body.reason = 'start scheduled from the dashboard';
+  }
+  await runFlagChange(name, body.at ? 'schedule' : action, () => api('POST', flagPath(name, `/${action}`), body));
+}
+
+async function onApprove(name, stage) {
+  const entry = state.cards.get(name);
+  if (!entry || entry.busy) return;
+  const reason = await confirmAction({
+    title: `Approve ${stage} of ${name}?`,
+    text: confirmText(entry.flag, 'approve', stage),
+    okLabel: 'Approve',
+    placeholder: 'e.g. internal users happy, metrics look good',
+  });
+  if (reason === null) return;
+  await runFlagChange(name, `approve ${stage}`, () => api('POST', flagPath(name, '/approve'), {
+    stage,
+    reason: reason || 'approved from the dashboard',
+  }));
+}
+
+ui.freezeToggle.addEventListener('click', async () => {
+  const frozen = Boolean(state.freeze && state.freeze.frozen);
+  const action = frozen ? 'unfreeze' : 'freeze';
+  const reason = await confirmAction({
+    title: frozen ? 'Unfreeze the controller?' : 'Freeze the controller?',
+    text: frozen
+      ? 'Flags advance and scheduled starts happen again, on every replica.'
+      : 'Nothing advances or starts automatically on any replica until unfrozen; guards still roll back, and operators can still act.',
+    okLabel: ACTION_LABELS[action],
+    danger: !frozen,
+    placeholder: frozen ? 'e.g. incident resolved' : 'e.g. P1 incident in checkout',
+    reasonRequired: true,
+  });
+  if (reason === null) return;
   try {
-    const next = await api('POST', flagPath(name, `/${action}`), {
-      reason: reason || `${action} from the dashboard`,
-      expected_version: seen.version,
-    });
-    toast('ok', `${name}: ${action} → ${next.status}${next.status === 'running' ? ` at ${next.stage}` : ''} (v${next.version})`);
+    await api('POST', action, { reason });
+    toast('ok', frozen ? 'Unfrozen: the controller advances flags again.' : 'Frozen: nothing advances or starts automatically.');
   } catch (err) {
-    if (err.status === 401) {
-      signOut('The token was refused (401 unauthorized). Enter a valid admin token.');
-      return;
+    if (handleAuthError(err)) return;
+    toast('error', `${action} failed (${err.code}): ${err.message}`);
+  }
+  refreshFreeze();
+});
+
+// ---------------------------------------------------------------------------------------------
+// The editor: create a flag or edit its plan, validated by the server's own 422 messages
+
+const ed = {
+  form: ui.editorForm,
+  title: byTestId('editor-title'),
+  version: byTestId('editor-version'),
+  error: byTestId('editor-error'),
+  name: byTestId('field-name'),
+  salt: byTestId('field-salt'),
+  internal: byTestId('field-internal_users'),
+  stageRows: byTestId('stage-rows'),
+  checkRows: byTestId('check-rows'),
+  thresholds: byTestId('threshold-fields'),
+  minSamples: byTestId('field-min_samples'),
+  window: byTestId('field-window_secs'),
+  confidence: byTestId('field-confidence'),
+  onBreach: byTestId('field-on_breach'),
+  windowEnabled: byTestId('window-enabled'),
+  windowFields: byTestId('window-fields'),
+  days: byTestId('window-days'),
+  from: byTestId('field-advance_window.from'),
+  to: byTestId('field-advance_window.to'),
+  tz: byTestId('field-advance_window.time_zone'),
+  save: byTestId('editor-save'),
+};
+
+function field(path, label, input) {
+  const box = el('div', 'field');
+  box.dataset.field = path;
+  const id = `ed-${path.replace(/[^a-z0-9]+/gi, '-')}`;
+  input.id = id;
+  const l = el('label', null, label);
+  l.htmlFor = id;
+  box.append(l, input);
+  return box;
+}
+
+function input(testid, value, attrs = {}) {
+  const node = el('input');
+  node.dataset.testid = testid;
+  node.value = value === undefined || value === null ? '' : String(value);
+  node.spellcheck = false;
+  node.autocomplete = 'off';
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  return node;
+}
+
+for (const [guard, def] of GUARDS) {
+  ed.thresholds.append(field(`thresholds.${guard}`, guard, input(`field-thresholds.${guard}`, '', {
+    placeholder: `default ${def}`, inputmode: 'decimal', 'data-guard': guard,
+  })));
+}
+for (const day of DAYS) {
+  const label = el('label', 'check day');
+  const box = el('input');
+  box.type = 'checkbox';
+  box.value = day;
+  box.dataset.testid = `day-${day}`;
+  label.append(box, document.createTextNode(` ${day}`));
+  ed.days.append(label);
+}
+ed.windowEnabled.addEventListener('change', () => {
+  ed.windowFields.hidden = !ed.windowEnabled.checked;
+});
+
+/** A stage row; `origin` keeps the stage's fields this form does not show (per-stage thresholds…). */
+function stageRow(stage) {
+  const tr = el('tr');
+  tr.dataset.testid = 'stage-row';
+  tr._origin = stage;
+  const cell = (key, node) => {
+    const td = el('td', 'cell');
+    td.dataset.key = key;
+    td.append(node);
+    return td;
+  };
+  const name = input('stage-name', stage.name, { 'aria-label': 'Stage name' });
+  const percent = input('stage-percent', stage.internal_only ? 0 : stage.percent, { inputmode: 'numeric', 'aria-label': 'Percent of users' });
+  const soak = input('stage-soak', stage.soak_secs === undefined ? '' : formatSoakInput(stage.soak_secs), { 'aria-label': 'Soak' });
+  const internal = el('input');
+  internal.type = 'checkbox';
+  internal.checked = Boolean(stage.internal_only);
+  internal.dataset.testid = 'stage-internal';
+  internal.setAttribute('aria-label', 'Internal users only');
+  const gate = el('input');
+  gate.type = 'checkbox';
+  gate.checked = Boolean(stage.requires_approval);
+  gate.dataset.testid = 'stage-requires-approval';
+  gate.setAttribute('aria-label', 'Requires approval');
+  const count = input('stage-approvals', stage.approvals || 1, { inputmode: 'numeric', 'aria-label': 'Approvals needed', class: 'narrow' });
+  count.disabled = !gate.checked;
+  gate.addEventListener('change', () => {
+    count.disabled = !gate.checked;
+  });
+  const approvals = el('span', 'approval-cell');
+  approvals.append(gate, count);
+  const remove = el('button', 'btn btn-ghost btn-small', '✕');
+  remove.type = 'button';
+  remove.setAttribute('aria-label', 'Remove this stage');
+  remove.addEventListener('click', () => {
+    tr.remove();
+    renumberRows();
+  });
+  const tdRemove = el('td');
+  tdRemove.append(remove);
+  tr.append(cell('name', name), cell('percent', percent), cell('soak_secs', soak), cell('internal_only', internal),
+    cell('approvals', approvals), tdRemove);
+  return tr;
+}
+
+function checkRow(check) {
+  const tr = el('tr');
+  tr.dataset.testid = 'check-row';
+  tr._origin = check;
+  const cell = (key, node) => {
+    const td = el('td', 'cell');
+    td.dataset.key = key;
+    td.append(node);
+    return td;
+  };
+  const remove = el('button', 'btn btn-ghost btn-small', '✕');
+  remove.type = 'button';
+  remove.setAttribute('aria-label', 'Remove this check');
+  remove.addEventListener('click', () => {
+    tr.remove();
+    renumberRows();
+  });
+  const tdRemove = el('td');
+  tdRemove.append(remove);
+  tr.append(
+    cell('name', input('check-name', check.name, { 'aria-label': 'Check name' })),
+    cell('url', input('check-url', check.url, { 'aria-label': 'Check URL', class: 'wide' })),
+    cell('when', input('check-when', check.when || 'during', { 'aria-label': 'When: before_start, before_stage:<stage> or during' })),
+    cell('offset_secs', input('check-offset', check.offset_secs ? formatSoakInput(check.offset_secs) : '', { 'aria-label': 'Offset before the start' })),
+    cell('interval_secs', input('check-interval', check.interval_secs ? formatSoakInput(check.interval_secs) : '', { 'aria-label': 'Interval' })),
+    tdRemove,
+  );
+  return tr;
+}
+
+/** Row fields carry the API's paths (`stages[1].percent`), so a 422 finds its field. */
+function renumberRows() {
+  ed.stageRows.querySelectorAll('tr').forEach((tr, i) => {
+    tr.dataset.field = `stages[${i}]`;
+    for (const td of tr.querySelectorAll('td[data-key]')) td.dataset.field = `stages[${i}].${td.dataset.key}`;
+  });
+  ed.checkRows.querySelectorAll('tr').forEach((tr, i) => {
+    tr.dataset.field = `checks[${i}]`;
+    for (const td of tr.querySelectorAll('td[data-key]')) td.dataset.field = `checks[${i}].${td.dataset.key}`;
+  });
+}
+
+byTestId('add-stage').addEventListener('click', () => {
+  const rows = ed.stageRows.querySelectorAll('tr');
+  const last = rows.length ? Number(rows[rows.length - 1].querySelector('[data-testid="stage-percent"]').value) || 0 : 0;
+  ed.stageRows.append(stageRow({ name: '', percent: Math.min(100, last), soak_secs: 3600 }));
+  renumberRows();
+  ed.stageRows.lastElementChild.querySelector('input').focus();
+});
+byTestId('add-check').addEventListener('click', () => {
+  ed.checkRows.append(checkRow({ name: '', url: '', when: 'during' }));
+  renumberRows();
+  ed.checkRows.lastElementChild.querySelector('input').focus();
+});
+
+ui.newFlag.addEventListener('click', () => openEditor(null));
+
+function openEditor(flag) {
+  const def = flag ? flag.definition : null;
+  state.editing = { name: flag ? flag.name : null, version: flag ? flag.version : 0, base: def };
+  clearErrors();
+  ed.title.textContent = flag ? `Edit ${flag.name}` : 'New flag';
+  ed.version.textContent = flag ? `saving replaces version ${flag.version}` : 'created pending: start it from its card';
+  ed.name.value = flag ? flag.name : '';
+  ed.name.disabled = Boolean(flag);
+  ed.salt.value = def && def.salt ? def.salt : '';
+  ed.internal.value = def ? def.internal_users.join('\n') : '';
+  ed.stageRows.replaceChildren(...(def ? def.stages : RUNBOOK_STAGES).map((s) => stageRow(s)));
+  ed.checkRows.replaceChildren(...(def && def.checks ? def.checks : []).map((c) => checkRow(c)));
+  renumberRows();
+  for (const box of ed.thresholds.querySelectorAll('input')) {
+    const t = def && def.thresholds ? def.thresholds[box.dataset.guard] : undefined;
+    box.value = t === undefined ? '' : t === null ? 'off' : String(t);
+  }
+  ed.minSamples.value = def ? def.min_samples : '';
+  ed.window.value = def ? formatSoakInput(def.window_secs) : '';
+  ed.confidence.value = def ? def.confidence : '';
+  ed.onBreach.value = def ? def.on_breach : 'rollback';
+  const win = def && def.advance_window;
+  ed.windowEnabled.checked = Boolean(win);
+  ed.windowFields.hidden = !win;
+  for (const box of ed.days.querySelectorAll('input')) box.checked = Boolean(win && win.days.includes(box.value));
+  ed.from.value = win ? win.from : '';
+  ed.to.value = win ? win.to : '';
+  ed.tz.value = win ? win.time_zone : '';
+  ed.save.disabled = false;
+  ui.editor.showModal();
+  (flag ? ed.salt : ed.name).focus();
+}
+
+byTestId('editor-cancel').addEventListener('click', () => ui.editor.close());
+
+/** A number when the text is one, else the text itself: the server's 422 then names the field. */
+function numberOr(text) {
+  const t = text.trim();
+  return t !== '' && Number.isFinite(Number(t)) ? Number(t) : t;
+}
+
+/** `90s`, `30m`, `1h`, `2d` or plain seconds → seconds; anything else is sent as typed. */
+function duration(text) {
+  const t = text.trim();
+  const m = /^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$/i.exec(t);
+  if (!m) return t;
+  const unit = { s: 1, m: 60, h: 3600, d: 86400 }[(m[2] || 's').toLowerCase()];
+  const secs = Number(m[1]) * unit;
+  return Number.isInteger(secs) ? secs : t;
+}
+
+/** The definition to PUT: the flag's own (so fields this form does not show are kept), with
+ *  every field of the form laid over it. */
+function collectDefinition() {
+  const body = state.editing.base ? structuredClone(state.editing.base) : {};
+  body.salt = ed.salt.value.trim() === '' ? null : ed.salt.value;
+  body.internal_users = ed.internal.value.split('\n').map((s) => s.trim()).filter(Boolean);
+  body.stages = [...ed.stageRows.querySelectorAll('tr')].map((tr) => {
+    const stage = { ...tr._origin };
+    const val = (id) => tr.querySelector(`[data-testid="${id}"]`);
+    stage.name = val('stage-name').value.trim();
+    stage.internal_only = val('stage-internal').checked;
+    stage.percent = numberOr(val('stage-percent').value);
+    stage.soak_secs = duration(val('stage-soak').value);
+    stage.requires_approval = val('stage-requires-approval').checked;
+    if (stage.requires_approval) stage.approvals = numberOr(val('stage-approvals').value);
+    else delete stage.approvals;
+    return stage;
+  });
+  const thresholds = {};
+  for (const box of ed.thresholds.querySelectorAll('input')) {
+    const t = box.value.trim();
+    if (t === '') continue;
+    thresholds[box.dataset.guard] = t.toLowerCase() === 'off' ? null : numberOr(t);
+  }
+  body.thresholds = thresholds;
+  const optional = (key, value) => {
+    if (value === '') delete body[key];
+    else body[key] = value;
+  };
+  optional('min_samples', numberOr(ed.minSamples.value));
+  optional('window_secs', duration(ed.window.value));
+  optional('confidence', numberOr(ed.confidence.value));
+  body.on_breach = ed.onBreach.value;
+  if (ed.windowEnabled.checked) {
+    body.advance_window = {
+      days: [...ed.days.querySelectorAll('input:checked')].map((b) => b.value),
+      from: ed.from.value.trim(),
+      to: ed.to.value.trim(),
+      time_zone: ed.tz.value.trim() || 'UTC',
+    };
+  } else {
+    delete body.advance_window;
+  }
+  body.checks = [...ed.checkRows.querySelectorAll('tr')].map((tr) => {
+    const check = { ...tr._origin };
+    const val = (id) => tr.querySelector(`[data-testid="${id}"]`).value.trim();
+    check.name = val('check-name');
+    check.url = val('check-url');
+    check.when = val('check-when');
+    for (const [key, id] of [['offset_secs', 'check-offset'], ['interval_secs', 'check-interval']]) {
+      if (val(id) === '') delete check[key];
+      else check[key] = duration(val(id));
     }
+    return check;
+  });
+  return body;
+}
+
+function clearErrors() {
+  ed.error.hidden = true;
+  ed.error.textContent = '';
+  for (const node of ed.form.querySelectorAll('.field-error[data-dynamic]')) node.remove();
+  for (const node of ed.form.querySelectorAll('.field-error')) node.hidden = true;
+  for (const node of ed.form.querySelectorAll('[aria-invalid]')) node.removeAttribute('aria-invalid');
+  for (const node of ed.form.querySelectorAll('.invalid')) node.classList.remove('invalid');
+}
+
+/** The form element of an API field path, or of the nearest path above it that has one
+ *  (`stages[1].thresholds.error_rate` → `stages[1]` → `stages`). */
+function fieldFor(path) {
+  let p = path;
+  while (p) {
+    const found = ed.form.querySelector(`[data-field="${CSS.escape(p)}"]`);
+    if (found) return found;
+    const cut = Math.max(p.lastIndexOf('.'), p.lastIndexOf('['));
+    if (cut <= 0) break;
+    p = p.slice(0, cut);
+  }
+  return null;
+}
+
+/** Shows the server's message at its field: `stages[1].percent: must be between 0 and 100`. */
+function showFieldError(message, fallbackPath) {
+  const m = /^([A-Za-z_][\w.[\]:%-]*): (.*)$/s.exec(message);
+  const path = m ? m[1] : fallbackPath;
+  const target = path ? fieldFor(path) : null;
+  ed.error.textContent = target
+    ? 'The service refused the definition: see the marked field.'
+    : `The service refused the definition: ${message}`;
+  ed.error.hidden = false;
+  if (!target) return;
+  target.classList.add('invalid');
+  const note = el('p', 'field-error', m ? m[2] : message);
+  note.dataset.dynamic = 'true';
+  note.dataset.testid = 'field-error';
+  note.dataset.errorFor = path;
+  note.setAttribute('role', 'alert');
+  // In a table row the note goes under the row's cells, in a field under its input.
+  if (target.tagName === 'TD' || target.tagName === 'TR') {
+    const row = target.closest('tr');
+    const td = target.tagName === 'TD' ? target : row.firstElementChild;
+    td.append(note);
+  } else {
+    target.append(note);
+  }
+  const control = target.querySelector('input, textarea, select');
+  if (control) {
+    control.setAttribute('aria-invalid', 'true');
+    control.focus();
+  }
+  target.scrollIntoView({ block: 'nearest' });
+}
+
+ed.form.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  clearErrors();
+  const editing = state.editing;
+  const name = editing.name || ed.name.value.trim();
+  if (!name) {
+    showFieldError('name: give the flag a name', 'name');
+    return;
+  }
+  const body = collectDefinition();
+  ed.save.disabled = true;
+  try {
+    const saved = await api('PUT', `${flagPath(name)}?expected_version=${editing.version}`, body);
+    ui.editor.close();
+    toast('ok', `${name}: ${editing.name ? 'plan saved' : 'created'} (v${saved.version})`);
+    const entry = upsertFlag(saved, true);
+    if (!entry.expanded) {
+      entry.expanded = true;
+      setExpanded(entry);
+    }
+    refreshDetails(entry);
+    renderSummary();
+    entry.el.scrollIntoView({ block: 'nearest' });
+  } catch (err) {
+    if (handleAuthError(err)) return;
     if (err.code === 'version_conflict') {
-      toast('error', `${name} changed while you were looking at it: nothing was done. Check its new state and try again.`);
+      ed.error.textContent = editing.name
+        ? `${name} changed since this form was opened: nothing was saved. Close the form and edit the new version.`
+        : `A flag named ${name} already exists: nothing was saved.`;
+      ed.error.hidden = false;
+    } else if (err.code === 'invalid_flag_name') {
+      showFieldError(`name: ${err.message}`, 'name');
+    } else if (err.status === 422 || err.status === 400) {
+      showFieldError(err.message, null);
     } else {
-      toast('error', `${name}: ${action} failed (${err.code}): ${err.message}`);
+      ed.error.textContent = `Not saved (${err.code}): ${err.message}`;
+      ed.error.hidden = false;
     }
   } finally {
-    entry.busy = false;
-    if (state.cards.get(name) === entry) updateCard(entry);
-    refresh();
+    ed.save.disabled = false;
   }
-}
+});
 
 // ---------------------------------------------------------------------------------------------
 // Status line, banner, toasts
@@ -710,7 +1725,14 @@ function formatSoak(secs) {
   return formatDuration(secs * 1000);
 }
 
-const RATE_GUARDS = new Set(['error_rate', 'bounce_rate', 'complaint_rate', 'delivery_rate', 'webhook_error_rate']);
+/** Seconds as the editor shows them, in a form `duration()` reads back exactly. */
+function formatSoakInput(secs) {
+  if (!Number.isInteger(secs) || secs === 0) return String(secs);
+  if (secs % 86400 === 0) return `${secs / 86400}d`;
+  if (secs % 3600 === 0) return `${secs / 3600}h`;
+  if (secs % 60 === 0) return `${secs / 60}m`;
+  return `${secs}s`;
+}
 
 function formatGuard(guard, value) {
   if (RATE_GUARDS.has(guard)) {
@@ -743,9 +1765,22 @@ function formatTime(iso) {
 setInterval(() => {
   for (const entry of state.cards.values()) updateTimes(entry);
   if (state.token && state.lastOkAt && ui.live.dataset.state === 'ok') {
-    ui.liveText.textContent = `Live · updated ${formatDuration(Date.now() - state.lastOkAt)} ago`;
+    ui.liveText.textContent = `Live · last event ${formatDuration(Date.now() - state.lastOkAt)} ago`;
   }
+  // A stream that sends nothing, not even heartbeats, is dead though its socket looks open.
+  if (state.streamOpen && Date.now() - state.lastAliveAt > STREAM_SILENCE_MS) closeStreamSilent();
 }, 1000);
+
+function closeStreamSilent() {
+  const controller = state.stream;
+  state.streamOpen = false;
+  state.stream = null;
+  if (controller) controller.abort();
+  streamFailed(new ApiError(0, 'silent', 'the stream went silent'));
+}
+
+setInterval(refreshOpenCards, DETAILS_MS);
+setInterval(refreshFreeze, FREEZE_MS);
 
 if (state.token) signIn(state.token);
 else signOut('');

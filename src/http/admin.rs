@@ -19,7 +19,7 @@ use crate::app::App;
 use crate::app::flags::{FlagAt, Listing, Shown};
 use crate::clock::rfc3339;
 use crate::domain::plan::FlagDefinition;
-use crate::domain::rollout::{Command, Deletion, Flag, Position};
+use crate::domain::rollout::{Approval, Command, Deletion, Flag, Position};
 use crate::review::EventBody;
 use crate::store::{DELETIONS_CAP, HISTORY_CAP};
 
@@ -63,6 +63,9 @@ pub struct FlagBody<'a> {
     /// When a scheduled flag starts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<String>,
+    /// Approvals given to enter the next stage (`at` in Unix milliseconds); cleared on entering it.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub approvals: &'a [Approval],
     pub definition: &'a FlagDefinition,
 }
 
@@ -83,6 +86,7 @@ impl<'a> FlagBody<'a> {
             waiting_for_evidence: Vec::new(),
             waiting_for: None,
             scheduled_for: flag.state.scheduled_for.map(rfc3339),
+            approvals: &flag.state.approvals,
             definition: &flag.definition,
         }
     }
@@ -136,8 +140,8 @@ pub async fn show(_: Admin, State(app): State<Arc<App>>, FlagParam(flag): FlagPa
     Ok(json_response(&FlagBody { waiting_for_evidence, waiting_for, ..FlagBody::new(&view.flag, now_ms) }))
 }
 
-/// Query of `PUT /flags/{flag}`.
-#[derive(Debug, Deserialize)]
+/// `PUT /flags/{flag}`'s query: the definition itself is the body, exactly as `GET` shows it.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutQuery {
     expected_version: Option<u64>,

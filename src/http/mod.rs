@@ -112,8 +112,11 @@ async fn method_not_allowed() -> axum::response::Response {
 }
 
 /// The HTTP edge; `cors_origins` may call the routes browsers need (see [`browser_routes`]).
-pub fn router(state: AppState, request_timeout: Duration, cors_origins: &[String]) -> Router {
-    Router::new()
+/// With a `base_path` (`/rollout`) every route is served under it too: behind an ingress that
+/// keeps the prefix as well as one that strips it, while probes and in-cluster clients keep the
+/// root. The dashboard uses relative URLs only, so it works under either.
+pub fn router(state: AppState, request_timeout: Duration, cors_origins: &[String], base_path: &str) -> Router {
+    let routes = Router::new()
         .merge(browser_routes(cors_origins))
         .merge(admin::routes())
         .merge(timeline::routes())
@@ -126,7 +129,10 @@ pub fn router(state: AppState, request_timeout: Duration, cors_origins: &[String
         .merge(explain::routes())
         .merge(report::routes())
         .merge(status::routes())
-        .merge(ui::routes())
+        .merge(ui::routes());
+    let routes =
+        if base_path.is_empty() { routes } else { Router::new().nest(base_path, routes.clone()).merge(routes) };
+    routes
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -1,10 +1,12 @@
-//! The operator dashboard at `/ui`: one static page, its script and stylesheet, embedded in the
+//! The operator dashboard at `/ui/`: one static page, its script and stylesheet, embedded in the
 //! binary. The page only calls the JSON API with the operator's admin token; it has no routes of
-//! its own beyond the assets, so it needs no auth here.
+//! its own beyond the assets, so it needs no auth here. Every URL in it is relative (`app.js`,
+//! `../flags`), so it works under any path prefix (see `--base-path`).
 
 use axum::Router;
+use axum::http::StatusCode;
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
 };
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,7 +36,7 @@ pub fn routes() -> Router<AppState> {
     responses((status = 200, description = "the dashboard", content_type = "text/html", body = String))
 )]
 pub async fn index_slash() -> Response {
-    index().await
+    asset("text/html; charset=utf-8", INDEX_HTML.as_bytes())
 }
 
 #[utoipa::path(
@@ -61,12 +63,14 @@ pub async fn favicon() -> Response {
     asset("image/png", FAVICON_PNG)
 }
 
+/// `/ui` sends the browser to `ui/`, relative, so that the page's relative URLs resolve under
+/// `…/ui/` whatever prefix an ingress added or stripped on the way.
 #[utoipa::path(
     get, path = "/ui", tag = "ops",
-    responses((status = 200, description = "the dashboard", content_type = "text/html", body = String))
+    responses((status = 308, description = "to the dashboard at `ui/`", headers(("Location" = String))))
 )]
 pub async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX_HTML.as_bytes())
+    (StatusCode::PERMANENT_REDIRECT, [(LOCATION, "ui/"), (CACHE_CONTROL, "no-cache")]).into_response()
 }
 
 /// An embedded asset with the headers every dashboard response carries. `no-cache` makes the

@@ -399,3 +399,28 @@ async fn durations_are_accepted_as_strings_and_shown_as_seconds() {
         assert!(r.body["message"].as_str().is_some_and(|m| m.starts_with(message)), "{body}: {}", r.body);
     }
 }
+
+#[tokio::test]
+async fn a_definition_saved_at_a_stale_version_is_refused_and_version_zero_only_creates() {
+    let app = TestApp::in_memory().spawn().await;
+
+    let created = app.admin_put("/flags/checkout?expected_version=0", json!({"salt": "a"})).await;
+    assert_eq!((created.status, created.body["version"].as_u64()), (201, Some(1)), "{}", created.body);
+    let again = app.admin_put("/flags/checkout?expected_version=0", json!({"salt": "b"})).await;
+    assert_eq!((again.status, again.body["error"].as_str()), (409, Some("version_conflict")), "{}", again.body);
+
+    let edited = app.admin_put("/flags/checkout?expected_version=1", json!({"salt": "c"})).await;
+    assert_eq!((edited.status, edited.body["version"].as_u64()), (200, Some(2)), "{}", edited.body);
+    let stale = app.admin_put("/flags/checkout?expected_version=1", json!({"salt": "d"})).await;
+    assert_eq!((stale.status, stale.body["error"].as_str()), (409, Some("version_conflict")), "{}", stale.body);
+    assert_eq!(app.flag("checkout").await["definition"]["salt"], "c", "the stale edit changed nothing");
+
+    // An edit of a flag deleted meanwhile does not bring it back.
+    assert_eq!(app.admin_delete("/flags/checkout").await.status, 204);
+    let gone = app.admin_put("/flags/checkout?expected_version=2", json!({})).await;
+    assert_eq!((gone.status, gone.body["error"].as_str()), (409, Some("version_conflict")), "{}", gone.body);
+    assert_eq!(app.admin_get("/flags/checkout").await.status, 404);
+
+    let bad = app.admin_put("/flags/checkout?expected_version=soon", json!({})).await;
+    assert_eq!((bad.status, bad.body["error"].as_str()), (400, Some("invalid_query")), "{}", bad.body);
+}

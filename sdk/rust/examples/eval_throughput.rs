@@ -56,9 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ratios: Vec<f64> = kind_rates.iter().zip(&rates[0]).map(|(r, md5)| r / md5).collect();
         let (median, low, high) = spread(kind_rates);
         let (ratio, ratio_low, ratio_high) = spread(&ratios);
-        println!(
-            "| {kind} | {median:.2} | {low:.2} – {high:.2} | {ratio:.2} ({ratio_low:.2} – {ratio_high:.2}) |"
-        );
+        println!("| {kind} | {median:.2} | {low:.2} – {high:.2} | {ratio:.2} ({ratio_low:.2} – {ratio_high:.2}) |");
     }
     client.close().await;
     Ok(())

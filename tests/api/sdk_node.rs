@@ -131,17 +131,7 @@ async fn the_node_sdk_unit_tests_pass() {
 async fn the_node_sdk_answers_like_the_service_in_every_state_and_follows_a_rollback() {
     let redis = RedisServer::start();
     let app = TestApp::on(&redis).spawn().await;
-    app.create_flag("internal", json!({"internal_users": ["ann@corp", "bob@corp"]})).await;
-    app.must("internal", "start").await;
-    app.create_flag("salted", json!({"salt": "checkout", "internal_users": ["ann@corp"]})).await;
-    app.must("salted", "start").await;
-    app.must("salted", "advance").await;
-    app.create_flag("half", json!({"stages": [{"name": "50%", "percent": 50}]})).await;
-    app.must("half", "start").await;
-    app.create_flag("gone", json!({"stages": [{"name": "30%", "percent": 30}]})).await;
-    app.must("gone", "start").await;
-    app.must("gone", "rollback").await;
-    app.create_flag("waiting", json!({})).await;
+    crate::sdk_rust::flags_in_every_state(&app).await;
     NodeRun::start("wire/agreement.test.mjs", &service_env(&app.base())).passes().await;
 }
 

@@ -33,12 +33,9 @@ async fn sdk_caught_up(app: &Service, client: &Client, flags: &[&str]) {
     }
 }
 
-#[tokio::test]
-async fn the_rust_sdk_answers_like_the_service_in_every_state_and_follows_a_rollback() {
-    let redis = RedisServer::start();
-    let app = TestApp::on(&redis).spawn().await;
-    let mut users = users();
-    users.extend(["ann@corp".to_owned(), "bob@corp".to_owned()]);
+/// One flag per state the SDKs must answer like the service: internal users only, salted at 10%
+/// with an internal user, 50%, rolled back, pending. Internal users `ann@corp` and `bob@corp`.
+pub async fn flags_in_every_state(app: &Service) {
     app.create_flag("internal", json!({"internal_users": ["ann@corp", "bob@corp"]})).await;
     app.must("internal", "start").await;
     app.create_flag("salted", json!({"salt": "checkout", "internal_users": ["ann@corp"]})).await;
@@ -50,6 +47,15 @@ async fn the_rust_sdk_answers_like_the_service_in_every_state_and_follows_a_roll
     app.must("gone", "start").await;
     app.must("gone", "rollback").await;
     app.create_flag("waiting", json!({})).await;
+}
+
+#[tokio::test]
+async fn the_rust_sdk_answers_like_the_service_in_every_state_and_follows_a_rollback() {
+    let redis = RedisServer::start();
+    let app = TestApp::on(&redis).spawn().await;
+    let mut users = users();
+    users.extend(["ann@corp".to_owned(), "bob@corp".to_owned()]);
+    flags_in_every_state(&app).await;
 
     let client = Client::builder(app.base()).token(ADMIN).build().await.expect("the SDK starts");
     let flags = ["internal", "salted", "half", "gone", "waiting"];
@@ -130,6 +136,30 @@ async fn quick_client(service: &Service) -> Client {
         .expect("the SDK starts")
 }
 
+/// Two replicas on one Redis, flag `f` at 50%, a quick client on A caught up, and A's answers for
+/// the users.
+struct Replicas {
+    a: ServiceProcess,
+    b: ServiceProcess,
+    client: Client,
+    users: Vec<String>,
+    before: Vec<bool>,
+}
+
+impl Replicas {
+    async fn start(redis: &RedisServer) -> Self {
+        let a = ServiceProcess::spawn(&redis.url(), &[], FAST).await;
+        let b = ServiceProcess::spawn(&redis.url(), &[], FAST).await;
+        a.create_flag("f", json!({"stages": [{"name": "50%", "percent": 50}]})).await;
+        a.must("f", "start").await;
+        let client = quick_client(&a).await;
+        sdk_caught_up(&a, &client, &["f"]).await;
+        let users = users();
+        let before = service_answers(&a, "f", &users).await;
+        Self { a, b, client, users, before }
+    }
+}
+
 /// How many of `users` the client answers differently from `expected`.
 fn mismatches(client: &Client, flag: &str, users: &[String], expected: &[bool]) -> usize {
     users.iter().zip(expected).filter(|(u, e)| client.is_enabled(flag, u) != **e).count()
@@ -138,14 +168,7 @@ fn mismatches(client: &Client, flag: &str, users: &[String], expected: &[bool]) 
 #[tokio::test]
 async fn the_rust_sdk_keeps_answering_while_its_service_restarts_and_converges_after() {
     let redis = RedisServer::start();
-    let mut a = ServiceProcess::spawn(&redis.url(), &[], FAST).await;
-    let b = ServiceProcess::spawn(&redis.url(), &[], FAST).await;
-    a.create_flag("f", json!({"stages": [{"name": "50%", "percent": 50}]})).await;
-    a.must("f", "start").await;
-    let client = quick_client(&a).await;
-    sdk_caught_up(&a, &client, &["f"]).await;
-    let users = users();
-    let before = service_answers(&a, "f", &users).await;
+    let Replicas { mut a, b, client, users, before } = Replicas::start(&redis).await;
     assert!(before.iter().any(|on| *on), "half the users are on");
 
     a.kill();
@@ -166,14 +189,7 @@ async fn the_rust_sdk_keeps_answering_while_its_service_restarts_and_converges_a
 #[tokio::test]
 async fn the_rust_sdk_keeps_answering_while_redis_fails_and_follows_changes_once_it_is_back() {
     let mut redis = RedisServer::start();
-    let a = ServiceProcess::spawn(&redis.url(), &[], FAST).await;
-    let b = ServiceProcess::spawn(&redis.url(), &[], FAST).await;
-    a.create_flag("f", json!({"stages": [{"name": "50%", "percent": 50}]})).await;
-    a.must("f", "start").await;
-    let client = quick_client(&a).await;
-    sdk_caught_up(&a, &client, &["f"]).await;
-    let users = users();
-    let before = service_answers(&a, "f", &users).await;
+    let Replicas { a, b, client, users, before } = Replicas::start(&redis).await;
 
     redis.stop();
     // The service refuses changes while its store is down; the SDK keeps the configuration.

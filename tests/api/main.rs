@@ -18,6 +18,7 @@ mod notifications;
 mod ofrep;
 mod openapi;
 mod races;
+mod reference;
 mod replicas;
 mod report;
 mod sdk_rust;

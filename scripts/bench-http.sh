@@ -3,7 +3,7 @@
 # machine is shared and its speed drifts.
 #
 # scripts/bench-http.sh [reference]  (the default) — the service against a bare axum server.
-#   The reference server (examples/reference-server: axum 0.8, `/hello` and `/flag/{user}` with
+#   The reference server (benches/reference: axum 0.8, `/hello` and `/flag/{user}` with
 #   MD5 and the same JSON body, the same release profile and allocator) and the service on the
 #   memory store (the default flag at 50%) run side by side; every round measures, back to back,
 #   reference /hello, reference /flag/{user}, rollout /healthz, rollout /flag/{user} with wrk

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request, by route, counted by callgrind (deterministic: unlike wall-clock
 # figures it does not depend on what else the machine runs). The reference server
-# (examples/reference-server: bare axum) and the release binary (memory store) run under
+# (benches/reference: bare axum) and the release binary (memory store) run under
 # valgrind in turn; after start-up, counting is switched on and each route gets N keep-alive
 # requests from one curl (a new user id per request); each batch is dumped on its own. Then
 # FLAGS (default 10,000) more flags are created in the service and `/flag/{user}` is counted

@@ -99,12 +99,13 @@ rss_kb() {
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
 }
 
-# The reference server of scripts/bench-http.sh (examples/reference-server), release profile.
-REFERENCE_BIN="${REFERENCE_BIN:-$BENCH_ROOT/target/release/examples/reference-server}"
+# The reference server of scripts/bench-http.sh (benches/reference, a workspace member outside
+# default-members), release profile; REFERENCE_BIN=<path> uses another build and skips the build.
+REFERENCE_BIN="${REFERENCE_BIN:-$BENCH_ROOT/target/release/reference-server}"
 
 build_reference() {
-    if [[ $REFERENCE_BIN == "$BENCH_ROOT/target/release/examples/reference-server" ]]; then
-        (cd "$BENCH_ROOT" && cargo build --release --quiet --example reference-server)
+    if [[ $REFERENCE_BIN == "$BENCH_ROOT/target/release/reference-server" ]]; then
+        (cd "$BENCH_ROOT" && cargo build --release --quiet -p reference-server)
     fi
 }
 

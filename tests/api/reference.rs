@@ -1,4 +1,4 @@
-//! The benchmark's reference server (`examples/reference-server`, bare axum) answers
+//! The benchmark's reference server (`benches/reference`, bare axum) answers
 //! `GET /flag/{user}` as the service does, so that `scripts/bench-http.sh` compares like with like:
 //! the same keys and value types, and the same users enabled at the same percentage.
 
@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Client, TestApp};
 
-#[path = "../../examples/reference-server/app.rs"]
+#[path = "../../benches/reference/src/app.rs"]
 mod reference;
 
 /// The reference server's routes served on a free loopback port, as its `main` serves them.

@@ -1,6 +1,6 @@
 //! The reference server of `scripts/bench-http.sh`: bare axum 0.8 on one address, built with the
 //! service's release profile and allocator, so that the benchmark measures what the service adds
-//! to the framework. `cargo run --release --example reference-server -- 127.0.0.1:8090`
+//! to the framework. `cargo run --release -p reference-server -- 127.0.0.1:8090`
 //! (`TOKIO_WORKER_THREADS` sets its workers, as for the service).
 
 mod app;

@@ -7,7 +7,7 @@ mod app;
 
 use std::net::SocketAddr;
 
-use axum::serve::ListenerExt;
+use axum::serve::{Listener, ListenerExt};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -293,8 +293,9 @@ async fn serve(tasks: &mut Tasks, settings: &Settings, state: AppState) -> Resul
         header_read_timeout: settings.header_read_timeout,
         write_timeout: settings.write_timeout,
         max_connections: settings.max_connections,
+        request_timeout: settings.request_timeout,
     };
-    let router = http::router(state, settings.request_timeout, &settings.cors_origins);
+    let router = http::router(state, &settings.cors_origins);
     tasks.spawn(
         Task::UNTIL_STOPPED.named("http server", Stage::Close),
         accept::serve(listener, router, drain, limits, tasks.stop_signal(Stage::Close)),

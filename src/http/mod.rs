@@ -9,11 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::response::IntoResponse;
-use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -112,8 +109,14 @@ async fn method_not_allowed() -> axum::response::Response {
 }
 
 /// The HTTP edge; `cors_origins` may call the routes browsers need (see [`browser_routes`]).
-pub fn router(state: AppState, request_timeout: Duration, cors_origins: &[String]) -> Router {
-    Router::new()
+///
+/// The body limit, the request timeout and the drain are applied around it by the server's
+/// accept loop (`server::accept::Edge`), once per request, not as layers of every route.
+/// The request trace (a `debug` span per request, with the matched route) is a layer only when
+/// `debug` is enabled for this module when the router is built: at `info`, the default, it would
+/// create a disabled span, read the clock twice and wrap every answer's body for nothing.
+pub fn router(state: AppState, cors_origins: &[String]) -> Router {
+    let router = Router::new()
         .merge(browser_routes(cors_origins))
         .merge(admin::routes())
         .merge(timeline::routes())
@@ -129,16 +132,12 @@ pub fn router(state: AppState, request_timeout: Duration, cors_origins: &[String
         .merge(ui::routes())
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::Timeout }))
-                .timeout(request_timeout),
-        )
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            let path =
-                req.extensions().get::<axum::extract::MatchedPath>().map_or("", axum::extract::MatchedPath::as_str);
-            tracing::debug_span!("request", method = %req.method(), path)
-        }))
+        .with_state(state);
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return router;
+    }
+    router.layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+        let path = req.extensions().get::<axum::extract::MatchedPath>().map_or("", axum::extract::MatchedPath::as_str);
+        tracing::debug_span!("request", method = %req.method(), path)
+    }))
 }

@@ -16,6 +16,7 @@
 
 mod accept;
 mod io;
+mod timer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

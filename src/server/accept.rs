@@ -30,7 +30,7 @@ use axum::http::{HeaderValue, Request, Response, header};
 use axum::response::IntoResponse;
 use axum::routing::future::RouteFuture;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -38,6 +38,7 @@ use tokio::time::Sleep;
 use tower::{Layer, Service};
 
 use super::io::ConnIo;
+use super::timer::ConnTimer;
 use crate::http::error::ApiError;
 use crate::http::extract::BODY_LIMIT;
 use crate::http::ops::Drain;
@@ -67,7 +68,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    http.header_read_timeout(limits.header_read_timeout);
     let service = Edge {
         app,
         body_limit: DefaultBodyLimit::max(BODY_LIMIT),
@@ -94,7 +95,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(ConnIo::new(stream, limits.write_timeout));
-        let connection = graceful.watch(http.serve_connection(io, service.clone()));
+        let connection = graceful.watch(http.clone().timer(ConnTimer::default()).serve_connection(io, service.clone()));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 // Header-read and write timeouts, resets and clients going away: theirs, not ours.

@@ -70,7 +70,7 @@ impl axum::extract::FromRef<AppState> for Arc<App> {
 /// Serializes a body straight into a response (no intermediate `Value`).
 pub fn json_response<T: serde::Serialize>(body: &T) -> axum::response::Response {
     match serde_json::to_vec(body) {
-        Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(bytes) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response(),
         Err(e) => ApiError::Internal(Box::new(e)).into_response(),
     }
 }

@@ -6,7 +6,7 @@
 # requests from one curl (a new user id per request); each batch is dumped on its own. Then
 # FLAGS (default 10,000) more flags are created in the service and `/flag/{user}` is counted
 # again: its cost must not grow with the number of flags.
-# Prints a Markdown table of instructions per request, and leaves the dumps for
+# Prints Markdown tables of instructions per request (by route, then by layer), and leaves the dumps for
 # `callgrind_annotate --inclusive=yes <dump>` in the directory it names.
 #
 # `perf` cannot count instructions in this VM (`perf stat -e instructions true` says
@@ -24,7 +24,7 @@ need valgrind callgrind_control curl python3
 build_release
 build_reference
 
-OUT="$BENCH_ROOT/target/callgrind"
+OUT="${CALLGRIND_OUT:-$BENCH_ROOT/target/callgrind}"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
@@ -108,10 +108,19 @@ if ((FLAGS > 0)); then
 fi
 stop_pid "$VG"
 
+# conn_task DUMP: instructions in the service's connection tasks (accept::serve's per-connection
+# future, inclusive): the requests alone, without the background tasks (the controller ticking
+# through thousands of running flags) that run meanwhile and that the dump's total includes.
+conn_task() {
+    callgrind_annotate --inclusive=yes "$1" 2>/dev/null |
+        awk '!found && /accept::serve::\{\{closure\}\}::\{\{closure\}\}( \[.*)?$/ {gsub(",", "", $1); print $1; found = 1}'
+}
+
 echo
-echo "| server | route | instructions per request | × reference |"
-echo "|---|---|---:|---:|"
+echo "| server | route | instructions per request | × reference | in the connection's task |"
+echo "|---|---|---:|---:|---:|"
 ref_hello="" ref_flag=""
+LAYER_ARGS=()
 for row in "${ROWS[@]}"; do
     read -r server name ir file <<<"$row"
     case $server/$name in
@@ -122,11 +131,21 @@ for row in "${ROWS[@]}"; do
         hello | healthz) base=$ref_hello ;;
         *) base=$ref_flag ;;
     esac
-    awk -v s="$server" -v n="$name" -v ir="$ir" -v N="$N" -v b="$base" \
-        'BEGIN {printf "| %s | %s | %.0f | %.2f |\n", s, n, ir / N, ir / b}'
+    task=""
+    [[ $server == rollout ]] && task=$(conn_task "$file")
+    awk -v s="$server" -v n="$name" -v ir="$ir" -v N="$N" -v b="$base" -v t="$task" \
+        'BEGIN {printf "| %s | %s | %.0f | %.2f | %s |\n", s, n, ir / N, ir / b, t == "" ? "" : sprintf("%.0f", t / N)}'
+    [[ $name != *-more-flags ]] && LAYER_ARGS+=("$server /$name=$file")
 done
 echo
-echo "(× reference: to the reference /hello for hello and healthz, to the reference /flag otherwise)"
+echo "(× reference: to the reference /hello for hello and healthz, to the reference /flag otherwise;"
+echo "with $FLAGS more flags the total includes the controller working through them meanwhile: compare"
+echo "the connection's task)"
+echo
+echo "By layer (self cost by the source file each instruction came from; scripts/lib/callgrind_layers.py):"
+echo
+python3 "$BENCH_ROOT/scripts/lib/callgrind_layers.py" "$N" "${LAYER_ARGS[@]}"
+echo
 echo "dumps (callgrind_annotate --inclusive=yes <file>):"
 for row in "${ROWS[@]}"; do
     read -r server name ir file <<<"$row"

@@ -27,7 +27,8 @@ use crate::util::lock;
 /// Evaluation latency buckets, in seconds (1 µs … 10 ms).
 const LATENCY_BUCKETS: [f64; 10] = [1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2];
 /// The same bounds in nanoseconds, which a sample is compared with (no float conversion).
-const LATENCY_BOUNDS_NANOS: [u64; 10] = [1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 10_000_000];
+const LATENCY_BOUNDS_NANOS: [u64; 10] =
+    [1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 10_000_000];
 
 const LATENCY_NAME: &str = "rollout_evaluation_duration_seconds";
 const LATENCY_HELP: &str = "Time to evaluate a flag for a user, inside the handler.";
@@ -72,7 +73,8 @@ fn shard_index() -> usize {
 impl LatencyHistogram {
     fn record(&self, took: Duration) {
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = LATENCY_BOUNDS_NANOS.iter().position(|&bound| nanos <= bound).unwrap_or(LATENCY_BOUNDS_NANOS.len());
+        let bucket =
+            LATENCY_BOUNDS_NANOS.iter().position(|&bound| nanos <= bound).unwrap_or(LATENCY_BOUNDS_NANOS.len());
         let shard = &self.shards[shard_index()];
         shard.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         shard.sum_nanos.fetch_add(nanos, Ordering::Relaxed);

@@ -69,12 +69,8 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.header_read_timeout(limits.header_read_timeout);
-    let service = Edge {
-        app,
-        body_limit: DefaultBodyLimit::max(BODY_LIMIT),
-        drain,
-        request_timeout: limits.request_timeout,
-    };
+    let service =
+        Edge { app, body_limit: DefaultBodyLimit::max(BODY_LIMIT), drain, request_timeout: limits.request_timeout };
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,

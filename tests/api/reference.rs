@@ -9,13 +9,13 @@ use serde_json::{Value, json};
 use crate::helpers::{Client, TestApp};
 
 #[path = "../../benches/reference/src/app.rs"]
-mod reference;
+mod bare_axum;
 
 /// The reference server's routes served on a free loopback port, as its `main` serves them.
 async fn reference_server() -> Client {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
     let addr = listener.local_addr().expect("its address");
-    tokio::spawn(async move { axum::serve(listener, reference::router()).await });
+    tokio::spawn(async move { axum::serve(listener, bare_axum::router()).await });
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
     Client { addr, http }
 }
@@ -31,8 +31,7 @@ fn shape(body: &Value) -> Vec<(String, &'static str)> {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     };
-    let mut keys: Vec<_> =
-        body.as_object().expect("an object").iter().map(|(k, v)| (k.clone(), kind(v))).collect();
+    let mut keys: Vec<_> = body.as_object().expect("an object").iter().map(|(k, v)| (k.clone(), kind(v))).collect();
     keys.sort();
     keys
 }
@@ -40,7 +39,7 @@ fn shape(body: &Value) -> Vec<(String, &'static str)> {
 #[tokio::test]
 async fn the_reference_server_answers_flag_for_user_in_the_service_s_shape_and_buckets() {
     let service = TestApp::in_memory().spawn().await;
-    let percent = reference::PERCENT;
+    let percent = bare_axum::PERCENT;
     service.create_flag("default", json!({"stages": [{"name": "half", "percent": percent}]})).await;
     service.must("default", "start").await;
     let reference = reference_server().await;

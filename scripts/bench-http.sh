@@ -6,7 +6,8 @@
 #   The reference server (benches/reference: axum 0.8, `/hello` and `/flag/{user}` with
 #   MD5 and the same JSON body, the same release profile and allocator) and the service on the
 #   memory store (the default flag at 50%) run side by side; every round measures, back to back,
-#   reference /hello, reference /flag/{user}, rollout /healthz, rollout /flag/{user} with wrk
+#   reference /hello, reference /flag/{user}, rollout /healthz, rollout /flag/{user} (even rounds in
+#   the reverse order) with wrk
 #   -t1 -c$CONNECTIONS -d$DURATION (a new user id per request). Prints per round requests/s, p99
 #   and the ratios rollout /flag ÷ reference /flag and rollout /healthz ÷ reference /hello, then
 #   their median and range and the p99 differences. WORKERS (default "1 2") lists the
@@ -168,13 +169,35 @@ reference_rows() {
     admin PUT "$service_port" /flags/default '{"stages": [{"name": "half", "percent": 50}]}' >/dev/null
     admin POST "$service_port" /flags/default/start >/dev/null
     ROWS=()
+    local runs=(hello ref-flag healthz flag) run
     for ((round = 1; round <= ROUNDS; round++)); do
-        SERVICE_UNDER_TEST=$ref_pid
-        wrk_row "reference /hello" "$round" "http://127.0.0.1:$ref_port/hello" /hello fixed
-        wrk_row "reference /flag" "$round" "http://127.0.0.1:$ref_port" /flag/ path
-        SERVICE_UNDER_TEST=$service_pid
-        wrk_row "rollout /healthz" "$round" "http://127.0.0.1:$service_port/healthz" /healthz fixed
-        wrk_row "rollout /flag" "$round" "http://127.0.0.1:$service_port" /flag/ path
+        # Odd rounds run the reference first, even rounds the service first: a machine that speeds up
+        # or slows down during a round favours neither.
+        if ((round % 2 == 0)); then
+            runs=(flag healthz ref-flag hello)
+        else
+            runs=(hello ref-flag healthz flag)
+        fi
+        for run in "${runs[@]}"; do
+            case $run in
+                hello)
+                    SERVICE_UNDER_TEST=$ref_pid
+                    wrk_row "reference /hello" "$round" "http://127.0.0.1:$ref_port/hello" /hello fixed
+                    ;;
+                ref-flag)
+                    SERVICE_UNDER_TEST=$ref_pid
+                    wrk_row "reference /flag" "$round" "http://127.0.0.1:$ref_port" /flag/ path
+                    ;;
+                healthz)
+                    SERVICE_UNDER_TEST=$service_pid
+                    wrk_row "rollout /healthz" "$round" "http://127.0.0.1:$service_port/healthz" /healthz fixed
+                    ;;
+                flag)
+                    SERVICE_UNDER_TEST=$service_pid
+                    wrk_row "rollout /flag" "$round" "http://127.0.0.1:$service_port" /flag/ path
+                    ;;
+            esac
+        done
     done
     stop_pid "$service_pid"
     stop_pid "$ref_pid"

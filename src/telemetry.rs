@@ -335,6 +335,30 @@ mod tests {
     }
 
     #[test]
+    fn samples_recorded_on_more_threads_than_shards_are_all_counted_at_scrape() {
+        let telemetry = Telemetry::new();
+        let threads = SHARDS + 4;
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for _ in 0..1_000 {
+                        telemetry.evaluation(Reason::InRollout, Duration::from_micros(3));
+                    }
+                });
+            }
+        });
+        let text = telemetry.render(&Snapshot::new());
+        let total = threads * 1_000;
+        for line in [
+            format!("{LATENCY_NAME}_bucket{{le=\"0.0000025\"}} 0"),
+            format!("{LATENCY_NAME}_bucket{{le=\"0.000005\"}} {total}"),
+            format!("{LATENCY_NAME}_count {total}"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+
+    #[test]
     fn the_latency_histogram_renders_cumulative_buckets_like_the_exporter() {
         let telemetry = Telemetry::new();
         for micros in [1, 3, 3, 20_000] {

@@ -91,6 +91,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(ConnIo::new(stream, limits.write_timeout));
+        // Each connection gets its own timer: its header-read timeout is one tokio timer (see `timer`).
         let connection = graceful.watch(http.clone().timer(ConnTimer::default()).serve_connection(io, service.clone()));
         tokio::spawn(async move {
             if let Err(e) = connection.await {

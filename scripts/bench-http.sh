@@ -1,31 +1,33 @@
 #!/usr/bin/env bash
-# HTTP hot-path benchmark: the release binary on the memory store and on a Redis store, side by side,
-# measured in this one run with wrk (-t1 -c64 -d10s, a new user id per request) on
-#   GET /healthz (the in-process floor), GET /flag/{user}, GET /flags/{f}/users/{u}, OFREP single.
-# Both services run side by side; each round measures every route on the memory store, then on
-# the Redis store, ROUNDS times (default 3); the tables show medians over the rounds: rps, p50,
-# p99, and throughput relative to /healthz within each round; and the service's own CPU time per
-# request (user + system, from /proc/<pid>/stat), whose ratio to /healthz's says how many more or
-# fewer requests a fully busy core would serve: steadier than throughput on a noisy machine. Compare ratios,
-# not absolute figures: the machine is shared. On the Redis store it also shows Redis `INFO
-# commandstats` for an idle period and for the load period (same length): equal rates mean no
-# request touched Redis.
+# HTTP hot-path benchmark, two modes; compare ratios within a round, not absolute figures: the
+# machine is shared and its speed drifts.
 #
-# wrk runs one thread, so it takes one of this machine's two cores; the service gets the other
-# (TOKIO_WORKER_THREADS=1, tokio's own setting) so that the two do not preempt each other, as
-# they would not in production. TOKIO_WORKER_THREADS=2 scripts/bench-http.sh measures the
-# default instead (one worker per core: both cores shared with wrk).
+# scripts/bench-http.sh [reference]  (the default) — the service against a bare axum server.
+#   The reference server (benches/reference: axum 0.8, `/hello` and `/flag/{user}` with
+#   MD5 and the same JSON body, the same release profile and allocator) and the service on the
+#   memory store (the default flag at 50%) run side by side; every round measures, back to back,
+#   reference /hello, reference /flag/{user}, rollout /healthz, rollout /flag/{user} (even rounds in
+#   the reverse order) with wrk
+#   -t1 -c$CONNECTIONS -d$DURATION (a new user id per request). Prints per round requests/s, p99
+#   and the ratios rollout /flag ÷ reference /flag and rollout /healthz ÷ reference /hello, then
+#   their median and range and the p99 differences. WORKERS (default "1 2") lists the
+#   TOKIO_WORKER_THREADS settings to run in turn, every server restarted with it: 1 gives each
+#   server one core and wrk the other; 2 is the default on this 2-core machine.
 #
+# scripts/bench-http.sh stores — every evaluation route against /healthz, on the memory store and
+#   on a Redis store, and the Redis commands per request (INFO commandstats, idle then under load:
+#   equal rates mean no request touched Redis). TOKIO_WORKER_THREADS (default 1) as above.
+#
+# Settings (environment): ROUNDS (default 5), DURATION (default 4s), CONNECTIONS (default 64).
 # Needs wrk (apt-get install -y wrk), redis-server, redis-cli, curl, python3. Builds the release
-# binary; installs nothing.
-# Usage: scripts/bench-http.sh [duration, default 10s] [connections, default 64]
+# binary and the reference server; installs nothing. REFERENCE_BIN=<path> skips building the latter.
 set -euo pipefail
 source "$(dirname "$0")/lib/bench-common.sh"
 
-DURATION=${1:-10s}
-CONNECTIONS=${2:-64}
-ROUNDS=${ROUNDS:-3}
-export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1}
+MODE=${1:-reference}
+DURATION=${DURATION:-4s}
+CONNECTIONS=${CONNECTIONS:-64}
+ROUNDS=${ROUNDS:-5}
 LUA="$BENCH_ROOT/scripts/wrk/new-user.lua"
 need wrk redis-server redis-cli curl python3
 build_release
@@ -97,56 +99,130 @@ commandstats() {
     redis-cli -p "$1" info commandstats | tr -d '\r' | awk -F'[:,=]' '/^cmdstat_/ {sub("cmdstat_", "", $1); print $1, $3}'
 }
 
-echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); service: TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS"
+stores_mode() {
+    export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1}
+    echo "machine: $(nproc) cores, $(uptime); service: TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS"
 
-# Both services run side by side, idle but for the one being measured; each round measures every
-# route on the memory store, then on the Redis store, so both stores see the machine alike.
-MEMORY_PORT=$(free_port)
-start_service "$MEMORY_PORT"
-MEMORY_PID=$SERVICE_PID
-seed_flags "$MEMORY_PORT"
-REDIS_PORT=$(free_port)
-start_redis "$REDIS_PORT"
-PORT=$(free_port)
-start_service "$PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT/"
-REDIS_SERVICE_PID=$SERVICE_PID
-seed_flags "$PORT"
-sleep 1
-secs=${DURATION%s}
-redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
-sleep "$secs"
-IDLE=$(commandstats "$REDIS_PORT")
-redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
-load_started=$(date +%s.%N)
-MEMORY_ROWS=()
-REDIS_ROWS=()
-for ((round = 1; round <= ROUNDS; round++)); do
-    one_round "$round" "$MEMORY_PORT" "$MEMORY_PID" MEMORY_ROWS
-    one_round "$round" "$PORT" "$REDIS_SERVICE_PID" REDIS_ROWS
-done
-load_secs=$(awk -v a="$load_started" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
-LOAD=$(commandstats "$REDIS_PORT")
-stop_pid "$MEMORY_PID"
-print_store memory "${MEMORY_ROWS[@]}"
-print_store redis "${REDIS_ROWS[@]}"
-ROWS=("${REDIS_ROWS[@]}")
-total_requests=0
-for row in "${ROWS[@]}"; do
-    rest=${row##*|}
-    if [[ $rest != n/a ]]; then
-        total_requests=$((total_requests + ${rest%% *}))
-    fi
-done
-echo
-echo "Redis commands the Redis-store service sent (INFO commandstats): ${secs}s idle before the load, then"
-echo "during the load (the rounds of both stores; requests: those of the Redis store). Only the background tasks talk to Redis: the controller (lease script: EVALSHA, GET,"
-echo "PEXPIRE once a second; window reads: HGETALL per running flag and unsealed time bucket) and the resync"
-echo "(SMEMBERS, HMGET every 5 s). No command is per request."
-echo
-echo "| command | idle ${secs}s: calls | load ${load_secs}s: calls | per request ($total_requests requests) |"
-echo "|---|---:|---:|---:|"
-join -a1 -a2 -e0 -o 0,1.2,2.2 <(sort <<<"$IDLE") <(sort <<<"$LOAD") | while read -r cmd idle load; do
-    [[ $cmd == config* || $cmd == info* ]] && continue
-    awk -v c="$cmd" -v i="$idle" -v l="$load" -v n="$total_requests" \
-        'BEGIN {printf "| %s | %d | %d | %.5f |\n", c, i, l, l / n}'
-done
+    # Both services run side by side, idle but for the one being measured; each round measures every
+    # route on the memory store, then on the Redis store, so both stores see the machine alike.
+    MEMORY_PORT=$(free_port)
+    start_service "$MEMORY_PORT"
+    MEMORY_PID=$SERVICE_PID
+    seed_flags "$MEMORY_PORT"
+    REDIS_PORT=$(free_port)
+    start_redis "$REDIS_PORT"
+    PORT=$(free_port)
+    start_service "$PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT/"
+    REDIS_SERVICE_PID=$SERVICE_PID
+    seed_flags "$PORT"
+    sleep 1
+    secs=${DURATION%s}
+    redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+    sleep "$secs"
+    IDLE=$(commandstats "$REDIS_PORT")
+    redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+    load_started=$(date +%s.%N)
+    MEMORY_ROWS=()
+    REDIS_ROWS=()
+    for ((round = 1; round <= ROUNDS; round++)); do
+        one_round "$round" "$MEMORY_PORT" "$MEMORY_PID" MEMORY_ROWS
+        one_round "$round" "$PORT" "$REDIS_SERVICE_PID" REDIS_ROWS
+    done
+    load_secs=$(awk -v a="$load_started" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+    LOAD=$(commandstats "$REDIS_PORT")
+    stop_pid "$MEMORY_PID"
+    print_store memory "${MEMORY_ROWS[@]}"
+    print_store redis "${REDIS_ROWS[@]}"
+    ROWS=("${REDIS_ROWS[@]}")
+    total_requests=0
+    for row in "${ROWS[@]}"; do
+        rest=${row##*|}
+        if [[ $rest != n/a ]]; then
+            total_requests=$((total_requests + ${rest%% *}))
+        fi
+    done
+    echo
+    echo "Redis commands the Redis-store service sent (INFO commandstats): ${secs}s idle before the load, then"
+    echo "during the load (the rounds of both stores; requests: those of the Redis store). Only the background tasks talk to Redis: the controller (lease script: EVALSHA, GET,"
+    echo "PEXPIRE once a second; window reads: HGETALL per running flag and unsealed time bucket) and the resync"
+    echo "(SMEMBERS, HMGET every 5 s). No command is per request."
+    echo
+    echo "| command | idle ${secs}s: calls | load ${load_secs}s: calls | per request ($total_requests requests) |"
+    echo "|---|---:|---:|---:|"
+    join -a1 -a2 -e0 -o 0,1.2,2.2 <(sort <<<"$IDLE") <(sort <<<"$LOAD") | while read -r cmd idle load; do
+        [[ $cmd == config* || $cmd == info* ]] && continue
+        awk -v c="$cmd" -v i="$idle" -v l="$load" -v n="$total_requests" \
+            'BEGIN {printf "| %s | %d | %d | %.5f |\n", c, i, l, l / n}'
+    done
+}
+
+# reference_rows WORKERS: ROUNDS interleaved rounds of the four runs against freshly started servers.
+reference_rows() {
+    export TOKIO_WORKER_THREADS=$1
+    local ref_port service_port ref_pid service_pid round
+    ref_port=$(free_port)
+    start_reference "$ref_port"
+    ref_pid=$REFERENCE_PID
+    service_port=$(free_port)
+    start_service "$service_port"
+    service_pid=$SERVICE_PID
+    admin PUT "$service_port" /flags/default '{"stages": [{"name": "half", "percent": 50}]}' >/dev/null
+    admin POST "$service_port" /flags/default/start >/dev/null
+    ROWS=()
+    local runs=(hello ref-flag healthz flag) run
+    for ((round = 1; round <= ROUNDS; round++)); do
+        # Odd rounds run the reference first, even rounds the service first: a machine that speeds up
+        # or slows down during a round favours neither.
+        if ((round % 2 == 0)); then
+            runs=(flag healthz ref-flag hello)
+        else
+            runs=(hello ref-flag healthz flag)
+        fi
+        for run in "${runs[@]}"; do
+            case $run in
+                hello)
+                    SERVICE_UNDER_TEST=$ref_pid
+                    wrk_row "reference /hello" "$round" "http://127.0.0.1:$ref_port/hello" /hello fixed
+                    ;;
+                ref-flag)
+                    SERVICE_UNDER_TEST=$ref_pid
+                    wrk_row "reference /flag" "$round" "http://127.0.0.1:$ref_port" /flag/ path
+                    ;;
+                healthz)
+                    SERVICE_UNDER_TEST=$service_pid
+                    wrk_row "rollout /healthz" "$round" "http://127.0.0.1:$service_port/healthz" /healthz fixed
+                    ;;
+                flag)
+                    SERVICE_UNDER_TEST=$service_pid
+                    wrk_row "rollout /flag" "$round" "http://127.0.0.1:$service_port" /flag/ path
+                    ;;
+            esac
+        done
+    done
+    stop_pid "$service_pid"
+    stop_pid "$ref_pid"
+}
+
+reference_mode() {
+    local workers
+    build_reference
+    for workers in ${WORKERS:-1 2}; do
+        echo
+        echo "### TOKIO_WORKER_THREADS=$workers on every server (wrk -t1 -c$CONNECTIONS -d$DURATION, a new user per request, $ROUNDS interleaved rounds)"
+        echo
+        echo "before: $(uptime)"
+        reference_rows "$workers"
+        echo "after:  $(uptime)"
+        echo
+        printf '%s\n' "${ROWS[@]}" | python3 "$BENCH_ROOT/scripts/lib/reference_table.py"
+    done
+}
+
+case $MODE in
+    reference) reference_mode ;;
+    stores) stores_mode ;;
+    *)
+        echo "usage: scripts/bench-http.sh [reference|stores]" >&2
+        exit 2
+        ;;
+esac

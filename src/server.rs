@@ -16,6 +16,7 @@
 
 mod accept;
 mod io;
+mod timer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -307,8 +308,9 @@ async fn serve(tasks: &mut Tasks, settings: &Settings, state: AppState) -> Resul
         header_read_timeout: settings.header_read_timeout,
         write_timeout: settings.write_timeout,
         max_connections: settings.max_connections,
+        request_timeout: settings.request_timeout,
     };
-    let router = http::router(state, settings.request_timeout, &settings.cors_origins, &settings.base_path);
+    let router = http::router(state, &settings.cors_origins, &settings.base_path);
     tasks.spawn(
         Task::UNTIL_STOPPED.named("http server", Stage::Close),
         accept::serve(listener, router, drain, limits, tasks.stop_signal(Stage::Close)),

@@ -12,11 +12,13 @@
 //! `_ratio`, the p99 latency in `_seconds`).
 //! The evaluation latency histogram is our own fixed buckets of atomic counters: the recorder's
 //! histograms keep every sample until they are folded in (memory growing with traffic between
-//! scrapes, and a pause to fold them), where recording here is a few relaxed atomic adds.
+//! scrapes, and a pause to fold them), where recording here is two relaxed atomic adds on a
+//! shard of the calling thread's, the shards merged at scrape.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -30,44 +32,81 @@ use crate::util::lock;
 
 /// Evaluation latency buckets, in seconds (1 µs … 10 ms).
 const LATENCY_BUCKETS: [f64; 10] = [1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2];
+/// The same bounds in nanoseconds, which a sample is compared with (no float conversion).
+const LATENCY_BOUNDS_NANOS: [u64; 10] =
+    [1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 10_000_000];
 
 const LATENCY_NAME: &str = "rollout_evaluation_duration_seconds";
 const LATENCY_HELP: &str = "Time to evaluate a flag for a user, inside the handler.";
 
-/// A Prometheus histogram with fixed buckets: samples per bucket (not cumulative), their count
-/// and their sum in nanoseconds.
+/// Shards of the histogram. A thread records into its own shard (picked once per thread, round
+/// robin), so runtime workers on different cores never write to the same cache line; a scrape
+/// adds the shards up. More threads than shards share them, still correctly (atomic adds).
+const SHARDS: usize = 8;
+
+/// A Prometheus histogram with fixed buckets, sharded by thread, merged at scrape.
 #[derive(Default)]
 struct LatencyHistogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    count: AtomicU64,
+    shards: [Shard; SHARDS],
+}
+
+/// One thread's samples: per bucket (not cumulative; the last one is above every bound, `+Inf`
+/// alone), and their sum in nanoseconds. Recording is two relaxed adds. Aligned to two cache
+/// lines so that neighbouring shards do not share one (nor the adjacent line the CPU prefetches).
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
+}
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard, `usize::MAX` until it first records.
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn shard_index() -> usize {
+    SHARD.with(|shard| {
+        if shard.get() == usize::MAX {
+            shard.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS);
+        }
+        shard.get()
+    })
 }
 
 impl LatencyHistogram {
     fn record(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        // Above the last bound only `+Inf` (the count) holds the sample.
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|bound| secs <= *bound) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let bucket =
+            LATENCY_BOUNDS_NANOS.iter().position(|&bound| nanos <= bound).unwrap_or(LATENCY_BOUNDS_NANOS.len());
+        let shard = &self.shards[shard_index()];
+        shard.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        shard.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// The text exposition, as the Prometheus exporter writes histograms.
     fn render(&self, out: &mut String) {
-        // Read the count first: a sample recorded meanwhile can only make the buckets larger, never
-        // the `+Inf` bucket smaller than the others.
-        let count = self.count.load(Ordering::Relaxed);
+        // Each bucket is read once, and the count is their total: cumulative counts never exceed it.
+        let mut buckets = [0u64; LATENCY_BUCKETS.len() + 1];
+        let mut sum_nanos = 0u64;
+        for shard in &self.shards {
+            for (total, n) in buckets.iter_mut().zip(&shard.buckets) {
+                *total += n.load(Ordering::Relaxed);
+            }
+            sum_nanos = sum_nanos.wrapping_add(shard.sum_nanos.load(Ordering::Relaxed));
+        }
         let _ = writeln!(out, "# HELP {LATENCY_NAME} {LATENCY_HELP}");
         let _ = writeln!(out, "# TYPE {LATENCY_NAME} histogram");
         let mut cumulative = 0;
-        for (bound, n) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
-            cumulative += n.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{LATENCY_NAME}_bucket{{le=\"{bound}\"}} {}", cumulative.min(count));
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(&buckets) {
+            cumulative += n;
+            let _ = writeln!(out, "{LATENCY_NAME}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
+        let count = cumulative + buckets[LATENCY_BUCKETS.len()];
         let _ = writeln!(out, "{LATENCY_NAME}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = sum_nanos as f64 / 1e9;
         let _ = writeln!(out, "{LATENCY_NAME}_sum {sum}");
         let _ = writeln!(out, "{LATENCY_NAME}_count {count}\n");
     }
@@ -438,6 +477,30 @@ mod tests {
         // Created again: its counters start afresh.
         snapshot.upsert(Flag::new("f".into(), FlagDefinition::default(), 2));
         assert!(!telemetry.render(&snapshot, StreamStats::default()).contains("rollout_transitions_total{flag=\"f\""));
+    }
+
+    #[test]
+    fn samples_recorded_on_more_threads_than_shards_are_all_counted_at_scrape() {
+        let telemetry = Telemetry::new();
+        let threads = SHARDS + 4;
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for _ in 0..1_000 {
+                        telemetry.evaluation(Reason::InRollout, Duration::from_micros(3));
+                    }
+                });
+            }
+        });
+        let text = telemetry.render(&Snapshot::new(), StreamStats::default());
+        let total = threads * 1_000;
+        for line in [
+            format!("{LATENCY_NAME}_bucket{{le=\"0.0000025\"}} 0"),
+            format!("{LATENCY_NAME}_bucket{{le=\"0.000005\"}} {total}"),
+            format!("{LATENCY_NAME}_count {total}"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 
     #[test]

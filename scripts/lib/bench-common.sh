@@ -98,3 +98,29 @@ admin() {
 rss_kb() {
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
 }
+
+# The reference server of scripts/bench-http.sh (benches/reference, a workspace member outside
+# default-members), release profile; REFERENCE_BIN=<path> uses another build and skips the build.
+REFERENCE_BIN="${REFERENCE_BIN:-$BENCH_ROOT/target/release/reference-server}"
+
+build_reference() {
+    if [[ $REFERENCE_BIN == "$BENCH_ROOT/target/release/reference-server" ]]; then
+        (cd "$BENCH_ROOT" && cargo build --release --quiet -p reference-server)
+    fi
+}
+
+# start_reference PORT: the reference server; sets REFERENCE_PID.
+start_reference() {
+    local port=$1
+    "$REFERENCE_BIN" "127.0.0.1:$port" >>"$BENCH_TMP/reference-$port.log" 2>&1 &
+    REFERENCE_PID=$!
+    BENCH_PIDS+=("$REFERENCE_PID")
+    local _
+    for _ in $(seq 400); do
+        [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/hello")" == 200 ]] && return 0
+        sleep 0.05
+    done
+    echo "the reference server did not start on port $port; log:" >&2
+    tail -20 "$BENCH_TMP/reference-$port.log" >&2
+    exit 1
+}

@@ -9,11 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::response::IntoResponse;
-use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -73,7 +70,7 @@ impl axum::extract::FromRef<AppState> for Arc<App> {
 /// Serializes a body straight into a response (no intermediate `Value`).
 pub fn json_response<T: serde::Serialize>(body: &T) -> axum::response::Response {
     match serde_json::to_vec(body) {
-        Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(bytes) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response(),
         Err(e) => ApiError::Internal(Box::new(e)).into_response(),
     }
 }
@@ -115,7 +112,13 @@ async fn method_not_allowed() -> axum::response::Response {
 /// With a `base_path` (`/rollout`) every route is served under it too: behind an ingress that
 /// keeps the prefix as well as one that strips it, while probes and in-cluster clients keep the
 /// root. The dashboard uses relative URLs only, so it works under either.
-pub fn router(state: AppState, request_timeout: Duration, cors_origins: &[String], base_path: &str) -> Router {
+///
+/// The body limit, the request timeout and the drain are applied around it by the server's
+/// accept loop (`server::accept::Edge`), once per request, not as layers of every route.
+/// The request trace (a `debug` span per request, with the matched route) is a layer only when
+/// `debug` is enabled for this module when the router is built: at `info`, the default, it would
+/// create a disabled span, read the clock twice and wrap every answer's body for nothing.
+pub fn router(state: AppState, cors_origins: &[String], base_path: &str) -> Router {
     let routes = Router::new()
         .merge(browser_routes(cors_origins))
         .merge(admin::routes())
@@ -132,19 +135,15 @@ pub fn router(state: AppState, request_timeout: Duration, cors_origins: &[String
         .merge(ui::routes());
     let routes =
         if base_path.is_empty() { routes } else { Router::new().nest(base_path, routes.clone()).merge(routes) };
-    routes
+    let router = routes
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().chars().take(200).collect()) })
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::Timeout }))
-                .timeout(request_timeout),
-        )
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            let path =
-                req.extensions().get::<axum::extract::MatchedPath>().map_or("", axum::extract::MatchedPath::as_str);
-            tracing::debug_span!("request", method = %req.method(), path)
-        }))
+        .with_state(state);
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return router;
+    }
+    router.layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+        let path = req.extensions().get::<axum::extract::MatchedPath>().map_or("", axum::extract::MatchedPath::as_str);
+        tracing::debug_span!("request", method = %req.method(), path)
+    }))
 }

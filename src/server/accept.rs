@@ -9,24 +9,38 @@
 //! keep-alive connections end cleanly after an answer; when the loop stops it closes the listener
 //! and lets open connections finish the request they are in (idle ones are closed between
 //! requests, never in the middle of one).
+//!
+//! Every request passes through [`Edge`], which hyper calls directly: the request body limit, the
+//! request timeout (408) and the drain's `connection: close`, without a tower layer (each layer
+//! on the router boxes the route's service and its future again per request). The request timeout
+//! costs nothing on a request answered at its first poll — the hot path, which waits on nothing —
+//! and arms a timer only for one that waits (on a body, on the store).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Request, Response, header};
-use futures::FutureExt;
-use futures::future::Map;
+use axum::response::IntoResponse;
+use axum::routing::future::RouteFuture;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio::time::Sleep;
+use tower::{Layer, Service};
 
 use super::io::ConnIo;
+use super::timer::ConnTimer;
+use crate::http::error::ApiError;
+use crate::http::extract::BODY_LIMIT;
 use crate::http::ops::Drain;
 
 /// What one replica's HTTP server allows its clients.
@@ -35,6 +49,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub write_timeout: Duration,
     pub max_connections: usize,
+    /// A request not answered within it gets a 408 `request_timeout`.
+    pub request_timeout: Duration,
 }
 
 /// The body of the answer to a connection over the limit.
@@ -52,8 +68,9 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    let service = CloseWhenDraining { inner: TowerToHyperService::new(app), drain };
+    http.header_read_timeout(limits.header_read_timeout);
+    let service =
+        Edge { app, body_limit: DefaultBodyLimit::max(BODY_LIMIT), drain, request_timeout: limits.request_timeout };
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -74,7 +91,8 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(ConnIo::new(stream, limits.write_timeout));
-        let connection = graceful.watch(http.serve_connection(io, service.clone()));
+        // Each connection gets its own timer: its header-read timeout is one tokio timer (see `timer`).
+        let connection = graceful.watch(http.clone().timer(ConnTimer::default()).serve_connection(io, service.clone()));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 // Header-read and write timeouts, resets and clients going away: theirs, not ours.
@@ -99,30 +117,59 @@ fn refuse(stream: &TcpStream) {
     let _ = stream.try_write(response.as_bytes());
 }
 
-/// The app as hyper calls it; a request that comes while the replica drains is answered with
-/// `connection: close` (one atomic load per request).
+/// The app as hyper calls it: the body limit, the request timeout, and `connection: close` on a
+/// request that comes while the replica drains (one atomic load per request).
 #[derive(Clone)]
-struct CloseWhenDraining {
-    inner: TowerToHyperService<Router>,
+struct Edge {
+    app: Router,
+    body_limit: DefaultBodyLimit,
     drain: Arc<Drain>,
+    request_timeout: Duration,
 }
 
-type Answer = Result<Response<Body>, Infallible>;
-
-impl hyper::service::Service<Request<Incoming>> for CloseWhenDraining {
+impl hyper::service::Service<Request<Incoming>> for Edge {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Map<TowerToHyperServiceFuture<Router, Request<Incoming>>, fn(Answer) -> Answer>;
+    type Future = Answer;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let then: fn(Answer) -> Answer = if self.drain.is_draining() { close_after } else { std::convert::identity };
-        self.inner.call(req).map(then)
+    fn call(&self, req: Request<Incoming>) -> Answer {
+        // A router is always ready (`poll_ready` is `Ready(Ok)`), so it is called straight away.
+        let mut app = self.body_limit.layer(self.app.clone());
+        Answer { app: app.call(req), timeout: self.request_timeout, deadline: None, close: self.drain.is_draining() }
     }
 }
 
-fn close_after(answer: Answer) -> Answer {
-    answer.map(|mut response| {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        response
-    })
+/// A request being answered; a 408 `request_timeout` once it has waited `timeout`.
+pub struct Answer {
+    app: RouteFuture<Infallible>,
+    timeout: Duration,
+    /// Armed when the app first waits: the timeout runs from there (the first poll, which ran
+    /// before, takes microseconds), and a request answered at once never touches the timer.
+    deadline: Option<Pin<Box<Sleep>>>,
+    close: bool,
+}
+
+impl Future for Answer {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let response = match Pin::new(&mut this.app).poll(cx) {
+            Poll::Ready(Ok(response)) => response,
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(deadline.as_mut().poll(cx));
+                // Dropping the app's future (when this answer is dropped) cancels the request.
+                ApiError::Timeout.into_response()
+            }
+        };
+        Poll::Ready(Ok(if this.close { close_after(response) } else { response }))
+    }
+}
+
+fn close_after(mut response: Response<Body>) -> Response<Body> {
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }

@@ -21,6 +21,7 @@ mod notify_formats;
 mod ofrep;
 mod openapi;
 mod races;
+mod reference;
 mod replicas;
 mod report;
 mod sdk_node;

@@ -127,10 +127,11 @@ impl FlagStore for MemoryStore {
             if found != expected {
                 return Ok(Written::Conflict { found });
             }
-            let entry = flags
-                .entries
-                .entry(flag.name.clone())
-                .or_insert_with(|| Entry { flag: flag.clone(), history: VecDeque::new(), health: VecDeque::new() });
+            let entry = flags.entries.entry(flag.name.clone()).or_insert_with(|| Entry {
+                flag: flag.clone(),
+                history: VecDeque::new(),
+                health: VecDeque::new(),
+            });
             entry.flag = flag.clone();
             entry.history.push_front(event.clone());
             entry.history.truncate(HISTORY_CAP);

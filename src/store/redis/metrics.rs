@@ -217,7 +217,8 @@ impl MetricStore for RedisStore {
 
     #[tracing::instrument(skip_all, fields(flag))]
     async fn record_health(&self, flag: &str, point: &HealthPoint) -> StoreResult<()> {
-        let json = serde_json::to_string(point).map_err(|source| StoreError::Encode { what: "guard reading", source })?;
+        let json =
+            serde_json::to_string(point).map_err(|source| StoreError::Encode { what: "guard reading", source })?;
         let stage = format!("{} ", point.stage_version);
         let ttl_ms = u64::try_from(GUARD_HISTORY_TTL.as_millis()).unwrap_or(u64::MAX);
         let mut conn = self.conn.clone();

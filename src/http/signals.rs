@@ -134,9 +134,9 @@ pub async fn health(
 struct HistoryReply<'a> {
     flag: &'a str,
     stage: &'a str,
-    /// When the current stage was entered (ms since the Unix epoch): the readings cover the stage
-    /// from here when the first one is near it.
-    stage_entered_at: i64,
+    /// When the current stage was entered: the readings cover the stage from here when the
+    /// first one is near it.
+    stage_entered_at: String,
     /// The leader's readings of this stage entry, oldest first: one per `max(window_secs / 30, 5 s)`
     /// at most, thinned to every other one past 720.
     readings: Vec<ReadingBody<'a>>,
@@ -144,8 +144,8 @@ struct HistoryReply<'a> {
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct ReadingBody<'a> {
-    /// When the leader judged the guards (ms since the Unix epoch).
-    at: i64,
+    /// When the leader judged the guards.
+    at: String,
     guards: &'a [GuardPoint],
 }
 
@@ -168,7 +168,7 @@ pub async fn health_history(
     Ok(json_response(&HistoryReply {
         flag: &flag.name,
         stage: flag.stage_name(),
-        stage_entered_at: flag.state.stage_entered_at,
-        readings: points.iter().map(|p| ReadingBody { at: p.at, guards: &p.guards }).collect(),
+        stage_entered_at: rfc3339(flag.state.stage_entered_at),
+        readings: points.iter().map(|p| ReadingBody { at: rfc3339(p.at), guards: &p.guards }).collect(),
     }))
 }

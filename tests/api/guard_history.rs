@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{RedisServer, TestApp};
+use rollout_controller::clock::rfc3339;
+
+use crate::helpers::{RedisServer, T0, TestApp};
 
 async fn running_at_ten_percent(app: &TestApp, flag: &str, definition: Value) {
     app.create_flag(flag, definition).await;
@@ -43,11 +45,14 @@ async fn the_history_covers_the_stage_with_value_interval_and_threshold_then_sta
     let (body, got) = readings(&app, "f").await;
     assert_eq!((body["flag"].as_str(), body["stage"].as_str()), (Some("f"), Some("10%")), "{body}");
     assert_eq!(got.len(), 300, "one reading per 10 s of the 50 minutes");
-    let stage_entered_at = body["stage_entered_at"].as_i64().expect("stage_entered_at");
-    assert_eq!(got[0]["at"].as_i64(), Some(stage_entered_at), "the first reading is the stage's first tick");
+    assert_eq!(
+        (body["stage_entered_at"].as_str(), entered["stage_entered_at"].as_str()),
+        (Some(&*rfc3339(T0)), Some(&*rfc3339(T0)))
+    );
+    assert_eq!(got[0]["at"], rfc3339(T0), "the first reading is the stage's first tick");
     let last = got.last().expect("readings");
-    assert_eq!(last["at"].as_i64(), Some(stage_entered_at + 2_990_000), "the newest is the last tick: {entered}");
-    assert!(got.windows(2).all(|w| w[0]["at"].as_i64() < w[1]["at"].as_i64()), "oldest first");
+    assert_eq!(last["at"], rfc3339(T0 + 2_990_000), "the newest is the last tick");
+    assert!(got.windows(2).all(|w| w[0]["at"].as_str() < w[1]["at"].as_str()), "oldest first");
     let newest = error_rate(last);
     assert_eq!(newest["threshold"].as_f64(), Some(0.01));
     assert_eq!(newest["verdict"], "ok", "{newest}");
@@ -90,9 +95,9 @@ async fn the_history_holds_at_most_720_readings_and_still_begins_at_the_stage_st
     }
     let (body, got) = readings(&app, "f").await;
     assert!(got.len() <= 720 && got.len() >= 360, "{} readings kept", got.len());
-    let stage_entered_at = body["stage_entered_at"].as_i64().expect("stage_entered_at");
-    assert_eq!(got[0]["at"].as_i64(), Some(stage_entered_at), "thinned, still from the stage's start");
-    assert_eq!(got.last().and_then(|r| r["at"].as_i64()), Some(stage_entered_at + 799 * 5_000));
+    assert_eq!(body["stage_entered_at"], rfc3339(T0));
+    assert_eq!(got[0]["at"], rfc3339(T0), "thinned, still from the stage's start");
+    assert_eq!(got.last().map(|r| &r["at"]), Some(&json!(rfc3339(T0 + 799 * 5_000))));
     assert_eq!(error_rate(&got[0])["value"], Value::Null, "no data yet");
     assert_eq!(error_rate(&got[0])["verdict"], "insufficient_data");
 }

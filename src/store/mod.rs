@@ -273,7 +273,7 @@ pub fn thin<T>(points: &mut std::collections::VecDeque<T>, cap: usize) {
     let newest = points.len() - 1;
     let mut index = 0;
     points.retain(|_| {
-        let keep = (newest - index) % 2 == 0;
+        let keep = (newest - index).is_multiple_of(2);
         index += 1;
         keep
     });

@@ -12,7 +12,7 @@
 //! the snapshot holds it — stage and stage start kept — only where the store has no flag of that
 //! name (create-if-absent), with an audit event `restored`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -156,7 +156,8 @@ impl Controller {
     pub async fn step(&self) -> Vec<Outcome> {
         let mut outcomes = Vec::new();
         let views = self.rollouts.snapshot().all();
-        self.pace.retain(|name| views.iter().any(|v| v.flag.name == name));
+        let names: HashSet<&str> = views.iter().map(|v| v.flag.name.as_str()).collect();
+        self.pace.retain(|name| names.contains(name));
         for view in views {
             if let Err(e) = self.pull(&view.flag).await {
                 tracing::warn!(flag = %view.flag.name, error = %e, "could not record Prometheus readings");

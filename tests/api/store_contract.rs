@@ -455,11 +455,17 @@ async fn redis_keys_of_one_flag_share_a_hash_tag() {
     let store = RedisStore::connect(&redis.url(), "rollout").expect("url");
     let flag = Flag::new("checkout".into(), FlagDefinition::default(), T0);
     store.write_flag(&flag, 0, &flag.creation_event("a", "b")).await.expect("create");
+    store.record_health("checkout", &point(1, T0)).await.expect("record a guard reading");
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.connection()).expect("keys");
     keys.sort();
     // The index keeps the name it had before clusters were supported (on a cluster it is
     // `rollout:{catalog}:flags`), so an upgraded deployment finds its flags.
-    assert_eq!(keys, ["rollout:flags", "rollout:{checkout}:flag", "rollout:{checkout}:history"]);
+    assert_eq!(
+        keys,
+        ["rollout:flags", "rollout:{checkout}:flag", "rollout:{checkout}:guards", "rollout:{checkout}:history"]
+    );
+    let ttl: i64 = redis::cmd("TTL").arg("rollout:{checkout}:guards").query(&mut redis.connection()).expect("ttl");
+    assert!((7 * 24 * 3600 - 60..=7 * 24 * 3600).contains(&ttl), "an abandoned guard history expires: {ttl}");
 }
 
 #[tokio::test]

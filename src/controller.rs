@@ -12,13 +12,14 @@
 //! the snapshot holds it — stage and stage start kept — only where the store has no flag of that
 //! name (create-if-absent), with an audit event `restored`.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::domain::guards::{Health, Verdict};
+use crate::domain::guards::{Health, HealthPoint, Verdict};
 use crate::domain::plan::OnBreach;
 use crate::domain::rollout::{Command, Flag, Status};
 use crate::rollouts::{Request, RolloutError, Rollouts};
@@ -42,6 +43,39 @@ pub struct Controller {
     puller: Puller,
     signals: Arc<SignalStats>,
     timeline: Timeline,
+    pace: HistoryPace,
+}
+
+/// When the leader last recorded each flag's guard readings in its guard history, and in which
+/// stage entry: at most one reading per [`HistoryPace::every_ms`] per flag, decided in memory.
+#[derive(Default)]
+struct HistoryPace(Mutex<HashMap<String, (u64, i64)>>);
+
+impl HistoryPace {
+    /// A thirtieth of the flag's window, at least 5 s: a stage as long as its window gets 30
+    /// points, and the readings never outpace the metric buckets.
+    fn every_ms(flag: &Flag) -> i64 {
+        crate::domain::secs_to_ms(flag.definition.window_secs / 30).max(5_000)
+    }
+
+    /// True (and noted) when `flag` is due a reading at `now_ms`: none yet in its stage entry,
+    /// or the last one [`HistoryPace::every_ms`] ago or more.
+    fn due(&self, flag: &Flag, now_ms: i64) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stage = flag.state.stage_version;
+        let due = last
+            .get(&flag.name)
+            .is_none_or(|&(seen, at)| seen != stage || now_ms.saturating_sub(at) >= Self::every_ms(flag));
+        if due {
+            last.insert(flag.name.clone(), (stage, now_ms));
+        }
+        due
+    }
+
+    /// Forgets the flags that are gone.
+    fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|name, _| keep(name));
+    }
 }
 
 /// A name for this replica in the lease: host, process and a random suffix.
@@ -61,7 +95,16 @@ impl Controller {
         puller: Puller,
         timeline: Timeline,
     ) -> Self {
-        Self { rollouts, holder, lease, leading: AtomicBool::new(false), puller, signals, timeline }
+        Self {
+            rollouts,
+            holder,
+            lease,
+            leading: AtomicBool::new(false),
+            puller,
+            signals,
+            timeline,
+            pace: HistoryPace::default(),
+        }
     }
 
     pub fn holder(&self) -> &str {
@@ -112,7 +155,10 @@ impl Controller {
     /// One pass over every running or paused flag.
     pub async fn step(&self) -> Vec<Outcome> {
         let mut outcomes = Vec::new();
-        for view in self.rollouts.snapshot().all() {
+        let views = self.rollouts.snapshot().all();
+        let names: HashSet<&str> = views.iter().map(|v| v.flag.name.as_str()).collect();
+        self.pace.retain(|name| names.contains(name));
+        for view in views {
             if let Err(e) = self.pull(&view.flag).await {
                 tracing::warn!(flag = %view.flag.name, error = %e, "could not record Prometheus readings");
             }
@@ -122,7 +168,7 @@ impl Controller {
             let judged = if view.flag.state.status == Status::Scheduled {
                 self.start_scheduled(&view.flag).await
             } else {
-                judge_with(&self.rollouts, &view.flag, Some(Some(&self.timeline))).await
+                judge_with(&self.rollouts, &view.flag, Some(Some(&self.timeline)), Some(&self.pace)).await
             };
             match judged {
                 Ok(Some(outcome)) => outcomes.push(outcome),
@@ -205,16 +251,17 @@ impl Controller {
 /// whose guards are healthy, or record (once per stage) that it waits for evidence. Returns what
 /// was done.
 pub async fn judge(rollouts: &Rollouts, flag: &Flag, may_advance: bool) -> Result<Option<Outcome>, RolloutError> {
-    judge_with(rollouts, flag, may_advance.then_some(None)).await
+    judge_with(rollouts, flag, may_advance.then_some(None), None).await
 }
 
 /// [`judge`], for the leader: `advancing` is `Some` when it may advance, with the timeline whose
 /// gates (freeze, approvals, advance windows, `before_stage` checks) an advance must pass and whose
-/// `during` checks are breaches.
+/// `during` checks are breaches; with a `pace`, the readings go to the flag's guard history when due.
 async fn judge_with(
     rollouts: &Rollouts,
     flag: &Flag,
     advancing: Option<Option<&Timeline>>,
+    pace: Option<&HistoryPace>,
 ) -> Result<Option<Outcome>, RolloutError> {
     if !matches!(flag.state.status, Status::Running | Status::Paused) {
         return Ok(None);
@@ -234,6 +281,12 @@ async fn judge_with(
         }
     }
     let now = rollouts.now_ms();
+    if let Some(pace) = pace
+        && pace.due(flag, now)
+        && let Err(e) = rollouts.record_health(&flag.name, &HealthPoint::of(flag, &health, now)).await
+    {
+        tracing::warn!(flag = %flag.name, error = %e, "could not record the guard readings in the guard history");
+    }
     let Some((command, reason, cause)) = decide(flag, &health, may_advance, now) else {
         if may_advance {
             hold_for_evidence(rollouts, flag, &health, now).await;

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
-use crate::domain::guards::{Cohort, Cohorts, Guard, Health, MetricSample, MetricSeries, WindowTotals, assess};
+use crate::domain::guards::{
+    Cohort, Cohorts, Guard, Health, HealthPoint, MetricSample, MetricSeries, WindowTotals, assess,
+};
 use crate::domain::plan::{DefinitionError, FlagDefinition};
 use crate::domain::rollout::{Action, AuditEvent, Command, Deletion, Flag, TransitionError};
 use crate::notify::Notice;
@@ -411,6 +413,19 @@ impl Rollouts {
         value: Option<f64>,
     ) -> StoreResult<()> {
         self.store.record_pulled(flag, series, now_ms, guard, value).await
+    }
+
+    /// Appends a reading of a flag's guards to its guard history (see [`crate::store::MetricStore::record_health`]).
+    pub async fn record_health(&self, flag: &str, point: &HealthPoint) -> StoreResult<()> {
+        self.store.record_health(flag, point).await.inspect_err(|_| self.telemetry.store_error())
+    }
+
+    /// The guard history of a flag's current stage entry, oldest first: the readings of older
+    /// entries kept until the leader's next reading are left out.
+    pub async fn health_history(&self, flag: &Flag) -> StoreResult<Vec<HealthPoint>> {
+        let mut points = self.store.health_history(&flag.name).await.inspect_err(|_| self.telemetry.store_error())?;
+        points.retain(|p| p.stage_version == flag.state.stage_version);
+        Ok(points)
     }
 
     /// Takes or renews the controller lease for `holder`; true when it leads for the next `ttl`.

@@ -22,7 +22,10 @@ const FREEZE_MS = 30_000;
 const AUTO_EXPAND = 8;
 /** Past this many stale flags after a reconnection, one read of the list beats one read each. */
 const REFETCH_ALL_OVER = 50;
-const CHART_POINTS = 240;
+/** Points kept per guard chart: the service's history (at most 720) and what the tab reads after. */
+const CHART_POINTS = 1000;
+/** Past this many points a chart draws its lines without a dot per reading. */
+const CHART_DOTS = 120;
 
 /** Which commands each status allows (the state machine of the README). */
 const LEGAL = {
@@ -148,7 +151,6 @@ function signOut(message) {
   closeStream();
   stopPolling();
   clearTimeout(state.reconnectTimer);
-  forgetReadings();
   for (const entry of state.cards.values()) entry.el.remove();
   state.cards.clear();
   state.loaded = false;
@@ -600,7 +602,7 @@ function createCard(name, expanded) {
   card.dataset.flag = name;
   const entry = {
     el: card, flag: null, health: null, history: null, busy: false, sig: {}, expanded,
-    series: new Map(), seriesKey: '', inflight: null, again: false, againDetails: false,
+    series: new Map(), seriesKey: '', stageHistory: null, inflight: null, again: false, againDetails: false,
   };
   for (const button of card.querySelectorAll('button[data-action]')) {
     button.addEventListener('click', () => onAction(name, button.dataset.action));
@@ -613,6 +615,8 @@ function createCard(name, expanded) {
   toggle.addEventListener('click', () => {
     entry.expanded = !entry.expanded;
     setExpanded(entry);
+    // A closed card takes no readings: reopened, it starts again from the service's history.
+    if (!entry.expanded) entry.seriesKey = '';
     if (entry.expanded && entry.flag) refreshDetails(entry);
   });
   // Approve buttons live in the stage bar, which is redrawn: one listener for all of them.
@@ -837,12 +841,15 @@ function renderFreeze(freeze) {
     : 'Stop every automatic advance and start, on every replica (rollbacks go on)';
 }
 
-/** Each reading of an open card's guards, kept for the current stage entry to chart. */
+/** Each reading of an open card's guards, kept for the current stage entry to chart: the first
+ *  of a stage entry also fetches the leader's readings since the stage began, once. */
 function recordReadings(entry, health) {
-  const key = `${entry.flag.stage_entered_at}|${health.stage}|${health.status}`;
+  const key = `${entry.flag.stage_entered_at}|${health.stage}`;
   if (entry.seriesKey !== key) {
-    entry.series = restoreReadings(entry.flag.name, key);
+    entry.series = new Map();
     entry.seriesKey = key;
+    entry.stageHistory = null;
+    loadStageHistory(entry, key);
   }
   const t = serverNow();
   for (const g of health.guards) {
@@ -860,39 +867,46 @@ function recordReadings(entry, health) {
     if (list.length > CHART_POINTS) list.shift();
     entry.series.set(g.guard, list);
   }
-  saveReadings(entry.flag.name, key, entry.series);
 }
 
-/** The readings survive a reload of the tab (the service keeps only the guard window, not the
- *  stage's past readings): kept in session storage per flag and stage entry. */
-const readingsKey = (name) => `rollout-controller.readings.${name}`;
-
-function restoreReadings(name, key) {
+/** The leader's readings of the stage (`GET /flags/{flag}/health/history`), put before the ones
+ *  this tab took; the charts then cover the stage from its start. */
+async function loadStageHistory(entry, key) {
+  const name = entry.flag.name;
+  let reply;
   try {
-    const saved = JSON.parse(sessionStorage.getItem(readingsKey(name)) || 'null');
-    if (saved && saved.key === key) return new Map(saved.series);
-  } catch {
-    // Unreadable or no storage: start over.
+    reply = await api('GET', flagPath(name, '/health/history'));
+  } catch (err) {
+    if (!handleAuthError(err)) entry.stageHistory = { error: err };
+    return;
   }
-  return new Map();
+  if (state.cards.get(name) !== entry || entry.seriesKey !== key) return;
+  const byGuard = new Map();
+  for (const r of reply.readings) {
+    const t = Date.parse(r.at);
+    for (const g of r.guards) {
+      if (g.value === null && g.control_value === null) continue;
+      const list = byGuard.get(g.guard) || [];
+      list.push({ t, v: g.value, lo: g.low, hi: g.high, c: g.control_value });
+      byGuard.set(g.guard, list);
+    }
+  }
+  const first = reply.readings.length ? Date.parse(reply.readings[0].at) : null;
+  entry.stageHistory = { from: first, stageStart: Date.parse(reply.stage_entered_at) };
+  const newest = first === null ? -Infinity : Date.parse(reply.readings[reply.readings.length - 1].at);
+  for (const [guard, past] of byGuard) {
+    const live = (entry.series.get(guard) || []).filter((p) => p.t > newest);
+    entry.series.set(guard, past.concat(live).slice(-CHART_POINTS));
+  }
+  renderCharts(entry);
 }
 
-function forgetReadings() {
-  try {
-    const keys = [];
-    for (let i = 0; i < sessionStorage.length; i += 1) keys.push(sessionStorage.key(i));
-    for (const k of keys) if (k && k.startsWith('rollout-controller.readings.')) sessionStorage.removeItem(k);
-  } catch {
-    // No storage: nothing kept.
-  }
-}
-
-function saveReadings(name, key, series) {
-  try {
-    sessionStorage.setItem(readingsKey(name), JSON.stringify({ key, series: [...series] }));
-  } catch {
-    // Storage full or disabled: the chart keeps this page's readings only.
-  }
+/** True when the service's history reaches back to the stage's start (its first reading within
+ *  a thirtieth of the stage so far, or a minute). */
+function coversStage(entry, end) {
+  const h = entry.stageHistory;
+  if (!h || h.from === null || !Number.isFinite(h.from)) return false;
+  return h.from - h.stageStart <= Math.max(60_000, (end - h.stageStart) / 30);
 }
 
 function renderGuards(entry) {
@@ -1019,9 +1033,11 @@ function guardChart(entry, g, points) {
 
   const stageStart = Date.parse(entry.flag.stage_entered_at);
   const end = Math.max(serverNow(), points[points.length - 1].t, stageStart + 1000);
-  // The whole stage when this tab saw most of it; else only what it saw, labelled as such.
+  // The whole stage when the readings cover most of it; else only what they cover, labelled as such.
   const watchedFrom = points[0].t;
-  const zoomed = watchedFrom - stageStart > 0.75 * (end - stageStart);
+  const covered = coversStage(entry, end);
+  const fromService = Boolean(entry.stageHistory && !entry.stageHistory.error);
+  const zoomed = !covered && watchedFrom - stageStart > 0.75 * (end - stageStart);
   const start = zoomed ? watchedFrom - Math.max(1000, 0.05 * (end - watchedFrom)) : stageStart;
   const values = [];
   for (const p of points) values.push(p.v, p.lo, p.hi, p.c);
@@ -1039,12 +1055,12 @@ function guardChart(entry, g, points) {
   const fmt = (v) => formatGuard(g.guard, v);
 
   svg.append(node('rect', { class: 'plot', x: left, y: top, width: w - left - right, height: h - top - bottom }));
-  // Before the first reading this tab took, nothing is known: say so rather than draw a gap.
+  // Before the first reading, nothing is known: say so rather than draw a gap.
   const firstX = x(points[0].t);
-  if (!zoomed && firstX - left > 24) {
+  if (!zoomed && !covered && firstX - left > 24) {
     svg.append(
       node('rect', { class: 'unwatched', x: left, y: top, width: firstX - left, height: h - top - bottom }),
-      node('text', { class: 'unwatched-label', x: left + 4, y: top + 12 }, 'before this tab'),
+      node('text', { class: 'unwatched-label', x: left + 4, y: top + 12 }, fromService ? 'no readings' : 'before this tab'),
     );
   }
   // Confidence band: upper edge forward, lower edge back.
@@ -1071,6 +1087,7 @@ function guardChart(entry, g, points) {
     if (!pts.length) return;
     const d = pts.map((p, i) => `${i ? 'L' : 'M'}${x(p.t).toFixed(1)},${y(p[key]).toFixed(1)}`).join(' ');
     svg.append(node('path', { class: `series series-${cls}`, d }));
+    if (pts.length > CHART_DOTS) return;
     for (const p of pts) svg.append(node('circle', { class: `dot dot-${cls}`, cx: x(p.t), cy: y(p[key]), r: 2.5 }));
   };
   line('c', 'control');
@@ -1081,7 +1098,11 @@ function guardChart(entry, g, points) {
   }
   svg.append(
     node('text', { class: 'axis', x: left, y: h - 6 },
-      zoomed ? `seen by this tab since ${formatTime(new Date(watchedFrom).toISOString())}` : `stage start ${formatTime(entry.flag.stage_entered_at)}`),
+      covered
+        ? 'since the stage began'
+        : zoomed
+          ? `${fromService ? 'readings' : 'seen by this tab'} since ${formatTime(new Date(watchedFrom).toISOString())}`
+          : `stage start ${formatTime(entry.flag.stage_entered_at)}`),
     node('text', { class: 'axis', x: w - right, y: h - 6, 'text-anchor': 'end' }, 'now'),
   );
 

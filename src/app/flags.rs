@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::App;
 use crate::controller;
-use crate::domain::guards::Health;
+use crate::domain::guards::{Health, HealthPoint};
 use crate::domain::plan::FlagDefinition;
 use crate::domain::rollout::{AuditEvent, Command, Deletion, Flag, Status};
 use crate::review::Review;
@@ -33,6 +33,13 @@ pub struct Shown {
     pub waiting_for_evidence: Vec<&'static str>,
     /// What else holds it: an approval, the advance window, a check, the freeze.
     pub waiting_for: Option<crate::timeline::WaitingFor>,
+}
+
+/// The leader's readings of a flag's guards over its current stage entry.
+pub struct GuardHistory {
+    pub view: Arc<FlagView>,
+    /// Oldest first.
+    pub points: Vec<HealthPoint>,
 }
 
 /// The guard verdicts of a flag's current stage.
@@ -120,6 +127,13 @@ impl App {
         let since_ms = window_start(&view.flag, now);
         let waiting_for_evidence = controller::waiting_for_evidence(&view.flag, &health, now);
         Ok(GuardHealth { view, health, since_ms, waiting_for_evidence })
+    }
+
+    /// The guard history of a flag's current stage entry (what the dashboard charts).
+    pub async fn guard_history(&self, name: &str) -> Result<GuardHistory, RolloutError> {
+        let view = self.snapshot.get(name).ok_or_else(|| RolloutError::NotFound(name.to_owned()))?;
+        let points = self.rollouts.health_history(&view.flag).await?;
+        Ok(GuardHistory { view, points })
     }
 
     /// The post-launch review's material: the stored flag, its whole history, and the current

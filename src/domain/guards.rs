@@ -578,6 +578,60 @@ impl GuardConfig<'_> {
     }
 }
 
+/// One guard in a [`HealthPoint`]: what the chart of the stage draws.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GuardPoint {
+    pub guard: Guard,
+    pub value: Option<f64>,
+    /// The rate's confidence interval, when it has one.
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    pub threshold: Option<f64>,
+    pub verdict: Verdict,
+    pub samples: u64,
+    /// The control cohort's value, when the guard compares cohorts and control reported.
+    pub control_value: Option<f64>,
+}
+
+impl From<&GuardReading> for GuardPoint {
+    fn from(r: &GuardReading) -> Self {
+        Self {
+            guard: r.guard,
+            value: r.value,
+            low: r.interval.map(|i| i.lower),
+            high: r.interval.map(|i| i.upper),
+            threshold: r.threshold,
+            verdict: r.verdict,
+            samples: r.samples,
+            control_value: r.comparison.as_ref().and_then(|c| c.control),
+        }
+    }
+}
+
+/// The guards of one stage as the leader judged them at `at` (ms): one point of the stage's
+/// guard history. `stage_version` names the stage entry it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthPoint {
+    pub at: i64,
+    pub stage: String,
+    pub stage_entered_at: i64,
+    pub stage_version: u64,
+    pub guards: Vec<GuardPoint>,
+}
+
+impl HealthPoint {
+    /// `health` of `flag`'s current stage, judged at `now_ms`.
+    pub fn of(flag: &super::rollout::Flag, health: &Health, now_ms: i64) -> Self {
+        Self {
+            at: now_ms,
+            stage: flag.stage_name().to_owned(),
+            stage_entered_at: flag.state.stage_entered_at,
+            stage_version: flag.state.stage_version,
+            guards: health.guards.iter().map(GuardPoint::from).collect(),
+        }
+    }
+}
+
 /// A stage's windows of the two cohorts: `treatment` (users the flag enabled, and every push
 /// that names no cohort) and `control` (users it did not).
 #[derive(Debug, Clone, Default, PartialEq)]

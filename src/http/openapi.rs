@@ -94,6 +94,7 @@ impl Modify for Security {
         super::admin::deletions,
         super::signals::push,
         super::signals::health,
+        super::signals::health_history,
         super::explain::explain,
         super::report::report,
         super::alerts::alertmanager,

@@ -13,13 +13,16 @@ use super::error::{ApiError, ReadErrors, WriteErrors};
 use super::extract::{FlagParam, JsonBody};
 use super::{AppState, json_response};
 use crate::app::App;
-use crate::app::flags::GuardHealth;
+use crate::app::flags::{GuardHealth, GuardHistory};
 use crate::app::signals::PUSH;
 use crate::clock::rfc3339;
-use crate::domain::guards::{GuardReading, MetricSample, SampleRatio};
+use crate::domain::guards::{GuardPoint, GuardReading, MetricSample, SampleRatio};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/flags/{flag}/metrics", post(push)).route("/flags/{flag}/health", get(health))
+    Router::new()
+        .route("/flags/{flag}/metrics", post(push))
+        .route("/flags/{flag}/health", get(health))
+        .route("/flags/{flag}/health/history", get(health_history))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -124,5 +127,48 @@ pub async fn health(
         waiting_for_evidence,
         sample_ratio: health.sample_ratio,
         on_breach: flag.definition.on_breach,
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct HistoryReply<'a> {
+    flag: &'a str,
+    stage: &'a str,
+    /// When the current stage was entered: the readings cover the stage from here when the
+    /// first one is near it.
+    stage_entered_at: String,
+    /// The leader's readings of this stage entry, oldest first: one per `max(window_secs / 30, 5 s)`
+    /// at most, thinned to every other one past 720.
+    readings: Vec<ReadingBody<'a>>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ReadingBody<'a> {
+    /// When the leader judged the guards.
+    at: String,
+    guards: &'a [GuardPoint],
+}
+
+#[utoipa::path(
+    get, path = "/flags/{flag}/health/history", tag = "guards",
+    params(FlagParam),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "the guard readings the leader took over the current stage", body = HistoryReply),
+        ReadErrors,
+    )
+)]
+pub async fn health_history(
+    _: HealthReader,
+    State(app): State<Arc<App>>,
+    FlagParam(name): FlagParam,
+) -> Result<Response, ApiError> {
+    let GuardHistory { view, points } = app.guard_history(&name).await?;
+    let flag = &view.flag;
+    Ok(json_response(&HistoryReply {
+        flag: &flag.name,
+        stage: flag.stage_name(),
+        stage_entered_at: rfc3339(flag.state.stage_entered_at),
+        readings: points.iter().map(|p| ReadingBody { at: rfc3339(p.at), guards: &p.guards }).collect(),
     }))
 }

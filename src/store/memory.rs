@@ -11,10 +11,10 @@ use tokio::sync::broadcast;
 
 use super::fields::{self, Update};
 use super::{
-    Catalog, Change, Coordination, DELETIONS_CAP, FlagStore, HISTORY_CAP, MetricStore, Stamp, StoreResult, Written,
-    new_generation,
+    Catalog, Change, Coordination, DELETIONS_CAP, FlagStore, GUARD_HISTORY_CAP, HISTORY_CAP, MetricStore, Stamp,
+    StoreResult, Written, new_generation, thin,
 };
-use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
+use crate::domain::guards::{Guard, HealthPoint, MetricSample, MetricSeries, WindowTotals};
 use crate::domain::rollout::{AuditEvent, Deletion, Flag};
 
 /// A metric bucket: its fields (see [`fields`]) and when it expires (in the caller's clock).
@@ -31,6 +31,8 @@ type BucketKey = (String, String, i64);
 struct Entry {
     flag: Flag,
     history: VecDeque<AuditEvent>,
+    /// The guard history of the current stage entry, oldest first.
+    health: VecDeque<HealthPoint>,
 }
 
 /// The flags and the deletion audit, under one lock: a deletion and its record are one change.
@@ -125,10 +127,11 @@ impl FlagStore for MemoryStore {
             if found != expected {
                 return Ok(Written::Conflict { found });
             }
-            let entry = flags
-                .entries
-                .entry(flag.name.clone())
-                .or_insert_with(|| Entry { flag: flag.clone(), history: VecDeque::new() });
+            let entry = flags.entries.entry(flag.name.clone()).or_insert_with(|| Entry {
+                flag: flag.clone(),
+                history: VecDeque::new(),
+                health: VecDeque::new(),
+            });
             entry.flag = flag.clone();
             entry.history.push_front(event.clone());
             entry.history.truncate(HISTORY_CAP);
@@ -232,6 +235,21 @@ impl MetricStore for MemoryStore {
             }
         }
         Ok(totals)
+    }
+
+    async fn record_health(&self, flag: &str, point: &HealthPoint) -> StoreResult<()> {
+        if let Some(entry) = self.lock().entries.get_mut(flag) {
+            if entry.health.back().is_some_and(|last| last.stage_version != point.stage_version) {
+                entry.health.clear();
+            }
+            entry.health.push_back(point.clone());
+            thin(&mut entry.health, GUARD_HISTORY_CAP);
+        }
+        Ok(())
+    }
+
+    async fn health_history(&self, flag: &str) -> StoreResult<Vec<HealthPoint>> {
+        Ok(self.lock().entries.get(flag).map(|e| e.health.iter().cloned().collect()).unwrap_or_default())
     }
 }
 

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
+use crate::domain::guards::{Guard, HealthPoint, MetricSample, MetricSeries, WindowTotals};
 use crate::domain::rollout::{AuditEvent, Deletion, Flag};
 
 pub mod fields;
@@ -187,6 +187,18 @@ pub trait MetricStore: Send + Sync + 'static {
         from_ms: i64,
         to_ms: i64,
     ) -> StoreResult<WindowTotals>;
+
+    /// Appends `point` to the flag's guard history: the leader's readings over one stage entry,
+    /// which the metric windows (they expire) cannot give back. A point of another
+    /// `stage_version` than the newest kept starts the history anew (the old one is dropped). At
+    /// most [`GUARD_HISTORY_CAP`] points are kept: past that every other point is dropped, the
+    /// newest always kept, so the history still spans the whole stage at half the density. Does
+    /// nothing when the flag does not exist; deleting the flag deletes its history, in the same
+    /// atomic step; a history not written for [`GUARD_HISTORY_TTL`] expires.
+    async fn record_health(&self, flag: &str, point: &HealthPoint) -> StoreResult<()>;
+
+    /// The flag's guard history, oldest first (empty when there is none).
+    async fn health_history(&self, flag: &str) -> StoreResult<Vec<HealthPoint>>;
 }
 
 /// What replicas coordinate through, and the backend itself: which store it is and whether it
@@ -245,3 +257,24 @@ pub const HISTORY_CAP: usize = 10_000;
 
 /// Most deletion records kept (the oldest go beyond this).
 pub const DELETIONS_CAP: usize = 10_000;
+
+/// Most guard readings kept per flag for its current stage (see [`MetricStore::record_health`]).
+pub const GUARD_HISTORY_CAP: usize = 720;
+
+/// How long a flag's guard history outlives its last reading (a flag no leader judges any more).
+pub const GUARD_HISTORY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Keeps every other point of `points`, the newest always, once there are more than `cap`: the
+/// thinning every store applies to a guard history.
+pub fn thin<T>(points: &mut std::collections::VecDeque<T>, cap: usize) {
+    if points.len() <= cap {
+        return;
+    }
+    let newest = points.len() - 1;
+    let mut index = 0;
+    points.retain(|_| {
+        let keep = (newest - index).is_multiple_of(2);
+        index += 1;
+        keep
+    });
+}

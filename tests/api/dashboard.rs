@@ -206,11 +206,22 @@ async fn under_a_base_path_an_operator_creates_starts_and_approves_a_flag_and_se
     app.must("checkout", "start").await;
     app.clock.advance_secs(10 * 60);
     app.must("checkout", "advance").await;
-    app.clock.advance_secs(8 * 60);
+    // The leader's readings before the dashboard opens, every 2 minutes of the stage's first 8,
+    // with a little traffic in both cohorts: the chart of a freshly opened tab starts with them.
+    for _ in 0..4 {
+        assert!(app.tick().await.is_empty(), "soaking: the leader holds");
+        app.clock.advance_secs(2 * 60);
+        for (cohort, requests, errors) in [("treatment", 100, 1), ("control", 900, 4)] {
+            app.push("checkout", json!({"cohort": cohort, "requests": requests, "errors": errors})).await;
+        }
+    }
     for (cohort, requests, errors) in [("treatment", 1_000, 6), ("control", 9_000, 41)] {
         let push = app.push("checkout", json!({"cohort": cohort, "requests": requests, "errors": errors})).await;
         assert_eq!((push.status, push.body["action"].is_null()), (200, true), "{cohort}: {}", push.body);
     }
+    assert!(app.tick().await.is_empty(), "soaking: the leader holds");
+    let readings = app.admin_get("/rollout/flags/checkout/health/history").await.body["readings"].clone();
+    assert_eq!(readings.as_array().map(Vec::len), Some(5), "{readings}");
     app.create_flag("email-digest", json!({})).await;
 
     let out_dir = screenshot_dir();

@@ -14,6 +14,7 @@ mod first_start;
 mod flags_api;
 mod flags_as_code;
 mod fuzz;
+mod guard_history;
 mod helpers;
 mod leadership;
 mod notifications;

@@ -7,12 +7,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use rollout_controller::clock::Clock;
 use rollout_controller::domain::guards::{
-    Guard, MetricSample, MetricSeries, PulledReading, WindowTotals, bucket_ms_for,
+    Guard, GuardPoint, HealthPoint, MetricSample, MetricSeries, PulledReading, Verdict, WindowTotals, bucket_ms_for,
 };
 use rollout_controller::domain::plan::FlagDefinition;
 use rollout_controller::domain::rollout::{Command, Flag, Status};
 use rollout_controller::store::{
-    Change, Coordination, FlagStore, MemoryStore, MetricStore, RedisStore, Stamp, Store, Written,
+    Change, Coordination, FlagStore, GUARD_HISTORY_CAP, MemoryStore, MetricStore, RedisStore, Stamp, Store, Written,
 };
 
 use crate::helpers::{RedisCluster, RedisServer, T0};
@@ -273,9 +273,63 @@ async fn pulled_values(store: &dyn MetricStore) {
     assert_eq!(early.pulled.get(&Guard::P99LatencyMs), None, "pulled after the window");
 }
 
-async fn metric_store_contract(store: &dyn MetricStore) {
+/// A point of the guard history of stage entry `stage_version`, at `at`.
+fn point(stage_version: u64, at: i64) -> HealthPoint {
+    HealthPoint {
+        at,
+        stage: "canary".into(),
+        stage_entered_at: T0,
+        stage_version,
+        guards: vec![GuardPoint {
+            guard: Guard::ErrorRate,
+            value: Some(0.02),
+            low: Some(0.01),
+            high: Some(0.035),
+            threshold: Some(0.05),
+            verdict: Verdict::Ok,
+            samples: 1200,
+            control_value: Some(0.018),
+        }],
+    }
+}
+
+/// The guard history: kept in order for an existing flag only, thinned (never emptied of its
+/// first or newest point) past the cap, started anew by a new stage entry, deleted with the flag.
+async fn guard_history(store: &dyn Store) {
+    store.record_health("h", &point(2, T0)).await.expect("record for a flag that does not exist");
+    assert!(store.health_history("h").await.expect("history").is_empty(), "no history without the flag");
+
+    let flag = Flag::new("h".into(), FlagDefinition::default(), T0);
+    store.write_flag(&flag, 0, &flag.creation_event("a", "b")).await.expect("create");
+    for i in 0..3 {
+        store.record_health("h", &point(2, T0 + i * 5_000)).await.expect("record");
+    }
+    let kept = store.health_history("h").await.expect("history");
+    assert_eq!(kept, vec![point(2, T0), point(2, T0 + 5_000), point(2, T0 + 10_000)], "every field round-trips");
+
+    let total = 730;
+    for i in 3..total {
+        store.record_health("h", &point(2, T0 + i * 5_000)).await.expect("record");
+    }
+    let kept = store.health_history("h").await.expect("history");
+    assert!(kept.len() <= GUARD_HISTORY_CAP && kept.len() >= GUARD_HISTORY_CAP / 2, "{} points kept", kept.len());
+    assert_eq!(kept.first().map(|p| p.at), Some(T0), "thinning keeps the stage's first reading");
+    assert_eq!(kept.last().map(|p| p.at), Some(T0 + (total - 1) * 5_000), "and its newest");
+    assert!(kept.windows(2).all(|w| w[0].at < w[1].at), "oldest first");
+
+    store.record_health("h", &point(3, T0 + 9_000_000)).await.expect("record a new stage entry");
+    assert_eq!(store.health_history("h").await.expect("history"), vec![point(3, T0 + 9_000_000)]);
+
+    assert_eq!(store.delete_flag("h", 1, None).await.expect("delete"), Written::Yes);
+    assert!(store.health_history("h").await.expect("history").is_empty(), "deleted with the flag");
+    store.write_flag(&flag, 0, &flag.creation_event("a", "b")).await.expect("create again");
+    assert!(store.health_history("h").await.expect("history").is_empty(), "a new flag starts with none");
+}
+
+async fn metric_store_contract(store: &dyn Store) {
     metric_windows(store).await;
     pulled_values(store).await;
+    guard_history(store).await;
 }
 
 #[tokio::test]
@@ -401,11 +455,17 @@ async fn redis_keys_of_one_flag_share_a_hash_tag() {
     let store = RedisStore::connect(&redis.url(), "rollout").expect("url");
     let flag = Flag::new("checkout".into(), FlagDefinition::default(), T0);
     store.write_flag(&flag, 0, &flag.creation_event("a", "b")).await.expect("create");
+    store.record_health("checkout", &point(1, T0)).await.expect("record a guard reading");
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.connection()).expect("keys");
     keys.sort();
     // The index keeps the name it had before clusters were supported (on a cluster it is
     // `rollout:{catalog}:flags`), so an upgraded deployment finds its flags.
-    assert_eq!(keys, ["rollout:flags", "rollout:{checkout}:flag", "rollout:{checkout}:history"]);
+    assert_eq!(
+        keys,
+        ["rollout:flags", "rollout:{checkout}:flag", "rollout:{checkout}:guards", "rollout:{checkout}:history"]
+    );
+    let ttl: i64 = redis::cmd("TTL").arg("rollout:{checkout}:guards").query(&mut redis.connection()).expect("ttl");
+    assert!((7 * 24 * 3600 - 60..=7 * 24 * 3600).contains(&ttl), "an abandoned guard history expires: {ttl}");
 }
 
 #[tokio::test]

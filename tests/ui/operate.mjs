@@ -139,17 +139,21 @@ async function run(page) {
     fail('a scheduled flag offers Cancel start in place of Start');
   }
 
-  step('the guard chart draws treatment against control and the threshold, reading after reading');
+  step('the guard chart covers the stage from its start, then draws treatment against control and the threshold, reading after reading');
   const live = cardOf(page, liveFlag);
   const chart = live.locator('[data-testid="guard-chart"][data-guard="error_rate"]');
   await chart.waitFor();
+  // The leader took 4 readings with data before this tab opened: the chart starts with them.
+  await chart.locator('text.axis', { hasText: 'since the stage began' }).waitFor();
+  const seen = await chart.locator('circle.dot-treatment').count();
+  if (seen < 4 || (await chart.locator('circle.dot-control').count()) < 4) fail(`the chart of a fresh tab has only ${seen} points`);
   // More traffic in both cohorts (treatment keeps its 10% share): the open card's next reading
   // (every 10 s) adds a point to each line.
   for (const [cohort, requests, errors] of [['treatment', 500, 5], ['control', 4500, 19]]) {
     await api('POST', `flags/${liveFlag}/metrics`, { cohort, requests, errors });
   }
-  await chart.locator('circle.dot-treatment').nth(1).waitFor({ timeout: 15_000 });
-  await chart.locator('circle.dot-control').nth(1).waitFor();
+  await chart.locator('circle.dot-treatment').nth(seen).waitFor({ timeout: 15_000 });
+  await chart.locator('circle.dot-control').nth(seen).waitFor();
   for (const part of ['path.series-treatment', 'path.series-control', 'line.threshold']) {
     if ((await chart.locator(part).count()) !== 1) fail(`the error_rate chart has no ${part}`);
   }

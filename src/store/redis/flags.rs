@@ -68,26 +68,26 @@ return 'OK'
 /// What [`SLOT_WRITE_SCRIPT`] answers when a deletion came between a creation's steps.
 const DELETED_MEANWHILE: &str = "deleted";
 
-/// One Redis: check the version, remove the flag, its history and its index entry (KEYS[3]),
+/// One Redis: check the version, remove the flag, its history, its guard history (KEYS[5]) and its index entry (KEYS[3]),
 /// record the deletion (KEYS[4], unless ARGV[4] is empty) and publish it, atomically. Published
 /// even when nothing was there: replicas may still serve a flag the store had lost.
 const DELETE_SCRIPT: &str = r"
 local found = redis.call('HGET', KEYS[1], 'version') or '0'
 if found ~= ARGV[1] then return found end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
 redis.call('SREM', KEYS[3], ARGV[2])
 if ARGV[4] ~= '' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'deletion', ARGV[4]) end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 'OK'
 ";
 
-/// A cluster, in the flag's slot: check the version, remove the flag and its history, move its
-/// deletion epoch (KEYS[3]) above every earlier one, publish; answers `{'OK', epoch}`, or
+/// A cluster, in the flag's slot: check the version, remove the flag, its history and its guard
+/// history (KEYS[4]), move its deletion epoch (KEYS[3]) above every earlier one, publish; answers `{'OK', epoch}`, or
 /// `{found, ''}` with the version found instead.
 const SLOT_DELETE_SCRIPT: &str = r"
 local found = redis.call('HGET', KEYS[1], 'version') or '0'
 if found ~= ARGV[1] then return {found, ''} end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local epoch = string.format('%.0f', math.max((tonumber(redis.call('GET', KEYS[3])) or 0) + 1, now))
@@ -190,6 +190,7 @@ impl RedisStore {
                 .key(self.flag_key(name))
                 .key(self.history_key(name))
                 .key(self.epoch_key(name))
+                .key(self.guard_history_key(name))
                 .arg(expected)
                 .arg(self.channel())
                 .arg(change)
@@ -362,6 +363,7 @@ impl FlagStore for RedisStore {
                 .key(self.history_key(name))
                 .key(self.index_key())
                 .key(self.deletions_key())
+                .key(self.guard_history_key(name))
                 .arg(expected)
                 .arg(name)
                 .arg(DELETIONS_CAP)

@@ -2,14 +2,38 @@
 //! series; window reads keep the totals of sealed buckets, so a tick fetches only the newest few.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
+use redis::{AsyncCommands, Script};
 
 use super::{RedisStore, bounded, lock};
-use crate::domain::guards::{Guard, MetricSample, MetricSeries, WindowTotals};
+use crate::domain::guards::{Guard, HealthPoint, MetricSample, MetricSeries, WindowTotals};
 use crate::store::fields::{self, Update};
-use crate::store::{MetricStore, StoreResult};
+use crate::store::{GUARD_HISTORY_CAP, GUARD_HISTORY_TTL, MetricStore, StoreError, StoreResult};
+
+/// Appends a guard reading (ARGV[2], `<stage_version> <json>`) to a flag's guard history (KEYS[2],
+/// a list, oldest first) if the flag (KEYS[1]) exists: the list starts anew when its newest entry
+/// is of another stage entry (its prefix is not ARGV[1], `<stage_version> `); past ARGV[3] entries
+/// every other one is dropped, the newest kept; the list expires ARGV[4] ms after its last write.
+const RECORD_HEALTH_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local last = redis.call('LINDEX', KEYS[2], -1)
+if last and string.sub(last, 1, #ARGV[1]) ~= ARGV[1] then redis.call('DEL', KEYS[2]) end
+local n = redis.call('RPUSH', KEYS[2], ARGV[2])
+if n > tonumber(ARGV[3]) then
+  local all = redis.call('LRANGE', KEYS[2], 0, -1)
+  local kept = {}
+  local first = 2 - (n % 2)
+  for i = first, n, 2 do kept[#kept + 1] = all[i] end
+  redis.call('DEL', KEYS[2])
+  redis.call('RPUSH', KEYS[2], unpack(kept))
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+";
+
+static RECORD_HEALTH: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD_HEALTH_SCRIPT));
 
 /// How long after a metric bucket's end a push may still land in it: the pushing replica's clock
 /// a little behind the reader's, a push in flight. Past that the bucket is sealed, and the store
@@ -189,5 +213,40 @@ impl MetricStore for RedisStore {
             totals.merge(part);
         }
         Ok(totals)
+    }
+
+    #[tracing::instrument(skip_all, fields(flag))]
+    async fn record_health(&self, flag: &str, point: &HealthPoint) -> StoreResult<()> {
+        let json =
+            serde_json::to_string(point).map_err(|source| StoreError::Encode { what: "guard reading", source })?;
+        let stage = format!("{} ", point.stage_version);
+        let ttl_ms = u64::try_from(GUARD_HISTORY_TTL.as_millis()).unwrap_or(u64::MAX);
+        let mut conn = self.conn.clone();
+        let _: i64 = bounded(
+            RECORD_HEALTH
+                .key(self.flag_key(flag))
+                .key(self.guard_history_key(flag))
+                .arg(&stage)
+                .arg(format!("{stage}{json}"))
+                .arg(GUARD_HISTORY_CAP)
+                .arg(ttl_ms)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(flag))]
+    async fn health_history(&self, flag: &str) -> StoreResult<Vec<HealthPoint>> {
+        let key = self.guard_history_key(flag);
+        let mut conn = self.conn.clone();
+        let entries: Vec<String> = bounded(conn.lrange(&key, 0, -1)).await?;
+        entries
+            .iter()
+            .map(|entry| {
+                let json = entry.split_once(' ').map_or(entry.as_str(), |(_, json)| json);
+                serde_json::from_str(json).map_err(|source| StoreError::Corrupt { key: key.clone(), source })
+            })
+            .collect()
     }
 }

@@ -16,6 +16,8 @@
 //! - `<prefix>:leader`               the controller lease
 //! - `<prefix>:setting:<name>`       settings shared by the replicas (`freeze`: who froze the controller;
 //!   `first_start`: when the store's first start was, see `Rollouts::first_start`)
+//! - `<prefix>:{<flag>}:guards`      list of the current stage's guard readings (`<stage_version> <json>`),
+//!   oldest first, thinned past GUARD_HISTORY_CAP, expiring GUARD_HISTORY_TTL after its last write
 //! - `<prefix>:{<flag>}:checks`      hash check name → its latest run (JSON)
 //! - `<prefix>:seen:<key>`           a de-duplication key (`remember_once`), expiring with its TTL
 //! - channel `<prefix>:changes`      `{"flag","version"}` after every write
@@ -219,6 +221,10 @@ impl RedisStore {
 
     fn history_key(&self, flag: &str) -> String {
         format!("{}:{{{flag}}}:history", self.prefix)
+    }
+
+    fn guard_history_key(&self, flag: &str) -> String {
+        format!("{}:{{{flag}}}:guards", self.prefix)
     }
 
     fn bucket_key(&self, flag: &str, series: &MetricSeries, bucket: i64) -> String {

@@ -1075,11 +1075,16 @@ function guardChart(entry, g, points) {
       svg.append(node('polygon', { class: 'band', points: forward.concat(back).join(' ') }));
     }
   }
+  const last = points[points.length - 1];
+  const valueY = last.v === null ? null : Math.min(h - bottom, Math.max(top + 8, y(last.v) + 4));
   if (g.threshold !== null) {
     const ty = y(g.threshold);
+    // The threshold's label and the latest value's share the right margin: keep them apart.
+    let labelY = ty + 4;
+    if (valueY !== null && Math.abs(labelY - valueY) < 11) labelY = valueY + (labelY <= valueY ? -11 : 11);
     svg.append(
       node('line', { class: 'threshold', x1: left, x2: w - right, y1: ty, y2: ty }),
-      node('text', { class: 'threshold-label', x: w - right + 4, y: ty + 4 }, `${g.breaches_when === 'below' ? '≥' : '≤'} ${fmt(g.threshold)}`),
+      node('text', { class: 'threshold-label', x: w - right + 4, y: labelY }, `${g.breaches_when === 'below' ? '≥' : '≤'} ${fmt(g.threshold)}`),
     );
   }
   const line = (key, cls) => {
@@ -1092,9 +1097,8 @@ function guardChart(entry, g, points) {
   };
   line('c', 'control');
   line('v', 'treatment');
-  const last = points[points.length - 1];
-  if (last.v !== null) {
-    svg.append(node('text', { class: 'value-label', x: w - right + 4, y: Math.min(h - bottom, Math.max(top + 8, y(last.v) + 4)) }, fmt(last.v)));
+  if (valueY !== null) {
+    svg.append(node('text', { class: 'value-label', x: w - right + 4, y: valueY }, fmt(last.v)));
   }
   svg.append(
     node('text', { class: 'axis', x: left, y: h - 6 },

@@ -161,15 +161,11 @@ impl RedisCluster {
         let mut cluster =
             Self { ports: Vec::new(), bus_ports: Vec::new(), password, tls, children: Vec::new(), _dir: dir };
         for i in 0..3 {
-            let (port, bus_port) = (free_port(), free_port());
             std::fs::create_dir(cluster._dir.path().join(format!("node-{i}"))).expect("node dir");
-            cluster.ports.push(port);
-            cluster.bus_ports.push(bus_port);
-            let child = cluster.spawn_node(i);
-            cluster.children.push(Some(child));
-        }
-        for port in &cluster.ports {
-            wait_for(Duration::from_secs(10), || cluster.ping(*port), "a cluster node to start");
+            cluster.ports.push(0);
+            cluster.bus_ports.push(0);
+            cluster.children.push(None);
+            cluster.start_node_on_free_ports(i);
         }
         let nodes: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut redis_cli = Command::new("redis-cli");
@@ -190,6 +186,35 @@ impl RedisCluster {
         assert!(created.success(), "redis-cli --cluster create failed");
         cluster.wait_healthy();
         cluster
+    }
+
+    /// Starts node `node` on free ports, and again on others when it does not come up as itself:
+    /// another test's server may take a port between `free_port` and this node's bind.
+    fn start_node_on_free_ports(&mut self, node: usize) {
+        for _ in 0..5 {
+            self.ports[node] = free_port();
+            self.bus_ports[node] = free_port();
+            let mut child = self.spawn_node(node);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                if self.is_served_by(self.ports[node], child.id()) {
+                    self.children[node] = Some(child);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("cluster node {node} did not start on free ports in 5 attempts");
+    }
+
+    /// Whether the server answering on `port` is the process `pid` (not another test's).
+    fn is_served_by(&self, port: u16, pid: u32) -> bool {
+        self.client(port)
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c))
+            .is_ok_and(|info| info.lines().any(|l| l.trim() == format!("process_id:{pid}")))
     }
 
     /// A node without persistence: its cluster config (`nodes.conf`, slots and node id) stays in

@@ -39,9 +39,14 @@ impl RedisServer {
 
     pub fn start_with(options: RedisOptions) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut server = Self { port: free_port(), child: None, dir, options };
-        server.launch();
-        server
+        let mut server = Self { port: 0, child: None, dir, options };
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.try_launch() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on a free port in 5 attempts");
     }
 
     pub fn url(&self) -> String {
@@ -63,7 +68,14 @@ impl RedisServer {
         .expect("url")
     }
 
+    /// Starts it again on its port.
     fn launch(&mut self) {
+        assert!(self.try_launch(), "redis-server did not start again on port {}", self.port);
+    }
+
+    /// Starts redis-server on `self.port`; `false` (the process stopped) when it does not come up
+    /// as itself within 10 s, e.g. because another test's server took the port first.
+    fn try_launch(&mut self) -> bool {
         let mut command = Command::new("redis-server");
         let port = self.port.to_string();
         match &self.options.tls {
@@ -85,17 +97,25 @@ impl RedisServer {
         if let Some(password) = &self.options.password {
             command.args(["--requirepass", password]);
         }
-        let child = command
+        let mut child = command
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be on PATH (apt-get install redis-server)");
-        self.child = Some(child);
         let client = self.client();
-        let ping = || client.get_connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_ok();
-        wait_for(Duration::from_secs(10), ping, &format!("redis-server to start on port {}", self.port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            if serves_as(&client, child.id()) {
+                self.child = Some(child);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// Kills the server (its data is gone: it keeps nothing on disk).
@@ -211,10 +231,7 @@ impl RedisCluster {
 
     /// Whether the server answering on `port` is the process `pid` (not another test's).
     fn is_served_by(&self, port: u16, pid: u32) -> bool {
-        self.client(port)
-            .and_then(|c| c.get_connection())
-            .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c))
-            .is_ok_and(|info| info.lines().any(|l| l.trim() == format!("process_id:{pid}")))
+        self.client(port).is_ok_and(|client| serves_as(&client, pid))
     }
 
     /// A node without persistence: its cluster config (`nodes.conf`, slots and node id) stays in
@@ -356,6 +373,15 @@ impl Drop for RedisCluster {
             self.kill(node);
         }
     }
+}
+
+/// Whether the server `client` reaches is the process `pid` (its `INFO server` says so).
+fn serves_as(client: &redis::Client, pid: u32) -> bool {
+    let pid = format!("process_id:{pid}");
+    client
+        .get_connection()
+        .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c))
+        .is_ok_and(|info| info.lines().any(|l| l.trim() == pid))
 }
 
 /// Blocks until `check` holds, polling every 20 ms (setup here is synchronous, unlike

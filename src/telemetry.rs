@@ -137,15 +137,6 @@ impl Default for Telemetry {
     }
 }
 
-fn reason_index(reason: Reason) -> usize {
-    match reason {
-        Reason::InternalUser => 0,
-        Reason::InRollout => 1,
-        Reason::NotInRollout => 2,
-        Reason::FlagOff => 3,
-    }
-}
-
 impl Telemetry {
     pub fn new() -> Self {
         let recorder = PrometheusBuilder::new().build_recorder();
@@ -153,7 +144,7 @@ impl Telemetry {
         let (evaluations, notification_failures, store_errors, leader) = with_local_recorder(&recorder, || {
             let by = |r: Reason| metrics::counter!("rollout_evaluations_total", "result" => r.as_str());
             (
-                [by(Reason::InternalUser), by(Reason::InRollout), by(Reason::NotInRollout), by(Reason::FlagOff)],
+                Reason::ALL.map(by),
                 metrics::counter!("rollout_notification_failures_total"),
                 metrics::counter!("rollout_store_errors_total"),
                 metrics::gauge!("rollout_leader"),
@@ -172,14 +163,14 @@ impl Telemetry {
     }
 
     pub fn evaluation(&self, reason: Reason, took: Duration) {
-        self.evaluations[reason_index(reason)].increment(1);
+        self.evaluations[reason.index()].increment(1);
         self.evaluation_seconds.record(took);
     }
 
     /// `count` evaluations of a batch with this outcome (their latency is the batch's, not timed).
     pub fn evaluations(&self, reason: Reason, count: u64) {
         if count > 0 {
-            self.evaluations[reason_index(reason)].increment(count);
+            self.evaluations[reason.index()].increment(count);
         }
     }
 

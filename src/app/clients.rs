@@ -191,11 +191,11 @@ impl App {
             .iter()
             .map(|user| {
                 let answer = view.evaluate(user);
-                by_reason[reason_index(answer.evaluation.reason)] += 1;
+                by_reason[answer.evaluation.reason.index()] += 1;
                 answer.evaluation.enabled
             })
             .collect();
-        for (reason, count) in REASONS.into_iter().zip(by_reason) {
+        for (reason, count) in Reason::ALL.into_iter().zip(by_reason) {
             self.telemetry.evaluations(reason, count);
         }
         Ok(BatchAnswer { view, enabled })
@@ -233,16 +233,5 @@ impl App {
             _slot: slot,
         };
         Ok(ChangeStream { inner: Box::pin(futures::stream::unfold(follow, Follow::next)) })
-    }
-}
-
-const REASONS: [Reason; 4] = [Reason::InternalUser, Reason::InRollout, Reason::NotInRollout, Reason::FlagOff];
-
-fn reason_index(reason: Reason) -> usize {
-    match reason {
-        Reason::InternalUser => 0,
-        Reason::InRollout => 1,
-        Reason::NotInRollout => 2,
-        Reason::FlagOff => 3,
     }
 }

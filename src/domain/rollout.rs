@@ -553,6 +553,19 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in [`Reason::index`] order.
+    pub const ALL: [Reason; 4] = [Reason::InternalUser, Reason::InRollout, Reason::NotInRollout, Reason::FlagOff];
+
+    /// The reason's place in [`Reason::ALL`]: for per-reason counters kept in an array.
+    pub fn index(self) -> usize {
+        match self {
+            Reason::InternalUser => 0,
+            Reason::InRollout => 1,
+            Reason::NotInRollout => 2,
+            Reason::FlagOff => 3,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::InternalUser => "internal_user",

@@ -343,13 +343,7 @@ impl Client {
         reason: Option<&str>,
         expected_version: Option<u64>,
     ) -> Result<Fetched<FlagState>, ClientError> {
-        let mut body = serde_json::Map::new();
-        if let Some(reason) = reason {
-            body.insert("reason".into(), reason.into());
-        }
-        if let Some(version) = expected_version {
-            body.insert("expected_version".into(), version.into());
-        }
+        let body = command_body(reason, expected_version);
         let req = self.request(Method::POST, &["flags", flag, command]).json(&body);
         self.json(req, Some(flag)).await
     }
@@ -362,13 +356,7 @@ impl Client {
         expected_version: Option<u64>,
         at: Option<&str>,
     ) -> Result<Fetched<FlagState>, ClientError> {
-        let mut body = serde_json::Map::new();
-        if let Some(reason) = reason {
-            body.insert("reason".into(), reason.into());
-        }
-        if let Some(version) = expected_version {
-            body.insert("expected_version".into(), version.into());
-        }
+        let mut body = command_body(reason, expected_version);
         if let Some(at) = at {
             body.insert("at".into(), at.into());
         }
@@ -484,6 +472,18 @@ impl Client {
     pub async fn admin_status(&self) -> Result<Fetched<AdminStatus>, ClientError> {
         self.json(self.request(Method::GET, &["admin", "status"]), None).await
     }
+}
+
+/// A command's body: `{"reason", "expected_version"}`, each only when given.
+fn command_body(reason: Option<&str>, expected_version: Option<u64>) -> serde_json::Map<String, serde_json::Value> {
+    let mut body = serde_json::Map::new();
+    if let Some(reason) = reason {
+        body.insert("reason".into(), reason.into());
+    }
+    if let Some(version) = expected_version {
+        body.insert("expected_version".into(), version.into());
+    }
+    body
 }
 
 #[cfg(test)]

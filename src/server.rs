@@ -16,6 +16,7 @@
 
 mod accept;
 mod io;
+mod streams;
 mod timer;
 
 use std::collections::HashMap;
@@ -313,7 +314,7 @@ async fn serve(tasks: &mut Tasks, settings: &Settings, state: AppState) -> Resul
     let router = http::router(state, &settings.cors_origins, &settings.base_path);
     tasks.spawn(
         Task::UNTIL_STOPPED.named("http server", Stage::Close),
-        accept::serve(listener, router, drain, limits, tasks.stop_signal(Stage::Close)),
+        accept::serve(listener, router, drain, limits, settings.base_path.clone(), tasks.stop_signal(Stage::Close)),
     );
     Ok(addr)
 }

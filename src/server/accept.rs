@@ -10,6 +10,10 @@
 //! and lets open connections finish the request they are in (idle ones are closed between
 //! requests, never in the middle of one).
 //!
+//! A connection is handed over once its first bytes are in: one whose first request is
+//! `GET /stream` is served by [`super::streams`] (a change stream's connection without hyper's
+//! per-connection buffers), every other by hyper.
+//!
 //! Every request passes through [`Edge`], which hyper calls directly: the request body limit, the
 //! request timeout (408) and the drain's `connection: close`, without a tower layer (each layer
 //! on the router boxes the route's service and its future again per request). The request timeout
@@ -24,20 +28,21 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Request, Response, header};
 use axum::response::IntoResponse;
 use axum::routing::future::RouteFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
-use tokio::time::Sleep;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
 use super::io::ConnIo;
+use super::streams;
 use super::timer::ConnTimer;
 use crate::http::error::ApiError;
 use crate::http::extract::BODY_LIMIT;
@@ -63,14 +68,16 @@ pub async fn serve(
     app: Router,
     drain: Arc<Drain>,
     limits: Limits,
+    base_path: String,
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.header_read_timeout(limits.header_read_timeout);
-    let service =
+    let edge =
         Edge { app, body_limit: DefaultBodyLimit::max(BODY_LIMIT), drain, request_timeout: limits.request_timeout };
+    let connection = Connection { http, edge, limits, base_path: base_path.into(), stop: stop.clone() };
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -90,19 +97,61 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(ConnIo::new(stream, limits.write_timeout));
-        // Each connection gets its own timer: its header-read timeout is one tokio timer (see `timer`).
-        let connection = graceful.watch(http.clone().timer(ConnTimer::default()).serve_connection(io, service.clone()));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                // Header-read and write timeouts, resets and clients going away: theirs, not ours.
-                tracing::debug!(error = %e, "connection closed with an error");
-            }
-            drop(slot);
-        });
+        // The shutdown waits for every connection's task: each holds its watcher to its end.
+        // (Spawned as it is: an async block awaiting it would hold the future twice, ~2.5 KB more
+        // per connection.)
+        tokio::spawn(connection.clone().run(stream, graceful.watcher(), slot));
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// What every connection is served with.
+#[derive(Clone)]
+struct Connection {
+    http: hyper::server::conn::http1::Builder,
+    edge: Edge,
+    limits: Limits,
+    base_path: Arc<str>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Waits for the connection's first bytes (within the header-read timeout, until the server
+    /// stops), then serves it: as a change stream when they open `GET /stream` ([`streams`]),
+    /// else through hyper, the header-read deadline still running from the accept.
+    async fn run(mut self, stream: TcpStream, watcher: Watcher, slot: OwnedSemaphorePermit) {
+        let deadline = Instant::now() + self.limits.header_read_timeout;
+        // Closed, failed, or silent past the deadline: closed without an answer, as hyper does.
+        let Some(is_stream) = self.opens_a_stream(&stream, deadline).await else { return };
+        let io = ConnIo::new(stream, self.limits.write_timeout);
+        if is_stream {
+            // A task of its own, holding the connection's watcher and slot: for the stream's whole
+            // life it is the stream's future alone, not this one's around it.
+            tokio::spawn(streams::serve(io, self.edge, deadline, (watcher, slot)));
+            return;
+        }
+        let http = self.http.timer(ConnTimer::starting_by(deadline.into_std()));
+        // Boxed: a stream's task does not carry hyper's connection in its size.
+        let connection = Box::pin(watcher.watch(http.serve_connection(TokioIo::new(io), self.edge)));
+        if let Err(e) = connection.await {
+            // Header-read and write timeouts, resets and clients going away: theirs, not ours.
+            tracing::debug!(error = %e, "connection closed with an error");
+        }
+    }
+
+    /// Whether the connection's first bytes open `GET /stream`; `None` when it closes, fails, or
+    /// sends nothing by `deadline` or before the server stops. (Its own future: its buffer and
+    /// timer are gone once the connection is served.)
+    async fn opens_a_stream(&mut self, stream: &TcpStream, deadline: Instant) -> Option<bool> {
+        let mut first = [0u8; streams::PEEK];
+        let peeked = tokio::select! {
+            peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)) => peeked,
+            _ = self.stop.wait_for(|s| *s) => return None,
+        };
+        let Ok(Ok(peeked @ 1..)) = peeked else { return None };
+        Some(streams::is_stream_request(&first[..peeked], &self.base_path))
+    }
 }
 
 /// Answers a connection over the limit with a 503, written once without waiting; dropping the
@@ -120,7 +169,7 @@ fn refuse(stream: &TcpStream) {
 /// The app as hyper calls it: the body limit, the request timeout, and `connection: close` on a
 /// request that comes while the replica drains (one atomic load per request).
 #[derive(Clone)]
-struct Edge {
+pub struct Edge {
     app: Router,
     body_limit: DefaultBodyLimit,
     drain: Arc<Drain>,
@@ -133,6 +182,17 @@ impl hyper::service::Service<Request<Incoming>> for Edge {
     type Future = Answer;
 
     fn call(&self, req: Request<Incoming>) -> Answer {
+        self.answer(req)
+    }
+}
+
+impl Edge {
+    /// Answers one request, whichever connection it came on (hyper's, or a stream's).
+    pub fn answer<B>(&self, req: Request<B>) -> Answer
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
         // A router is always ready (`poll_ready` is `Ready(Ok)`), so it is called straight away.
         let mut app = self.body_limit.layer(self.app.clone());
         Answer { app: app.call(req), timeout: self.request_timeout, deadline: None, close: self.drain.is_draining() }

@@ -7,7 +7,8 @@
 //! closes the connection. That head is the last thing hyper writes, so it always ends the first
 //! buffer of a write (hyper's header buffer). Each write compares that buffer's last bytes with the
 //! shape of those heads (a few dozen bytes, no allocation); a match is written up to the head, and
-//! the head itself is swapped for the same status with a JSON body.
+//! the head itself is swapped for the same status with a JSON body. (The heads
+//! [`super::streams`] writes never end that way: their `date` comes before the framing.)
 
 use std::io;
 use std::pin::Pin;
@@ -144,6 +145,15 @@ const PARSE_ERRORS: [(&[u8], &str, &str); 3] = [
         "the request has more than 100 headers or its head is too large",
     ),
 ];
+
+/// The error code and message of a request head refused with `status` (400, 414 or 431; any
+/// other status is taken for a 400), for the heads [`super::streams`] parses itself.
+pub fn parse_error(status: axum::http::StatusCode) -> (&'static str, &'static str) {
+    let status_line = format!(" {} {}", status.as_str(), status.canonical_reason().unwrap_or(""));
+    let (_, code, message) =
+        PARSE_ERRORS.iter().find(|(line, ..)| *line == status_line.as_bytes()).unwrap_or(&PARSE_ERRORS[0]);
+    (code, message)
+}
 
 /// hyper's `date` value: an IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`.
 const DATE_LEN: usize = 29;

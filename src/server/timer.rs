@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -21,9 +22,19 @@ use tokio::time::Sleep;
 use crate::util::lock;
 
 /// The timer of one connection (give each connection its own).
-#[derive(Default)]
 pub struct ConnTimer {
     sleep: Arc<Mutex<Option<Pin<Box<Sleep>>>>>,
+    /// The latest deadline of the first sleep: the connection's header-read deadline, which runs
+    /// from its accept (the accept loop waited for its first bytes before handing it to hyper).
+    first_by: Instant,
+    first_taken: AtomicBool,
+}
+
+impl ConnTimer {
+    /// A connection's timer whose first sleep ends by `first_by` at the latest.
+    pub fn starting_by(first_by: Instant) -> Self {
+        Self { sleep: Arc::default(), first_by, first_taken: AtomicBool::new(false) }
+    }
 }
 
 impl hyper::rt::Timer for ConnTimer {
@@ -31,7 +42,12 @@ impl hyper::rt::Timer for ConnTimer {
         self.sleep_until(Instant::now() + duration)
     }
 
-    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+    fn sleep_until(&self, mut deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        // Only the connection's task asks: a load and a store, no read-modify-write.
+        if !self.first_taken.load(Ordering::Relaxed) {
+            self.first_taken.store(true, Ordering::Relaxed);
+            deadline = deadline.min(self.first_by);
+        }
         Box::pin(ConnSleep { timer: Arc::clone(&self.sleep), deadline: deadline.into() })
     }
 }

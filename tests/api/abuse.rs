@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use crate::helpers::{ADMIN, RedisServer, ServiceProcess, TestApp, timed_test};
 
 /// Reads until the server closes the connection (or `limit` passes); what it sent and when it closed.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Option<Duration>) {
+pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Option<Duration>) {
     let started = Instant::now();
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];

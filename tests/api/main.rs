@@ -31,4 +31,5 @@ mod secrets;
 mod shutdown;
 mod sources;
 mod store_contract;
+mod stream_connections;
 mod timeline;

@@ -378,6 +378,25 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_cut_by_the_write_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = tokio::net::TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let mut io = ConnIo::new(server, Duration::from_millis(300));
+        // 64 MiB of events the client never reads: far more than both sockets' buffers hold.
+        let event = Bytes::from(vec![b'x'; 64 * 1024]);
+        let frames = futures::stream::iter((0..1024).map(move |_| Ok::<_, io::Error>(event.clone())));
+        let response = Response::new(Body::from_stream(frames));
+        let started = std::time::Instant::now();
+        let written = tokio::time::timeout(Duration::from_secs(20), write_answer(&mut io, Version::HTTP_11, response))
+            .await
+            .expect("the write gives up by itself");
+        assert_eq!(written.map_err(|e| e.kind()), Err(io::ErrorKind::TimedOut));
+        assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+        drop(client);
+    }
+
     #[test]
     fn frames_are_written_in_order_across_partial_writes() {
         let mut frames = Frames::default();

@@ -3,6 +3,7 @@
 // that pushes outcome reports.
 
 import { readFile } from "node:fs/promises";
+import type { IncomingMessage } from "node:http";
 
 import { Backoff } from "./backoff.js";
 import {
@@ -14,6 +15,7 @@ import {
   snapshotFromBody,
   withChange,
 } from "./config.js";
+import { openOwnConnection } from "./connection.js";
 import { type Evaluation, enabledFor, evaluate } from "./eval.js";
 import { type Cohort, type Outcome, Outbox, type Sample, Tallies, sampleBody } from "./report.js";
 import { type SseEvent, SseParser } from "./sse.js";
@@ -408,32 +410,33 @@ export class Client {
       streamIdleTimeoutMs,
     );
     idleTimer.unref();
+    let response: IncomingMessage | undefined;
     try {
       const extra: Record<string, string> = { accept: "text/event-stream", "cache-control": "no-cache" };
       if (state.lastEventId !== null) extra["last-event-id"] = state.lastEventId;
-      let response: Response;
       try {
-        response = await fetch(this.streamUrl, { headers: this.headers(this.settings.token, extra), signal: connection.signal });
+        response = await openOwnConnection(this.streamUrl, this.headers(this.settings.token, extra), connection.signal);
       } catch (error) {
         return why ?? new SyncFailure("http", `request failed: ${describe(error)}`);
       }
+      // Its errors reach the reads below; this keeps one after them from going unhandled.
+      response.on("error", () => {});
       clearTimeout(openTimer);
-      if (!response.ok || response.body === null) {
-        await response.body?.cancel().catch(() => {});
-        return new SyncFailure("status", `the service answered ${response.status}`);
+      const status = response.statusCode ?? 0;
+      if (status < 200 || status > 299) {
+        return new SyncFailure("status", `the service answered ${status}`);
       }
-      if (!(response.headers.get("content-type") ?? "").startsWith("text/event-stream")) {
-        await response.body.cancel().catch(() => {});
+      if (!(response.headers["content-type"] ?? "").startsWith("text/event-stream")) {
         return new SyncFailure("not_event_stream", "the answer is not an event stream");
       }
       this.connected = true;
       idleTimer.refresh();
       const parser = new SseParser();
-      const reader = response.body.getReader();
+      const chunks: AsyncIterator<Uint8Array> = response[Symbol.asyncIterator]();
       for (;;) {
-        const chunk = await reader.read().catch((error: unknown) => new Error(describe(error)));
+        const chunk = await chunks.next().catch((error: unknown) => new Error(describe(error)));
         if (chunk instanceof Error) return why ?? new SyncFailure("http", `the stream broke: ${describe(chunk)}`);
-        if (chunk.done) return new SyncFailure("ended", "the stream ended");
+        if (chunk.done === true) return new SyncFailure("ended", "the stream ended");
         idleTimer.refresh();
         state.delivered = true;
         let events: SseEvent[];
@@ -453,7 +456,9 @@ export class Client {
       clearTimeout(openTimer);
       clearTimeout(idleTimer);
       this.stop.signal.removeEventListener("abort", onStop);
-      // Releases the socket of a stream left mid-way (a decode error, a framing error).
+      // Closes the stream's connection, whether left mid-way (a decode error, a framing error),
+      // refused, or ended.
+      response?.destroy();
       connection.abort();
     }
   }

@@ -16,9 +16,14 @@ struct Request {
     path: String,
     headers: HashMap<String, String>,
     body: String,
+    /// Which connection it came on (numbered from 0 in accept order), and how many requests came
+    /// on that connection before it.
+    connection: usize,
+    earlier_on_connection: usize,
 }
 
 enum Reply {
+    /// Kept alive after it: the next request may come on the same connection.
     Json(u16, String),
     /// Event-stream chunks; the connection is then closed, or held open when `hold` is true.
     Sse(Vec<String>, bool),
@@ -26,7 +31,7 @@ enum Reply {
 
 type Handler = Arc<dyn Fn(&Request, usize) -> Reply + Send + Sync>;
 
-/// A one-request-per-connection HTTP/1.1 peer; `handler` gets each request and its index.
+/// An HTTP/1.1 peer; `handler` gets each request and its index.
 struct Peer {
     url: String,
     seen: Arc<Mutex<Vec<Request>>>,
@@ -40,8 +45,10 @@ impl Peer {
         let handler: Handler = Arc::new(handler);
         let log = seen.clone();
         tokio::spawn(async move {
+            let mut connection = 0;
             while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(serve(socket, handler.clone(), log.clone()));
+                tokio::spawn(serve(socket, connection, handler.clone(), log.clone()));
+                connection += 1;
             }
         });
         Peer { url, seen }
@@ -52,15 +59,18 @@ impl Peer {
     }
 }
 
-async fn serve(mut socket: TcpStream, handler: Handler, log: Arc<Mutex<Vec<Request>>>) {
-    let mut buf = Vec::new();
+/// Reads one request off `socket` (`buf` holds what was read past the previous one).
+async fn read_request(
+    socket: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(String, String, HashMap<String, String>, String)> {
     let mut chunk = [0u8; 4096];
     let head_end = loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break end;
         }
         match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     };
@@ -73,40 +83,52 @@ async fn serve(mut socket: TcpStream, handler: Handler, log: Arc<Mutex<Vec<Reque
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
+    buf.drain(..head_end + 4);
+    while buf.len() < length {
         match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    let request = Request { method, path, headers, body: String::from_utf8_lossy(&body).into_owned() };
-    let index = {
-        let mut log = log.lock().expect("log");
-        log.push(request.clone());
-        log.len() - 1
-    };
-    match handler(&request, index) {
-        Reply::Json(status, body) => {
-            let reply = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\netag: \"e1\"\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(reply.as_bytes()).await;
-        }
-        Reply::Sse(chunks, hold) => {
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
-            if socket.write_all(head.as_bytes()).await.is_err() {
-                return;
-            }
-            for chunk in chunks {
-                if socket.write_all(chunk.as_bytes()).await.is_err() {
+    let body: Vec<u8> = buf.drain(..length).collect();
+    Some((method, path, headers, String::from_utf8_lossy(&body).into_owned()))
+}
+
+async fn serve(mut socket: TcpStream, connection: usize, handler: Handler, log: Arc<Mutex<Vec<Request>>>) {
+    let mut buf = Vec::new();
+    for earlier_on_connection in 0.. {
+        let Some((method, path, headers, body)) = read_request(&mut socket, &mut buf).await else { return };
+        let request = Request { method, path, headers, body, connection, earlier_on_connection };
+        let index = {
+            let mut log = log.lock().expect("log");
+            log.push(request.clone());
+            log.len() - 1
+        };
+        match handler(&request, index) {
+            Reply::Json(status, body) => {
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\netag: \"e1\"\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if socket.write_all(reply.as_bytes()).await.is_err() {
                     return;
                 }
-                let _ = socket.flush().await;
             }
-            if hold {
-                tokio::time::sleep(Duration::from_secs(30)).await;
+            Reply::Sse(chunks, hold) => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for chunk in chunks {
+                    if socket.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let _ = socket.flush().await;
+                }
+                if hold {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                return;
             }
         }
     }
@@ -173,6 +195,32 @@ async fn the_stream_snapshot_and_changes_drive_the_answers_and_a_reconnect_resum
     assert!(client.is_connected());
     assert!(peer.requests("/flags/config").is_empty(), "a working stream needs no fallback fetch");
     client.close().await;
+}
+
+#[tokio::test]
+async fn each_stream_opens_its_own_connection_while_reports_keep_theirs() {
+    // Each stream ends after its snapshot, so the client keeps reconnecting while it reports.
+    let peer = Peer::start(|request, _| match request.path.as_str() {
+        "/stream" => Reply::Sse(vec![snapshot_event(1, &[flag_json("f", 1, "running", 100)])], false),
+        _ => Reply::Json(200, r#"{"recorded":true}"#.into()),
+    })
+    .await;
+    let client =
+        fast(Client::builder(&peer.url)).report_interval(Duration::from_millis(20)).build().await.expect("client");
+    for i in 0..200 {
+        client.record("f", &format!("user-{i}"), rollout_sdk::Outcome { error: false, latency_ms: None });
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    eventually("several streams, and reports on a kept-alive connection", || {
+        let reused = peer.requests("/flags/f/metrics").iter().any(|r| r.earlier_on_connection > 0);
+        peer.requests("/stream").len() >= 5 && reused
+    })
+    .await;
+    client.close().await;
+    let streams = peer.requests("/stream");
+    assert!(streams.iter().all(|r| r.earlier_on_connection == 0), "{streams:?}");
+    let reports: Vec<usize> = peer.requests("/flags/f/metrics").iter().map(|r| r.connection).collect();
+    assert!(streams.iter().all(|s| !reports.contains(&s.connection)), "a stream came on a report's connection");
 }
 
 #[tokio::test]

@@ -12,11 +12,17 @@ const quiet = { warn() {} };
 /** A peer; `handle(request, index, response)` answers each request. Resolves to {url, requests, close}. */
 async function peer(handle) {
   const requests = [];
+  // Each request's connection (numbered in the order they came) and how many came on it before.
+  const connections = new WeakMap();
+  let opened = 0;
   const server = createServer((req, res) => {
     let body = "";
     req.on("data", (c) => (body += c));
     req.on("end", () => {
-      const request = { method: req.method, path: req.url, headers: req.headers, body };
+      const seen = connections.get(req.socket) ?? { id: opened++, requests: 0 };
+      connections.set(req.socket, { id: seen.id, requests: seen.requests + 1 });
+      const on = { connection: seen.id, earlierOnConnection: seen.requests };
+      const request = { method: req.method, path: req.url, headers: req.headers, body, ...on };
       requests.push(request);
       handle(request, requests.filter((r) => r.path === req.url).length - 1, res);
     });
@@ -180,6 +186,33 @@ test("reports the service cannot take for reportMaxAgeMs are dropped and counted
     assert.ok(performance.now() - start < 500, "record is in memory only");
     await eventually("the outcomes are dropped after 150 ms of refusals", () => client.droppedReports() === 1000);
     assert.ok(p.requests("/flags/f/metrics").length >= 3, "retried meanwhile");
+  } finally {
+    await client.close();
+    await p.close();
+  }
+});
+
+test("each stream opens its own connection while reports keep theirs", async () => {
+  // Each stream ends after its snapshot, so the client keeps reconnecting while it reports.
+  const p = await peer((req, n, res) => {
+    if (req.path === "/stream") return sse(res, [["snapshot", "1", { flags: [flag(1)] }]]);
+    res.writeHead(202, { "content-type": "application/json" }).end("{}");
+  });
+  const client = await Client.create(p.url, { reconnectBaseMs: 10, reconnectMaxMs: 50, reportIntervalMs: 20, logger: quiet });
+  try {
+    for (let i = 0; i < 100; i++) {
+      client.record("f", `user-${i}`, {});
+      await new Promise((resolve) => setTimeout(resolve, 3));
+    }
+    await eventually("several streams, and reports on a kept-alive connection", () => {
+      const reused = p.requests("/flags/f/metrics").some((r) => r.earlierOnConnection > 0);
+      return p.requests("/stream").length >= 5 && reused;
+    });
+    await client.close();
+    const streams = p.requests("/stream");
+    assert.ok(streams.every((r) => r.earlierOnConnection === 0), JSON.stringify(streams.map((r) => r.earlierOnConnection)));
+    const reports = new Set(p.requests("/flags/f/metrics").map((r) => r.connection));
+    assert.ok(streams.every((r) => !reports.has(r.connection)), "a stream came on a report's connection");
   } finally {
     await client.close();
     await p.close();

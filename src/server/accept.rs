@@ -132,9 +132,7 @@ impl Connection {
             return;
         }
         let http = self.http.timer(ConnTimer::starting_by(deadline.into_std()));
-        // Boxed: a stream's task does not carry hyper's connection in its size.
-        let connection = Box::pin(watcher.watch(http.serve_connection(TokioIo::new(io), self.edge)));
-        if let Err(e) = connection.await {
+        if let Err(e) = watcher.watch(http.serve_connection(TokioIo::new(io), self.edge)).await {
             // Header-read and write timeouts, resets and clients going away: theirs, not ours.
             tracing::debug!(error = %e, "connection closed with an error");
         }
